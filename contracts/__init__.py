@@ -1,0 +1,23 @@
+"""The v1 wire contract: msgspec Structs are the single source of every message."""
+
+from .backtest import BacktestOptions, BacktestRequest, BacktestResult, BarsRef, SweepRow
+from .bars import BarArrays, BarRow, Bars, from_columns, from_rows, ns_to_iso, to_epoch_ns
+from .codec import content_type, decode, encode
+from .errors import ErrorCode, ErrorInfo, ExecutionError
+from .execute import ExecuteRequest, ExecuteResult, Signal
+from .health import Health, IsolationLayer, Limits, PoolState
+from .performance import EquityPoint, Performance, Trade
+from .validate import ValidateRequest, ValidateResult
+from . import limits, subjects
+
+__all__ = [
+    "BacktestOptions", "BacktestRequest", "BacktestResult", "BarsRef", "SweepRow",
+    "BarArrays", "BarRow", "Bars", "from_columns", "from_rows", "ns_to_iso", "to_epoch_ns",
+    "content_type", "decode", "encode",
+    "ErrorCode", "ErrorInfo", "ExecutionError",
+    "ExecuteRequest", "ExecuteResult", "Signal",
+    "Health", "IsolationLayer", "Limits", "PoolState",
+    "EquityPoint", "Performance", "Trade",
+    "ValidateRequest", "ValidateResult",
+    "limits", "subjects",
+]

@@ -1,0 +1,146 @@
+"""OHLCV bars in the two wire shapes: columnar (preferred) and rows (the older format).
+
+Timestamps are ISO-8601 strings or epoch milliseconds; `to_epoch_ns` normalizes either so
+everything past decoding works on one int64 column.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+import msgspec
+import numpy as np
+
+from .limits import MAX_BARS
+
+Timestamp = int | float | str
+_Column = Annotated[list[float], msgspec.Meta(max_length=MAX_BARS)]
+
+COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+class Bars(msgspec.Struct, kw_only=True):
+    """Columnar bars: six arrays of equal length, oldest first."""
+
+    timestamp: Annotated[list[Timestamp], msgspec.Meta(max_length=MAX_BARS)]
+    open: _Column
+    high: _Column
+    low: _Column
+    close: _Column
+    volume: _Column | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.timestamp)
+        for name in COLUMNS:
+            column = getattr(self, name)
+            if column is not None and len(column) != n:
+                raise ValueError(
+                    f"bars.{name} has {len(column)} values but bars.timestamp has {n}"
+                )
+
+
+class BarRow(msgspec.Struct, kw_only=True):
+    """One bar of the older row format (`market_data`)."""
+
+    timestamp: Timestamp
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+
+
+class BarArrays(msgspec.Struct, kw_only=True, array_like=True):
+    """Bars as numpy-ready bytes: what crosses to the sandbox and the bar store."""
+
+    timestamp: bytes  # int64 epoch nanoseconds, native byte order
+    open: bytes
+    high: bytes
+    low: bytes
+    close: bytes
+    volume: bytes
+
+    @property
+    def count(self) -> int:
+        return len(self.timestamp) // 8
+
+    def column(self, name: str) -> np.ndarray:
+        dtype = np.int64 if name == "timestamp" else np.float64
+        return np.frombuffer(getattr(self, name), dtype=dtype)
+
+    @classmethod
+    def from_numpy(cls, timestamp_ns: np.ndarray, **columns: np.ndarray) -> "BarArrays":
+        return cls(
+            timestamp=np.ascontiguousarray(timestamp_ns, dtype=np.int64).tobytes(),
+            **{k: np.ascontiguousarray(columns[k], dtype=np.float64).tobytes() for k in COLUMNS},
+        )
+
+
+def _iso_to_ns(value: str) -> int:
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    delta = parsed - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def to_epoch_ns(values: list[Timestamp], field: str = "timestamp") -> np.ndarray:
+    """Normalize wire timestamps to int64 epoch-ns; raises ValueError naming the bad item."""
+    if not values:
+        return np.empty(0, dtype=np.int64)
+    first = values[0]
+    if not isinstance(first, str):
+        try:
+            millis = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            millis = None
+        if millis is not None:
+            if not np.isfinite(millis).all():
+                raise ValueError(f"{field} contains a non-finite epoch value")
+            return (millis * 1_000_000).astype(np.int64)
+    out = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        try:
+            if isinstance(value, str):
+                out[i] = _iso_to_ns(value)
+            else:
+                out[i] = int(float(value) * 1_000_000)
+        except (ValueError, OverflowError):
+            raise ValueError(
+                f"{field}[{i}] is not an ISO-8601 time or epoch milliseconds: {str(value)[:40]!r}"
+            ) from None
+    return out
+
+
+def from_columns(bars: Bars) -> BarArrays:
+    n = len(bars.timestamp)
+    volume = bars.volume if bars.volume is not None else [0.0] * n
+    return BarArrays.from_numpy(
+        to_epoch_ns(bars.timestamp, "bars.timestamp"),
+        open=np.asarray(bars.open, dtype=np.float64),
+        high=np.asarray(bars.high, dtype=np.float64),
+        low=np.asarray(bars.low, dtype=np.float64),
+        close=np.asarray(bars.close, dtype=np.float64),
+        volume=np.asarray(volume, dtype=np.float64),
+    )
+
+
+def from_rows(rows: list[BarRow]) -> BarArrays:
+    return BarArrays.from_numpy(
+        to_epoch_ns([r.timestamp for r in rows], "market_data.timestamp"),
+        **{k: np.fromiter((getattr(r, k) for r in rows), np.float64, len(rows)) for k in COLUMNS},
+    )
+
+
+def ns_to_iso(ns: int) -> str:
+    """Epoch-ns to the ISO-8601 UTC form every reply uses."""
+    seconds, rem = divmod(int(ns), 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None)
+    text = stamp.isoformat()
+    if rem:
+        text += f".{rem // 1000:06d}"
+    return text + "Z"

@@ -1,0 +1,43 @@
+"""`strategy.v1.health`: liveness, limits and which isolation layers are really active."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class IsolationLayer(msgspec.Struct, kw_only=True):
+    name: str
+    active: bool
+    detail: str = ""
+
+
+class Limits(msgspec.Struct, kw_only=True):
+    max_workers: int
+    max_queue: int
+    max_timeout_seconds: float
+    max_memory_mb: int
+    max_code_chars: int
+    max_bars: int
+
+
+class PoolState(msgspec.Struct, kw_only=True):
+    ready: int
+    busy: int
+    target: int
+    started: int
+    healthy: bool
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: Literal["ok", "degraded", "draining"]
+    version: str
+    node_id: str
+    uptime_s: float
+    nats_connected: bool
+    in_flight: int
+    queued: int
+    limits: Limits
+    pool: PoolState
+    isolation: list[IsolationLayer]

@@ -1,0 +1,79 @@
+"""Backtest metrics as they travel in `performance`.
+
+Units: every `*_return`, `win_rate`, `max_drawdown`, `exposure`, `annualized_volatility`,
+`best_trade`, `worst_trade`, `avg_trade` and `return_pct` is a percentage (12.5 means 12.5 %);
+money fields are in the account currency; durations are seconds of bar time. A ratio that is
+undefined (no losing trade, zero volatility) is `null`. Definitions live in backtest/metrics.py.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class Trade(msgspec.Struct, kw_only=True):
+    side: Literal["long", "short"]
+    entry_time: str
+    exit_time: str | None
+    entry_price: float
+    exit_price: float | None
+    quantity: float
+    pnl: float
+    return_pct: float
+    commission: float = 0.0
+    bars_held: int = 0
+    entry_reason: str | None = None
+    exit_reason: str | None = None
+
+
+class EquityPoint(msgspec.Struct, array_like=True):
+    """`[timestamp, equity, drawdown_pct]`: compact because curves are long."""
+
+    timestamp: str
+    equity: float
+    drawdown_pct: float
+
+
+class Performance(msgspec.Struct, kw_only=True):
+    # the older service's fields
+    total_return: float | None = None
+    total_pnl: float | None = None
+    win_rate: float | None = None
+    total_trades: int = 0
+    profitable_trades: int = 0
+    buy_count: int = 0
+    sell_count: int = 0
+    avg_win: float | None = None
+    avg_loss: float | None = None
+    profit_factor: float | None = None
+    max_drawdown: float | None = None
+    sharpe_ratio: float | None = None
+    buy_and_hold_return: float | None = None
+    outperformance: float | None = None
+    # the standard set
+    start: str | None = None
+    end: str | None = None
+    bars: int = 0
+    initial_cash: float | None = None
+    final_equity: float | None = None
+    peak_equity: float | None = None
+    commissions: float | None = None
+    cagr: float | None = None
+    annualized_return: float | None = None
+    annualized_volatility: float | None = None
+    sortino_ratio: float | None = None
+    calmar_ratio: float | None = None
+    exposure: float | None = None
+    expectancy: float | None = None
+    sqn: float | None = None
+    best_trade: float | None = None
+    worst_trade: float | None = None
+    avg_trade: float | None = None
+    max_trade_duration_s: float | None = None
+    avg_trade_duration_s: float | None = None
+    max_drawdown_duration_s: float | None = None
+    trades: list[Trade] = []
+    trades_truncated: bool = False
+    equity_curve: list[EquityPoint] = []

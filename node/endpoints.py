@@ -1,0 +1,150 @@
+"""The request handlers: decode, check, run in the sandbox, shape the reply.
+
+Each handler returns the reply Struct; nothing here raises for a bad request, the strategy's
+failures or a dead child — every path ends in a reply with an error code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Mapping
+
+from contracts import (
+    ErrorCode,
+    ErrorInfo,
+    ExecuteRequest,
+    ExecuteResult,
+    ExecutionError,
+    Health,
+    Limits,
+    ValidateRequest,
+    ValidateResult,
+    decode,
+    limits as contract_limits,
+)
+from sandbox.compiler import CompileCache
+from sandbox.pool import SandboxPool, SandboxUnavailable
+
+from . import __version__
+from .config import Settings
+from .jobs import check_language, execute_job
+from .metrics import Metrics
+
+log = logging.getLogger("node.endpoints")
+
+
+class Endpoints:
+    """Shared state of one node's handlers: settings, sandbox pool, compile cache, metrics."""
+
+    def __init__(self, settings: Settings, pool: SandboxPool, metrics: Metrics) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.metrics = metrics
+        self.cache = CompileCache(maxsize=1024)
+        self.started = time.monotonic()
+        self.nats_connected = lambda: False
+        self.admission_state = lambda: (0, 0)
+        self.draining = False
+
+    def _remaining_ms(self, received: float, budget_ms: int) -> int:
+        left = budget_ms - int((time.monotonic() - received) * 1000)
+        if left <= 0:
+            raise ExecutionError(ErrorCode.TIMEOUT,
+                                 f"the request's {budget_ms} ms budget ran out before it could start")
+        return left
+
+    async def execute(self, data: bytes, kind: str, received: float) -> ExecuteResult:
+        t0 = time.perf_counter()
+        request_id = None
+        try:
+            req = decode(data, ExecuteRequest, kind)
+            request_id = req.request_id
+            check_language(req.language)
+            budget_ms = req.timeout_ms if req.timeout_ms is not None else self.settings.default_timeout_ms
+            compiled, hit = self.cache.get(req.code)
+            self.metrics.compile(hit)
+            job = execute_job(req, self.settings, compiled, budget_ms)
+            job.timeout_ms = self._remaining_ms(received, budget_ms)
+            outcome = await self.pool.run(job)
+            result = ExecuteResult(
+                success=outcome.success, signals=outcome.signals, indicators=outcome.indicators,
+                performance=outcome.performance, result=outcome.result, logs=outcome.logs,
+                error=outcome.error,
+            )
+        except ExecutionError as exc:
+            result = ExecuteResult(success=False, error=exc.info())
+        except SandboxUnavailable as exc:
+            result = ExecuteResult(success=False, error=ErrorInfo(code=ErrorCode.OVERLOADED, message=str(exc)))
+        except Exception:  # noqa: BLE001 - the node's own fault; log it, never leak it
+            log.exception("execute failed inside the node")
+            result = ExecuteResult(success=False, error=ErrorInfo(
+                code=ErrorCode.INTERNAL, message="internal error in the execution node"))
+        result.request_id = request_id
+        result.node_id = self.settings.node_id
+        result.execution_time_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+        self.metrics.finished("execute", result.error.code if result.error else None, result.execution_time_ms)
+        return result
+
+    async def validate(self, data: bytes, kind: str, received: float) -> ValidateResult:
+        t0 = time.perf_counter()
+        request_id = None
+        try:
+            req = decode(data, ValidateRequest, kind)
+            request_id = req.request_id
+            check_language(req.language)
+            compiled, hit = self.cache.get(req.code)
+            self.metrics.compile(hit)
+            result = ValidateResult(valid=True, style=compiled.style, imports=list(compiled.imports))
+        except ExecutionError as exc:
+            result = ValidateResult(valid=False, error=exc.info())
+        except Exception:  # noqa: BLE001
+            log.exception("validate failed inside the node")
+            result = ValidateResult(valid=False, error=ErrorInfo(
+                code=ErrorCode.INTERNAL, message="internal error in the execution node"))
+        result.request_id = request_id
+        result.node_id = self.settings.node_id
+        result.execution_time_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+        self.metrics.finished("validate", result.error.code if result.error else None, result.execution_time_ms)
+        return result
+
+    def health(self) -> Health:
+        pool = self.pool.state()
+        in_flight, queued = self.admission_state()
+        connected = self.nats_connected()
+        status = "draining" if self.draining else ("ok" if pool.healthy and connected else "degraded")
+        s = self.settings
+        return Health(
+            status=status, version=__version__, node_id=s.node_id,
+            uptime_s=round(time.monotonic() - self.started, 3), nats_connected=connected,
+            in_flight=in_flight, queued=queued,
+            limits=Limits(max_workers=s.max_workers, max_queue=s.max_queue,
+                          max_timeout_seconds=s.max_timeout_seconds, max_memory_mb=s.max_memory_mb,
+                          max_code_chars=contract_limits.MAX_CODE_CHARS, max_bars=contract_limits.MAX_BARS),
+            pool=pool, isolation=list(self.pool.layers),
+        )
+
+    def refused(self, subject: str) -> Any:
+        """The OVERLOADED reply for a request that could not even be queued."""
+        self.metrics.finished(subject, ErrorCode.OVERLOADED, 0.0)
+        error = ErrorInfo(code=ErrorCode.OVERLOADED,
+                          message="this node is at capacity; retry shortly or on another node")
+        if subject.endswith("validate"):
+            return ValidateResult(valid=False, error=error, node_id=self.settings.node_id)
+        return ExecuteResult(success=False, error=error, node_id=self.settings.node_id)
+
+
+def error_headers(error: ErrorInfo | None, kind: str) -> Mapping[str, str]:
+    headers = {"Content-Type": kind}
+    if error is not None:
+        headers["Nats-Service-Error"] = error.message[:200].replace("\r", " ").replace("\n", " ")
+        headers["Nats-Service-Error-Code"] = _STATUS.get(error.code, "500")
+    return headers
+
+
+_STATUS = {
+    ErrorCode.INVALID_REQUEST: "400", ErrorCode.UNSUPPORTED_LANGUAGE: "400",
+    ErrorCode.COMPILE_ERROR: "422", ErrorCode.SECURITY_VIOLATION: "403",
+    ErrorCode.RUNTIME_ERROR: "422", ErrorCode.TIMEOUT: "408", ErrorCode.MEMORY_LIMIT: "413",
+    ErrorCode.OUTPUT_LIMIT: "413", ErrorCode.OVERLOADED: "503", ErrorCode.INTERNAL: "500",
+}

@@ -1,0 +1,159 @@
+"""The running node: NATS connection, the `strategy-exec` micro service and its lifecycle.
+
+Handlers never await the sandbox themselves (nats.py runs one subscription's callbacks in
+order); they hand each request to `Admission`, which bounds concurrency and refuses with
+OVERLOADED past its queue. Shutdown drains the endpoints, finishes what was admitted, then
+drains the connection, so no accepted request goes unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any, Awaitable, Callable
+
+import nats
+from nats.micro import add_service
+from nats.micro.request import Request
+
+from contracts import encode, subjects
+from contracts.codec import content_type
+from sandbox.pool import SandboxPool
+
+from . import __version__
+from .admission import Admission
+from .config import Settings
+from .endpoints import Endpoints, error_headers
+from .metrics import Metrics
+from .nats_auth import connect_options
+
+log = logging.getLogger("node")
+
+
+class Node:
+    def __init__(self, settings: Settings, nats_url: str, connect_env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.nats_url = nats_url
+        self.connect_env = connect_env or {}
+        self.metrics = Metrics()
+        self.pool = SandboxPool(
+            ready_target=settings.ready_children, max_memory_mb=settings.max_memory_mb,
+            max_cpu_seconds=int(settings.max_timeout_seconds) + 1, disable=settings.sandbox_disable,
+        )
+        self.endpoints = Endpoints(settings, self.pool, self.metrics)
+        self.admission = Admission(settings.max_workers, settings.max_queue)
+        self.endpoints.admission_state = lambda: (self.admission.in_flight, self.admission.queued)
+        self.nc: nats.NATS | None = None
+        self.service: Any = None
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    # -- start --------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.pool.start()
+        for layer in self.pool.layers:
+            log.info("isolation layer %-18s %s  %s", layer.name, "active  " if layer.active else "INACTIVE", layer.detail)
+        options = connect_options(self.connect_env)
+        self.nc = await nats.connect(
+            self.nats_url, name=f"strategy-node {self.settings.node_id}",
+            max_reconnect_attempts=-1, reconnect_time_wait=0.5, allow_reconnect=True,
+            error_cb=self._on_error, disconnected_cb=self._on_disconnect,
+            reconnected_cb=self._on_reconnect, **options,
+        )
+        self.endpoints.nats_connected = lambda: bool(self.nc and self.nc.is_connected)
+        self.service = await add_service(
+            self.nc, name=subjects.SERVICE_NAME, version=__version__,
+            description="Runs untrusted trading strategies in a locked-down sandbox",
+            queue_group=subjects.QUEUE_GROUP,
+            metadata={"node_id": self.settings.node_id, "environment": self.settings.environment},
+            stats_handler=lambda ep: self.metrics.snapshot(ep.name),
+        )
+        if self.settings.role in ("all", "requests"):
+            await self._endpoint("execute", subjects.EXECUTE, self.endpoints.execute)
+            await self._endpoint("validate", subjects.VALIDATE, self.endpoints.validate)
+        await self.service.add_endpoint(name="health", subject=subjects.HEALTH, handler=self._health,
+                                        queue_group=subjects.QUEUE_GROUP)
+        await self.nc.flush()
+        log.info("node %s serving %s on %s", self.settings.node_id, subjects.PREFIX + ".*", self.nats_url)
+
+    async def _endpoint(self, name: str, subject: str,
+                        handler: Callable[[bytes, str, float], Awaitable[Any]]) -> None:
+        async def on_request(req: Request) -> None:
+            received = time.monotonic()
+            kind = content_type(req.headers)
+
+            async def work() -> None:
+                reply = await handler(req.data, kind, received)
+                await self._respond(req, reply, kind)
+
+            if not self.admission.submit(work):
+                await self._respond(req, self.endpoints.refused(subject), kind)
+
+        await self.service.add_endpoint(name=name, subject=subject, handler=on_request,
+                                        queue_group=subjects.QUEUE_GROUP)
+
+    async def _respond(self, req: Request, reply: Any, kind: str) -> None:
+        if not req._msg.reply:
+            return  # a publish without an inbox: nobody to answer
+        try:
+            await req.respond(encode(reply, kind), headers=error_headers(getattr(reply, "error", None), kind))
+        except Exception:  # noqa: BLE001 - a lost connection: nothing else to do for this one
+            log.warning("could not send a reply", exc_info=True)
+
+    async def _health(self, req: Request) -> None:
+        kind = content_type(req.headers)
+        await self._respond(req, self.endpoints.health(), kind)
+
+    # -- NATS callbacks -----------------------------------------------------------------
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("NATS error: %s", exc)
+
+    async def _on_disconnect(self) -> None:
+        log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnect(self) -> None:
+        log.info("reconnected to NATS at %s", self.nc.connected_url.netloc if self.nc else "?")
+
+    # -- stop ---------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+
+    async def stop(self) -> None:
+        """Stop taking work, finish what was admitted, then drain the connection."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        self.endpoints.draining = True
+        log.info("draining: no new requests; %d in flight", self.admission.in_flight)
+        for endpoint in list(getattr(self.service, "_endpoints", []) or []):
+            sub = getattr(endpoint, "_subscription", None)
+            if sub is not None and endpoint._subject != subjects.HEALTH:
+                try:
+                    await sub.drain()  # delivers what is buffered, then unsubscribes
+                except Exception:  # noqa: BLE001
+                    log.debug("endpoint drain failed", exc_info=True)
+        if self.nc is not None and self.nc.is_connected:
+            try:
+                await self.nc.flush(timeout=2)
+            except Exception:  # noqa: BLE001
+                pass
+        await asyncio.sleep(0)  # let drained callbacks submit their work
+        finished = await self.admission.drain(self.settings.drain_timeout_seconds)
+        if not finished:
+            log.error("drain timeout: some requests did not finish in %.0fs", self.settings.drain_timeout_seconds)
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # noqa: BLE001
+                await self.nc.close()
+        await self.pool.close()
+        log.info("node %s stopped", self.settings.node_id)
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()

@@ -1,0 +1,302 @@
+"""The node's handle on the sandbox: a zygote process and the ready one-shot children it forks.
+
+The node only ever talks to children over their own socket; it enforces the wall-clock deadline
+with SIGKILL through a pidfd (no pid-reuse race) and turns every way a child can end into an
+error code. If the zygote dies, the pool starts a new one.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import collections
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from contracts import ErrorCode, ErrorInfo, IsolationLayer, PoolState
+
+from .protocol import HEADER, MAX_FRAME, Job, Outcome, frame, job_encoder, outcome_decoder
+from .zygote import CONTROL_FD_ENV
+
+log = logging.getLogger("sandbox.pool")
+
+_SIGNAL_ERRORS = {
+    signal.SIGXCPU: (ErrorCode.TIMEOUT, "the strategy used up its CPU time"),
+    signal.SIGSYS: (ErrorCode.SECURITY_VIOLATION, "the strategy made a forbidden system call"),
+    signal.SIGSEGV: (ErrorCode.RUNTIME_ERROR, "the strategy's process crashed (segmentation fault)"),
+    signal.SIGBUS: (ErrorCode.RUNTIME_ERROR, "the strategy's process crashed (bus error)"),
+    signal.SIGABRT: (ErrorCode.RUNTIME_ERROR, "the strategy's process aborted"),
+    signal.SIGFPE: (ErrorCode.RUNTIME_ERROR, "the strategy's process crashed (arithmetic fault)"),
+    signal.SIGKILL: (ErrorCode.MEMORY_LIMIT, "the strategy's process was killed (out of memory)"),
+}
+
+
+class SandboxUnavailable(Exception):
+    pass
+
+
+@dataclass
+class _Child:
+    pid: int
+    sock: socket.socket
+    pidfd: int
+
+    def kill(self) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.close(self.pidfd)
+        except OSError:
+            pass
+
+
+def exit_error(status: int | None, deadline_hit: bool, timeout_ms: int) -> ErrorInfo:
+    """Map how a child ended without an outcome to the error its caller sees."""
+    if deadline_hit:
+        return ErrorInfo(code=ErrorCode.TIMEOUT, message=f"the strategy did not finish within {timeout_ms} ms")
+    if status is None:
+        return ErrorInfo(code=ErrorCode.INTERNAL, message="the strategy's process ended without a result")
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        code, message = _SIGNAL_ERRORS.get(
+            sig, (ErrorCode.INTERNAL, f"the strategy's process was terminated from outside (signal {sig})"))
+        return ErrorInfo(code=code, message=message)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+    if code == 70:
+        return ErrorInfo(code=ErrorCode.INTERNAL, message="the sandbox could not lock a process down")
+    return ErrorInfo(code=ErrorCode.INTERNAL, message=f"the strategy's process exited early (status {code})")
+
+
+class SandboxPool:
+    def __init__(self, ready_target: int = 4, max_memory_mb: int = 512, max_cpu_seconds: int = 31,
+                 disable: str = "") -> None:
+        self.ready_target = max(1, ready_target)
+        self.max_memory_mb = max_memory_mb
+        self.max_cpu_seconds = max_cpu_seconds
+        self.disable = disable
+        self.layers: list[IsolationLayer] = []
+        self._ready: collections.deque[_Child] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[_Child]] = collections.deque()
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._requested = 0
+        self._busy = 0
+        self.started = 0
+        self._proc: subprocess.Popen | None = None
+        self._control: socket.socket | None = None
+        self._hello: asyncio.Future[dict] | None = None
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.zygote_pid: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self, timeout: float = 60.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        node_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            "PYTHONHASHSEED": "random",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            CONTROL_FD_ENV: str(zygote_end.fileno()),
+            "SANDBOX_MAX_MEMORY_MB": str(self.max_memory_mb),
+            "SANDBOX_MAX_CPU_SECONDS": str(self.max_cpu_seconds),
+            "SANDBOX_DISABLE": self.disable,
+        }
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.zygote"], env=env, pass_fds=[zygote_end.fileno()],
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd="/",
+        )
+        zygote_end.close()
+        node_end.setblocking(False)
+        self._control = node_end
+        self._hello = self._loop.create_future()
+        self._loop.add_reader(node_end.fileno(), self._on_control)
+        try:
+            hello = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise SandboxUnavailable("the sandbox zygote did not start in time") from None
+        self.zygote_pid = hello["pid"]
+        self.layers = [IsolationLayer(**layer) for layer in hello["layers"]]
+        self._refill()
+
+    async def close(self) -> None:
+        self._closing = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(SandboxUnavailable("the sandbox is shutting down"))
+        self._shutdown_zygote()
+
+    def _shutdown_zygote(self) -> None:
+        if self._control is not None and self._loop is not None:
+            self._loop.remove_reader(self._control.fileno())
+            self._control.close()
+            self._control = None
+        while self._ready:
+            child = self._ready.popleft()
+            child.kill()
+            child.close()
+        if self._proc is not None:
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        self._requested = 0
+
+    async def _restart(self) -> None:
+        log.error("sandbox zygote exited; starting a new one")
+        self._shutdown_zygote()
+        for fut in self._exits.values():
+            if not fut.done():
+                fut.set_result(-1)
+        if not self._closing:
+            await self.start()
+
+    # -- control channel ----------------------------------------------------------------
+    def _on_control(self) -> None:
+        assert self._control is not None
+        while True:
+            try:
+                msg, ancdata, _flags, _addr = self._control.recvmsg(4096, socket.CMSG_SPACE(2 * 4))
+            except BlockingIOError:
+                return
+            except OSError:
+                msg, ancdata = b"", []
+            if not msg:
+                if not self._closing:
+                    asyncio.ensure_future(self._restart())
+                else:
+                    self._loop.remove_reader(self._control.fileno())
+                return
+            tag = msg[:1]
+            if tag == b"R":
+                fds = array.array("i")
+                for level, kind, data in ancdata:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+                (pid,) = struct.unpack("<i", msg[1:5])
+                sock = socket.socket(fileno=fds[0])
+                sock.setblocking(False)
+                self._requested -= 1
+                self.started += 1
+                self._offer(_Child(pid=pid, sock=sock, pidfd=fds[1]))
+            elif tag == b"X":
+                pid, status = struct.unpack("<ii", msg[1:9])
+                fut = self._exits.pop(pid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(status)
+            elif tag == b"H" and self._hello is not None and not self._hello.done():
+                self._hello.set_result(json.loads(msg[1:]))
+
+    def _offer(self, child: _Child) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(child)
+                return
+        self._ready.append(child)
+
+    def _refill(self) -> None:
+        want = self.ready_target + len(self._waiters) - len(self._ready) - self._requested
+        if want > 0 and self._control is not None:
+            try:
+                self._control.send(b"S" + struct.pack("<I", want))
+                self._requested += want
+            except OSError:
+                pass
+
+    async def _acquire(self) -> _Child:
+        if self._ready:
+            child = self._ready.popleft()
+        else:
+            if self._closing:
+                raise SandboxUnavailable("the sandbox is shutting down")
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            self._refill()
+            try:
+                child = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._ready.appendleft(waiter.result())
+                raise
+        self._refill()
+        return child
+
+    # -- running ------------------------------------------------------------------------
+    async def run(self, job: Job) -> Outcome:
+        """Run one job in a fresh child; never raises for anything the strategy does."""
+        child = await self._acquire()
+        self._busy += 1
+        exit_status = self._loop.create_future()
+        self._exits[child.pid] = exit_status
+        loop = self._loop
+        deadline_hit = False
+        try:
+            await loop.sock_sendall(child.sock, frame(job_encoder.encode(job)))
+            try:
+                body = await asyncio.wait_for(self._read_frame(child.sock), job.timeout_ms / 1000.0)
+            except asyncio.TimeoutError:
+                deadline_hit = True
+                body = None
+            except (ConnectionError, EOFError, OSError):
+                body = None
+            if body is not None:
+                return outcome_decoder.decode(body)
+            child.kill()
+            try:
+                status = await asyncio.wait_for(exit_status, 2.0)
+            except asyncio.TimeoutError:
+                status = None
+            return Outcome(success=False, error=exit_error(status, deadline_hit, job.timeout_ms))
+        finally:
+            child.kill()  # a child never outlives its request
+            child.close()
+            self._busy -= 1
+            if exit_status.done() or deadline_hit:
+                self._exits.pop(child.pid, None)
+            else:
+                exit_status.add_done_callback(lambda _f, pid=child.pid: self._exits.pop(pid, None))
+
+    async def _read_frame(self, sock: socket.socket) -> bytes:
+        header = await self._read_exact(sock, HEADER.size)
+        (size,) = HEADER.unpack(header)
+        if size > MAX_FRAME:
+            raise EOFError("oversized frame")
+        return await self._read_exact(sock, size)
+
+    async def _read_exact(self, sock: socket.socket, size: int) -> bytes:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = await self._loop.sock_recv_into(sock, view[got:])
+            if n == 0:
+                raise EOFError
+            got += n
+        return bytes(buf)
+
+    # -- state --------------------------------------------------------------------------
+    def state(self) -> PoolState:
+        healthy = self._proc is not None and self._proc.poll() is None and not self._closing
+        return PoolState(ready=len(self._ready), busy=self._busy, target=self.ready_target,
+                         started=self.started, healthy=healthy)
+
+    def live_children(self) -> list[int]:
+        """Pids of children this pool still holds (ready ones); for tests and diagnostics."""
+        return [c.pid for c in self._ready]

@@ -1,0 +1,63 @@
+"""What crosses between the node and a one-shot child: one Job in, one Outcome out.
+
+Frames are a 4-byte little-endian length and a msgpack body; bars travel as raw column bytes
+(`BarArrays`), never as per-value Python lists.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Literal
+
+import msgspec
+
+from contracts import BacktestOptions, BarArrays, ErrorInfo, Performance, Signal
+
+HEADER = struct.Struct("<I")
+MAX_FRAME = 1 << 30
+
+Kind = Literal["execute", "backtest", "classify"]
+
+
+class OutputLimits(msgspec.Struct, array_like=True):
+    signals: int = 10_000
+    indicators: int = 64
+    indicator_points: int = 2_000_000
+    log_lines: int = 1_000
+    log_bytes: int = 256 * 1024
+    result_bytes: int = 1024 * 1024
+
+
+class Job(msgspec.Struct, array_like=True):
+    kind: Kind
+    code: bytes  # CompiledStrategy.to_bytes()
+    bars: BarArrays | None
+    symbol: str
+    timeframe: str
+    parameters: dict[str, Any]
+    timeout_ms: int
+    memory_mb: int
+    limits: OutputLimits
+    options: BacktestOptions | None = None
+    universe: dict[str, BarArrays] | None = None  # symbol -> bars, for classify accessors
+
+
+class Outcome(msgspec.Struct, array_like=True):
+    success: bool
+    signals: list[Signal] = []
+    indicators: dict[str, list[float | None]] = {}
+    performance: Performance | None = None
+    result: Any = None
+    logs: list[str] = []
+    error: ErrorInfo | None = None
+    signals_count: int = 0
+    run_ms: float = 0.0
+
+
+job_encoder = msgspec.msgpack.Encoder()
+job_decoder = msgspec.msgpack.Decoder(Job)
+outcome_decoder = msgspec.msgpack.Decoder(Outcome)
+
+
+def frame(body: bytes) -> bytes:
+    return HEADER.pack(len(body)) + body

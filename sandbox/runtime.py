@@ -1,0 +1,278 @@
+"""One run inside a locked-down child: build the frame, execute the strategy, shape the outcome.
+
+Everything here executes after the lockdown, next to untrusted code, so it trusts nothing the
+strategy returns: values are converted to plain types before they leave the process.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+
+from contracts import BacktestOptions, BarArrays, ErrorCode, ErrorInfo, ExecutionError, Signal, ns_to_iso
+
+from .api import SIGNAL_NAMES, OutputLimitExceeded, StrategyApi, signal_code
+from .compiler import CompiledStrategy
+from .protocol import Job, Outcome
+from .restricted import build_globals
+
+STRATEGY_FILE = "<strategy>"
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-+@~]+)+(?:\.py[cw]?|\.so)?")
+
+
+def frame_of(bars: BarArrays | None) -> pd.DataFrame:
+    """The DataFrame every strategy style sees: UTC DatetimeIndex named `timestamp`."""
+    if bars is None:
+        bars = BarArrays(timestamp=b"", open=b"", high=b"", low=b"", close=b"", volume=b"")
+    index = pd.DatetimeIndex(bars.column("timestamp").view("datetime64[ns]"), name="timestamp").tz_localize("UTC")
+    columns = {k: bars.column(k).copy() for k in ("open", "high", "low", "close", "volume")}
+    return pd.DataFrame(columns, index=index, copy=False)
+
+
+def strategy_line(tb: TracebackType | None) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == STRATEGY_FILE:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def clean_message(exc: BaseException) -> str:
+    """`Type: message` with any host path replaced, so no node or library location leaks."""
+    text = str(exc)
+    text = _PATH.sub(lambda m: "<library>" if "/" in m.group(0)[1:] or "\\" in m.group(0) else m.group(0), text)
+    name = type(exc).__name__
+    return f"{name}: {text}"[:1000] if text else name
+
+
+def json_safe(value: Any, limit: int) -> Any:
+    """The strategy's return value as plain JSON types, or an error if it cannot be."""
+
+    def enc(obj: Any) -> Any:
+        if isinstance(obj, (np.integer,)):
+            return int(obj)
+        if isinstance(obj, np.floating):
+            return float(obj)
+        if isinstance(obj, np.bool_):
+            return bool(obj)
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, pd.Timestamp):
+            return obj.isoformat()
+        raise TypeError(type(obj).__name__)
+
+    try:
+        raw = msgspec.json.encode(value, enc_hook=enc)
+    except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+        raise ExecutionError(ErrorCode.RUNTIME_ERROR,
+                             f"the strategy returned a value that is not JSON-safe ({exc})") from None
+    if len(raw) > limit:
+        raise ExecutionError(ErrorCode.OUTPUT_LIMIT, f"the strategy's result is {len(raw)} bytes; the limit is {limit}")
+    return msgspec.json.decode(raw)
+
+
+def _per_bar(value: Any, n: int) -> np.ndarray | None:
+    """A Series/array/list aligned to the bars becomes one signal code per bar."""
+    if isinstance(value, pd.DataFrame):
+        if "signal" not in value.columns:
+            return None
+        value = value["signal"]
+    if isinstance(value, (pd.Series, np.ndarray, list)):
+        length = len(value)
+        if length != n:
+            raise ExecutionError(ErrorCode.RUNTIME_ERROR,
+                                 f"the strategy returned {length} signals for {n} bars")
+        array = value.to_numpy() if isinstance(value, pd.Series) else np.asarray(value, dtype=object)
+        if array.dtype.kind in "fiu":
+            numbers = np.nan_to_num(array.astype(np.float64), nan=0.0)
+            return np.sign(numbers).astype(np.int8)
+        return np.fromiter((signal_code(v) for v in array), np.int8, n)
+    return None
+
+
+class Run:
+    """State of one execution; `outcome()` is all that leaves the child."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.compiled = CompiledStrategy.from_bytes(job.code)
+        self.frame = frame_of(job.bars)
+        n = len(self.frame)
+        self.index_ns = self.frame.index.asi8 if n else np.empty(0, np.int64)
+        self.api = StrategyApi(n, self.index_ns, job.limits)
+        self.per_bar: np.ndarray | None = None
+        self.result: Any = None
+
+    # -- execution ----------------------------------------------------------------------
+    def _globals(self, with_data: bool) -> dict[str, Any]:
+        api = {
+            "signal": self.api.signal,
+            "indicator": self.api.indicator,
+            "log": self.api.log,
+            "params": dict(self.job.parameters),
+            "parameters": dict(self.job.parameters),
+            "symbol": self.job.symbol,
+            "timeframe": self.job.timeframe,
+        }
+        if with_data:
+            api["df"] = self.frame.copy()
+            api["data"] = api["df"]
+        if self.job.kind == "classify" or self.compiled.style == "classify":
+            api.update(self._accessors())
+        return build_globals(api, self.api.write_line)
+
+    def _accessors(self) -> dict[str, Any]:
+        from backtest.accessors import make_accessors
+
+        frames = {(sym, self.job.timeframe): frame_of(arr) for sym, arr in (self.job.universe or {}).items()}
+        if self.job.symbol and (self.job.symbol, self.job.timeframe) not in frames:
+            frames[(self.job.symbol, self.job.timeframe)] = self.frame
+        return make_accessors(frames, self.job.timeframe)
+
+    def execute(self) -> None:
+        style = self.compiled.style
+        walking = self.job.kind == "backtest" and style == "function"
+        env = self._globals(with_data=style == "script" or not walking)
+        exec(self.compiled.code, env)
+        if style == "function":
+            self._call_strategy(env["strategy"], walking)
+        elif style == "classify":
+            verdict = env["classify_symbol"](self.job.symbol)
+            self.result = json_safe(verdict, self.job.limits.result_bytes)
+        else:
+            ret = env.get("result")
+            if ret is not None:
+                self.result = json_safe(ret, self.job.limits.result_bytes)
+
+    def _call_strategy(self, fn: Any, walking: bool) -> None:
+        wants_params = getattr(getattr(fn, "__code__", None), "co_argcount", 1) >= 2
+        params = dict(self.job.parameters)
+        call = (lambda data: fn(data, params)) if wants_params else fn
+        n = len(self.frame)
+        ret = call(self.frame.copy())
+        if not walking or _per_bar(ret, n) is not None:
+            self._take(ret, n)
+            return
+        # A per-bar-string strategy: walk it, each call seeing only the bars up to its own.
+        self.api.marks.clear()
+        codes = np.zeros(n, dtype=np.int8)
+        for i in range(n):
+            ret = call(self.frame.iloc[: i + 1].copy())
+            codes[i] = signal_code(ret.get("signal") if isinstance(ret, dict) else ret)
+        self.per_bar = codes
+
+    def _take(self, ret: Any, n: int) -> None:
+        vector = _per_bar(ret, n)
+        if vector is not None:
+            self.per_bar = vector
+            return
+        if isinstance(ret, dict):
+            kind = ret.get("signal", ret.get("type", ret.get("action")))
+            if kind is not None and n:
+                self.api.signal(kind, ret.get("reason"), ret.get("price"), ret.get("quantity"))
+            self.result = json_safe(ret, self.job.limits.result_bytes)
+        elif isinstance(ret, str):
+            if n == 0:
+                signal_code(ret)
+            else:
+                self.api.signal(ret)
+            self.result = ret
+        elif ret is not None:
+            self.result = json_safe(ret, self.job.limits.result_bytes)
+
+    # -- shaping ------------------------------------------------------------------------
+    def codes(self) -> np.ndarray:
+        if self.per_bar is not None:
+            codes = self.per_bar.copy()
+            for i, (code, *_r) in self.api.marks.items():
+                codes[i] = code
+            return codes
+        return self.api.per_bar()
+
+    def signals(self, codes: np.ndarray) -> list[Signal]:
+        close = self.frame["close"].to_numpy() if len(self.frame) else np.empty(0)
+        out: list[Signal] = []
+        if self.per_bar is None:
+            positions = sorted(self.api.marks)
+        else:
+            positions = sorted(set(np.flatnonzero(codes).tolist()) | set(self.api.marks))
+        if len(positions) > self.job.limits.signals:
+            raise ExecutionError(ErrorCode.OUTPUT_LIMIT,
+                                 f"{len(positions)} signals; the limit is {self.job.limits.signals}")
+        for i in positions:
+            code, reason, price, qty = self.api.marks.get(i, (int(codes[i]), None, None, None))
+            px = float(close[i]) if price is None else price
+            out.append(Signal(
+                timestamp=ns_to_iso(int(self.index_ns[i])), type=SIGNAL_NAMES[code],
+                price=px if math.isfinite(px) else None, quantity=qty, reason=reason,
+            ))
+        return out
+
+    def performance(self, codes: np.ndarray, options: BacktestOptions | None) -> Any:
+        if not codes.any():
+            return None
+        from backtest import run_backtest
+
+        reasons = {i: m[1] for i, m in self.api.marks.items() if m[1]}
+        f = self.frame
+        return run_backtest(
+            self.index_ns, f["open"].to_numpy(), f["high"].to_numpy(), f["low"].to_numpy(),
+            f["close"].to_numpy(), f["volume"].to_numpy(), codes, options or BacktestOptions(),
+            reasons=reasons,
+        )
+
+
+def run(job: Job) -> Outcome:
+    """Execute one job; every failure becomes an Outcome with an error code."""
+    started = time.perf_counter()
+    run_state: Run | None = None
+    try:
+        run_state = Run(job)
+        try:
+            run_state.execute()
+        except OutputLimitExceeded:
+            pass
+        api = run_state.api
+        if api.exceeded:
+            raise ExecutionError(ErrorCode.OUTPUT_LIMIT, f"output limit reached: {api.exceeded}")
+        codes = run_state.codes()
+        backtesting = job.kind == "backtest"
+        outcome = Outcome(
+            success=True,
+            signals=[] if backtesting else run_state.signals(codes),
+            indicators={} if backtesting else api.indicators,
+            performance=run_state.performance(codes, job.options if backtesting else None),
+            result=run_state.result,
+            logs=api.logs,
+            signals_count=int(np.count_nonzero(codes)),
+        )
+    except MemoryError:
+        from .lockdown import release_memory_headroom
+
+        release_memory_headroom()
+        outcome = _failed(ErrorCode.MEMORY_LIMIT, f"the strategy exceeded its memory limit of {job.memory_mb} MB", None, run_state)
+    except ExecutionError as exc:
+        line = exc.line if exc.line is not None else strategy_line(exc.__traceback__)
+        outcome = _failed(exc.code, exc.message, line, run_state)
+    except RecursionError as exc:
+        outcome = _failed(ErrorCode.RUNTIME_ERROR, "RecursionError: maximum recursion depth exceeded",
+                          strategy_line(exc.__traceback__), run_state)
+    except OutputLimitExceeded as exc:
+        outcome = _failed(ErrorCode.OUTPUT_LIMIT, f"output limit reached: {exc}", None, run_state)
+    except BaseException as exc:  # noqa: BLE001 - anything the strategy raises is its error
+        outcome = _failed(ErrorCode.RUNTIME_ERROR, clean_message(exc), strategy_line(exc.__traceback__), run_state)
+    outcome.run_ms = (time.perf_counter() - started) * 1000.0
+    return outcome
+
+
+def _failed(code: ErrorCode, message: str, line: int | None, state: Run | None) -> Outcome:
+    logs = state.api.logs[-100:] if state is not None else []
+    return Outcome(success=False, error=ErrorInfo(code=code, message=message, line=line), logs=logs)

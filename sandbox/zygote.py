@@ -1,0 +1,164 @@
+"""The warm parent: imports numpy/pandas/talib once, then forks locked-down one-shot children.
+
+It never runs strategy code itself. Control messages from the node (SOCK_SEQPACKET):
+  b"S" + u32 n        fork n more children
+Messages to the node:
+  b"H" + json         hello: pid and the isolation layers in force
+  b"R" + i32 pid      a child is ready; SCM_RIGHTS carries its channel and pidfd
+  b"X" + i32 pid + i32 wait status
+"""
+
+from __future__ import annotations
+
+import os
+
+# Must precede the numpy import: OpenBLAS spawns threads otherwise, and seccomp denies clone.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import array  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import selectors  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+CONTROL_FD_ENV = "SANDBOX_CONTROL_FD"
+
+
+def _send(control: socket.socket, payload: bytes, fds: list[int] | None = None) -> None:
+    if fds:
+        control.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        control.send(payload)
+
+
+def _warm_up() -> None:
+    """Exercise the libraries once so lazy imports and caches are in place before forking."""
+    from contracts import BarArrays, BacktestOptions
+    from .compiler import compile_strategy
+    from .protocol import Job, OutputLimits
+    from . import runtime
+
+    import numpy as np
+    import talib  # noqa: F401
+
+    n = 300
+    ts = (np.arange(n, dtype=np.int64) + 19_000) * 86_400_000_000_000
+    close = 100 + np.cumsum(np.sin(np.arange(n) / 7.0))
+    bars = BarArrays.from_numpy(ts, open=close, high=close + 1, low=close - 1, close=close, volume=np.ones(n))
+    source = (
+        "import numpy as np\nimport pandas as pd\nimport talib\nimport math, statistics, datetime\n"
+        "def strategy(data):\n"
+        "    fast = data['close'].rolling(5).mean()\n"
+        "    slow = data['close'].ewm(span=20).mean()\n"
+        "    rsi = talib.RSI(data['close'].to_numpy(), 14)\n"
+        "    indicator('rsi', rsi)\n"
+        "    log('warm', statistics.mean([1, 2]), math.sqrt(4), datetime.date(2024, 1, 1))\n"
+        "    return np.where(fast > slow, 'BUY', 'SELL')\n"
+    )
+    code = compile_strategy(source).to_bytes()
+    for kind in ("execute", "backtest"):
+        runtime.run(Job(kind=kind, code=code, bars=bars, symbol="WARM", timeframe="1d", parameters={},
+                        timeout_ms=10_000, memory_mb=256, limits=OutputLimits(), options=BacktestOptions()))
+
+
+def main() -> None:
+    control = socket.socket(fileno=int(os.environ.pop(CONTROL_FD_ENV)))
+    disabled = frozenset(x.strip() for x in os.environ.get("SANDBOX_DISABLE", "").split(",") if x.strip())
+    max_memory_mb = int(os.environ.get("SANDBOX_MAX_MEMORY_MB", "512"))
+    max_cpu = int(os.environ.get("SANDBOX_MAX_CPU_SECONDS", "31"))
+
+    from . import lockdown
+
+    netns = lockdown.enter_network_namespace(disabled)  # before any thread could exist
+
+    _warm_up()
+    from .runtime import run  # noqa: F401  (imported: children inherit it)
+    from .serve import serve_one
+
+    empty_dir = tempfile.mkdtemp(prefix="sandbox-root-")
+    os.chmod(empty_dir, 0o555)
+    plan = lockdown.detect(max_memory_mb, max_cpu, netns, disabled, empty_dir)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    gc.collect()
+    gc.freeze()  # children must not touch (copy) the parent's objects during collection
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+
+    hello = {"pid": os.getpid(), "layers": [
+        {"name": layer.name, "active": layer.active, "detail": layer.detail} for layer in plan.layers
+    ]}
+    _send(control, b"H" + json.dumps(hello).encode())
+
+    sel = selectors.DefaultSelector()
+    sel.register(control, selectors.EVENT_READ, "control")
+    sel.register(wake_r, selectors.EVENT_READ, "signal")
+    children: set[int] = set()
+
+    def spawn() -> None:
+        node_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                sel.close()
+                baseline = lockdown.apply(plan, child_end.fileno(), devnull)
+                serve_one(lockdown.CHANNEL_FD, baseline)
+            except BaseException:  # noqa: BLE001 - a child that cannot lock down must not run
+                code = 70
+            os._exit(code)
+        child_end.close()
+        pidfd = os.pidfd_open(pid)
+        children.add(pid)
+        try:
+            _send(control, b"R" + struct.pack("<i", pid), [node_end.fileno(), pidfd])
+        finally:
+            node_end.close()
+            os.close(pidfd)
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            _send(control, b"X" + struct.pack("<ii", pid, status))
+
+    while True:
+        for key, _ in sel.select():
+            if key.data == "signal":
+                os.read(wake_r, 4096)
+                reap()
+                continue
+            try:
+                msg = control.recv(64)
+            except ConnectionResetError:
+                msg = b""
+            if not msg:  # the node is gone: so are we, and our children with us (PDEATHSIG)
+                for pid in children:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                os.rmdir(empty_dir)
+                sys.exit(0)
+            if msg[:1] == b"S":
+                (count,) = struct.unpack("<I", msg[1:5])
+                for _ in range(count):
+                    spawn()
+                reap()
+
+
+if __name__ == "__main__":
+    main()
