@@ -1,0 +1,129 @@
+"""``run_backtest``: per-bar signals → trades → equity → Performance.
+
+Two fill models share one ledger and equity builder: the native one (backtest.native, metric
+definitions in backtest.metrics) and a reproduction of backtesting.py 0.6.6 (backtest.compat),
+which lets users check our numbers against a library they trust. Python loops run over trades,
+never over bars, so a million bars cost a few numpy passes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from contracts import BacktestOptions, EquityPoint, Performance, Trade, ns_to_iso
+
+from . import compat, native
+from .ledger import END, RUIN, SIGNAL, STOP, TARGET, Ledger, equity_curve
+from .metrics import native_metrics
+
+_EXIT_REASONS = {STOP: "stop loss", TARGET: "take profit", END: "end of data", RUIN: "out of money"}
+
+
+def run_backtest(
+    timestamp_ns: np.ndarray,
+    open: np.ndarray,  # noqa: A002 - the bar field's name
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    signals: np.ndarray,
+    options: BacktestOptions,
+    reasons: dict[int, str] | None = None,
+    *,
+    warmup: int = 0,
+) -> Performance:
+    """Backtest one signal per bar (1 BUY, -1 SELL, 0 HOLD) over OHLC bars.
+
+    Bars are in ascending time (``timestamp_ns``: epoch nanoseconds, UTC); every column has
+    the same length, else ValueError, as for a signal outside {-1, 0, 1}. Fill model, costs and
+    sizing come from ``options`` (see backtest.native and backtest.compat); metric definitions
+    are in backtest.metrics.
+
+    ``reasons`` maps a bar index to the strategy's reason for that bar's signal (shown on the
+    trades it opens or closes). ``warmup`` is the number of leading bars where the strategy's
+    indicators are undefined: signals there are ignored and buy & hold starts after them
+    (backtesting.py measures it that way, so compat mode needs it to match). ``volume`` is
+    accepted for the bar shape but no fill model uses it.
+    """
+    ts, o, h, l, c, sig = _arrays(timestamp_ns, open, high, low, close, volume, signals)
+    n = len(c)
+    buy_count, sell_count = int(np.count_nonzero(sig == 1)), int(np.count_nonzero(sig == -1))
+    initial = float(options.initial_cash)
+    if not 0 <= warmup:
+        raise ValueError("warmup must be >= 0")
+    if n == 0:
+        return Performance(
+            bars=0, initial_cash=initial, final_equity=initial, peak_equity=initial,
+            total_return=0.0, total_pnl=0.0, commissions=0.0,
+            buy_count=buy_count, sell_count=sell_count,
+        )
+    if options.mode == "backtesting_py":
+        ledger, equity = compat.simulate(o, h, l, c, sig, options, warmup)
+        trades = ledger.select(ledger.closed)
+        stats, dd = compat.metrics(ts, c, equity, trades, options.risk_free_rate, warmup)
+    else:
+        trades = native.simulate(o, h, l, c, sig, options, warmup)
+        equity = equity_curve(c, initial, trades)
+        stats, dd = native_metrics(ts, c, equity, trades, initial, options.periods_per_year,
+                                   options.risk_free_rate, warmup)
+    return Performance(
+        **stats,
+        buy_count=buy_count,
+        sell_count=sell_count,
+        start=ns_to_iso(ts[0]),
+        end=ns_to_iso(ts[-1]),
+        bars=n,
+        initial_cash=initial,
+        trades=_trade_list(ts, trades, options.max_trades, reasons or {}),
+        trades_truncated=len(trades) > options.max_trades,
+        equity_curve=_equity_points(ts, equity, dd, options.equity_points),
+    )
+
+
+def _arrays(ts, o, h, l, c, v, signals):
+    out = [np.asarray(ts, dtype=np.int64)]
+    out += [np.asarray(x, dtype=np.float64) for x in (o, h, l, c)]
+    sig = np.asarray(signals)
+    lengths = {len(x) for x in out} | {len(sig), len(np.asarray(v))}
+    if len(lengths) != 1:
+        raise ValueError(f"bar columns and signals differ in length: {sorted(lengths)}")
+    if sig.dtype != np.int8:
+        if len(sig) and not np.isin(sig, (-1, 0, 1)).all():
+            raise ValueError("signals must be 1 (BUY), -1 (SELL) or 0 (HOLD)")
+        sig = sig.astype(np.int8)
+    elif len(sig) and (sig.min() < -1 or sig.max() > 1):
+        raise ValueError("signals must be 1 (BUY), -1 (SELL) or 0 (HOLD)")
+    return (*out, sig)
+
+
+def _trade_list(ts, trades: Ledger, limit: int, reasons: dict[int, str]) -> list[Trade]:
+    k = min(len(trades), limit)
+    cols = [getattr(trades, name)[:k].tolist() for name in (
+        "side", "entry_signal", "exit_signal", "exit_kind", "entry_price", "exit_price",
+        "quantity", "commission", "pnl", "return_pct")]
+    entry_bar, exit_bar = trades.entry_bar[:k], trades.exit_bar[:k]
+    cols += [ts[entry_bar].tolist(), ts[exit_bar].tolist(), (exit_bar - entry_bar).tolist()]
+    out = []
+    for side, s, x, kind, ep, xp, q, comm, pnl, ret, t_in, t_out, held in zip(*cols):
+        out.append(Trade(
+            side="long" if side > 0 else "short",
+            entry_time=ns_to_iso(t_in), exit_time=ns_to_iso(t_out),
+            entry_price=ep, exit_price=xp, quantity=q, pnl=pnl, return_pct=ret,
+            commission=comm, bars_held=held,
+            entry_reason=reasons.get(s, "signal"),
+            exit_reason=reasons.get(x, "signal") if kind == SIGNAL else _EXIT_REASONS[kind],
+        ))
+    return out
+
+
+def _equity_points(ts, equity, dd, limit: int) -> list[EquityPoint]:
+    """At most ``limit`` points: the last bar of each of ``limit`` equal runs of bars, so the
+    final bar is always present."""
+    n = len(equity)
+    if limit == 0:
+        return []
+    idx = np.arange(n) if n <= limit else (np.arange(1, limit + 1, dtype=np.int64) * n) // limit - 1
+    return [
+        EquityPoint(ns_to_iso(t), e, d)
+        for t, e, d in zip(ts[idx].tolist(), equity[idx].tolist(), (dd[idx] * 100 + 0.0).tolist())
+    ]

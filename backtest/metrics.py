@@ -1,0 +1,215 @@
+"""Metric definitions: native, then where ``mode="backtesting_py"`` differs (backtest.compat).
+
+Notation: ``E_t`` is the equity at bar t's close (t = 0..n-1), ``E_-1 = C0`` the initial cash,
+``r_t = E_t / E_(t-1) - 1`` the n per-bar simple returns, ``P`` periods per year, ``rf`` the
+annual risk-free rate. Percentages are in percent (12.5 means 12.5 %). A ratio whose
+denominator is zero, or whose inputs are not finite (an account that went to zero), is None.
+
+Account
+- total_return = (E_(n-1) / C0 - 1) * 100; total_pnl = E_(n-1) - C0; final_equity = E_(n-1);
+  peak_equity = max(C0, max E_t); commissions = sum of every fill's commission.
+- drawdown_t = (E_t / max(C0, max_(u<=t) E_u) - 1) * 100 (<= 0); max_drawdown = min drawdown_t.
+- max_drawdown_duration_s: the longest stretch, in seconds of bar time, from a bar at the peak
+  (or the first bar) to the next bar back at the peak, or to the last bar if never recovered.
+- exposure = % of bars at whose close a position is held.
+- buy_and_hold_return = (close_(n-1) / close_w - 1) * 100, w = the warm-up bars (default 0);
+  outperformance = total_return - buy_and_hold_return.
+
+Risk and return (per-bar returns, so they see intra-trade swings)
+- P = options.periods_per_year, else inferred from the median bar spacing dt: a market with
+  weekend bars (> 60 % of the 2/7 a 24/7 market has) trades 365 days of 24 h, others 252 days
+  of 6.5 h; dt < 1 day gives days * session / dt (1-minute stock bars: 252 * 390), 1 day <= dt
+  < 7 days gives days / dt-in-days (daily bars: 252, or 365 with weekends), dt >= 7 days gives
+  365.25 / dt-in-days (weekly ~52.2, monthly ~12).
+- sharpe_ratio = mean(r - rf/P) / std(r, ddof=1) * sqrt(P).
+- sortino_ratio = mean(r - rf/P) / sqrt(mean(min(r - rf/P, 0)^2)) * sqrt(P).
+- annualized_return = ((E_(n-1) / C0) ^ (P / n) - 1) * 100 (compounded over bar count).
+- annualized_volatility = std(r, ddof=1) * sqrt(P) * 100.
+- cagr = ((E_(n-1) / C0) ^ (1 / years) - 1) * 100, years = (last - first timestamp) / 365.25
+  days (calendar time, so it does not depend on P).
+- calmar_ratio = cagr / |max_drawdown|.
+
+Trades (closed round trips; pnl is net of both fills' commissions)
+- trade return_pct = pnl / (quantity * entry_price) * 100.
+- total_trades; profitable_trades = trades with pnl > 0; win_rate = profitable / total * 100.
+- avg_win = mean pnl of winners; avg_loss = mean pnl of losers (negative); money.
+- profit_factor = sum of winners' pnl / |sum of losers' pnl|.
+- expectancy = mean pnl per trade (money); sqn = sqrt(T) * mean(pnl) / std(pnl, ddof=1).
+- best_trade / worst_trade / avg_trade = max / min / arithmetic mean of trade return_pct.
+- max/avg_trade_duration_s = (exit time - entry time) in seconds.
+
+backtesting.py mode (``compute_stats`` of backtesting.py 0.6.6; everything else as above)
+- E_0 is the first bar's equity (the initial cash: trades book a bar after their signal);
+  total_return = (E_(n-1) - E_0) / E_0 * 100; peak_equity = max E_t.
+- d = simple returns of the equity's last value per calendar day (per calendar week, month or
+  year when the median spacing of the last 100 bars floors to 7, 31 or 365 days); K = 252 (365
+  with weekend bars), or 52 / 12 / 1; g = geometric mean of d.
+- annualized_return = ((1 + g)^K - 1) * 100;
+  annualized_volatility = sqrt((var(d, ddof=1) + (1 + g)^2)^K - (1 + g)^(2K)) * 100;
+  sharpe_ratio = (annualized_return - 100 rf) / annualized_volatility;
+  sortino_ratio = ((1 + g)^K - 1 - rf) / (sqrt(mean(min(d, 0)^2)) * sqrt(K));
+  calmar_ratio = ((1 + g)^K - 1) / |max_drawdown / 100|.
+- cagr as above, with years = (whole days + leftover whole seconds / 86400) / 365.25.
+- exposure = % of bars from some closed trade's entry bar through its exit bar, inclusive.
+- trade return_pct = side * (exit / entry - 1) - commissions / (quantity * entry), in percent;
+  profit_factor = sum of positive trade returns / |sum of negative ones|;
+  avg_trade = geometric mean of trade returns.
+- buy_and_hold_return from close[warmup]; max_drawdown_duration_s ignores a drawdown that
+  starts on the second-to-last bar and is still open at the last.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .ledger import Ledger
+
+NS = 1_000_000_000
+DAY_NS = 86_400 * NS
+YEAR_S = 365.25 * 86_400
+
+
+def num(x) -> float | None:
+    """A finite float, or None for NaN/inf (undefined)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def ratio(a, b) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    with np.errstate(all="ignore"):
+        return num(np.float64(a) / np.float64(b))
+
+
+def has_weekends(ts: np.ndarray) -> bool:
+    """More than 60 % of the weekend share a 24/7 market has (backtesting.py's test)."""
+    sample = ts[:: max(1, len(ts) // 10_000)]
+    weekday = (sample // DAY_NS + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    return bool(len(sample)) and float(np.mean(weekday >= 5)) > 2 / 7 * 0.6
+
+
+def infer_periods_per_year(ts: np.ndarray) -> float:
+    if len(ts) < 2:
+        return 252.0
+    dt = float(np.median(np.diff(ts[-10_001:]))) / NS
+    if not dt > 0:
+        return 252.0
+    all_week = has_weekends(ts)
+    days, session = (365.0, 86_400.0) if all_week else (252.0, 23_400.0)
+    if dt < 86_400:
+        return days * session / dt
+    if dt < 7 * 86_400:
+        return days * 86_400 / dt
+    return YEAR_S / dt
+
+
+def drawdown(equity: np.ndarray, initial: float) -> np.ndarray:
+    """Fractional drawdown from the running peak (<= 0), the peak including the initial cash."""
+    peak = np.maximum(np.maximum.accumulate(equity), initial)
+    with np.errstate(all="ignore"):
+        return equity / peak - 1
+
+
+def drawdown_duration_s(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True) -> float | None:
+    """Longest time from a bar at the peak to the next one (or the last bar).
+
+    ``tail_of_one_bar=False`` reproduces backtesting.py, which ignores a drawdown that starts
+    on the last bar's predecessor and is still open at the last bar.
+    """
+    n = len(dd)
+    if n == 0:
+        return None
+    at_peak = np.flatnonzero(dd == 0)
+    if not len(at_peak) or at_peak[0] != 0:
+        at_peak = np.concatenate(([0], at_peak))
+    ends = np.unique(np.concatenate((at_peak, [n - 1])))
+    gap = np.diff(ends)
+    if not len(gap):
+        return None
+    keep = gap > 1
+    if tail_of_one_bar and dd[-1] != 0:
+        keep[-1] = True
+    if not keep.any():
+        return None
+    return float((ts[ends[1:]] - ts[ends[:-1]])[keep].max()) / NS
+
+
+def equity_metrics(ts, equity, initial: float, periods: float, rf: float) -> dict:
+    n = len(equity)
+    final = float(equity[-1])
+    dd = drawdown(equity, initial)
+    max_dd = num(np.min(dd) * 100)
+    with np.errstate(all="ignore"):
+        r = np.diff(equity, prepend=initial) / np.concatenate(([initial], equity[:-1]))
+        excess = r - rf / periods
+        sd = float(np.std(r, ddof=1)) if n > 1 else math.nan
+        downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2)))
+        mean_excess = float(np.mean(excess))
+        growth = final / initial
+        years = float(ts[-1] - ts[0]) / NS / YEAR_S
+        ann = growth ** (periods / n) - 1 if growth > 0 else math.nan
+        cagr = (growth ** (1 / years) - 1) * 100 if years > 0 and growth > 0 else math.nan
+    sharpe = ratio(mean_excess * math.sqrt(periods), sd) if math.isfinite(sd) else None
+    sortino = ratio(mean_excess * math.sqrt(periods), downside) if math.isfinite(downside) else None
+    return {
+        "total_return": num((final / initial - 1) * 100),
+        "total_pnl": final - initial,
+        "final_equity": final,
+        "peak_equity": max(initial, float(np.max(equity))),
+        "max_drawdown": max_dd,
+        "max_drawdown_duration_s": drawdown_duration_s(ts, dd),
+        "sharpe_ratio": sharpe,
+        "sortino_ratio": sortino,
+        "annualized_return": num(ann * 100),
+        "annualized_volatility": num(sd * math.sqrt(periods) * 100),
+        "cagr": num(cagr),
+        "calmar_ratio": ratio(num(cagr), abs(max_dd)) if max_dd is not None else None,
+    }, dd
+
+
+def trade_metrics(ts: np.ndarray, trades: Ledger) -> dict:
+    """The trade statistics both modes share (backtesting.py overrides a few)."""
+    t = len(trades)
+    pnl = trades.pnl
+    wins, losses = pnl[pnl > 0], pnl[pnl < 0]
+    out = {
+        "total_trades": t,
+        "profitable_trades": int(len(wins)),
+        "commissions": float(trades.commission.sum()),
+        "win_rate": len(wins) / t * 100 if t else None,
+        "avg_win": float(wins.mean()) if len(wins) else None,
+        "avg_loss": float(losses.mean()) if len(losses) else None,
+        "profit_factor": ratio(wins.sum(), -losses.sum()) if t else None,
+        "expectancy": float(pnl.mean()) if t else None,
+        "sqn": ratio(math.sqrt(t) * pnl.mean(), pnl.std(ddof=1)) if t > 1 else None,
+        "best_trade": num(trades.return_pct.max()) if t else None,
+        "worst_trade": num(trades.return_pct.min()) if t else None,
+        "avg_trade": num(trades.return_pct.mean()) if t else None,
+        "max_trade_duration_s": None,
+        "avg_trade_duration_s": None,
+    }
+    if t:
+        seconds = (ts[trades.exit_bar] - ts[trades.entry_bar]) / NS
+        out["max_trade_duration_s"] = float(seconds.max())
+        out["avg_trade_duration_s"] = float(seconds.mean())
+    return out
+
+
+def native_metrics(ts, close, equity, trades: Ledger, initial: float, periods: float | None,
+                   rf: float, warmup: int) -> tuple[dict, np.ndarray]:
+    """Every Performance number (but the lists) under the native definitions above."""
+    n = len(equity)
+    periods = periods or infer_periods_per_year(ts)
+    out, dd = equity_metrics(ts, equity, initial, periods, rf)
+    out.update(trade_metrics(ts, trades))
+    held = int((trades.eq_end - trades.eq_start).sum())
+    out["exposure"] = held / n * 100
+    bh = num((close[-1] / close[min(warmup, n - 1)] - 1) * 100)
+    out["buy_and_hold_return"] = bh
+    out["outperformance"] = None if bh is None or out["total_return"] is None else out["total_return"] - bh
+    return out, dd

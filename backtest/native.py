@@ -1,0 +1,112 @@
+"""The native fill model: signals → trades, looping over trades only.
+
+Signals (per bar: 1 BUY, -1 SELL, 0 HOLD) act on the position held at that bar:
+
+- long-only: BUY when flat opens a long, SELL when long closes it; anything else is ignored
+  (a repeated BUY while long, a SELL while flat);
+- ``allow_short``: BUY targets +1 and SELL targets -1, so an opposite signal closes the position
+  and opens the reverse one at the same fill.
+
+Fills: ``fill="close"`` fills at the signal bar's close; ``fill="next_open"`` at the next bar's
+open. An entry needs a bar to be held through, so an entry signal on the last bar (or, for
+next-open, an exit signal on the last bar) is not filled. Whatever is open after the last bar
+is closed at the last close (exit reason "end of data").
+
+Prices: a buy fills at ``price * (1 + slippage_rate)``, a sell at ``price * (1 - slippage_rate)``;
+every fill (entry, exit, stop, end of data) pays ``commission_fixed + commission_rate *
+quantity * fill_price``.
+
+Sizing uses the cash at entry (the account is flat then): ``quantity = (position_size * cash -
+commission_fixed) / (fill_price * (1 + commission_rate))``, so notional plus entry commission
+is exactly ``position_size * cash``; floored to whole units when ``fractional=False``. An entry
+that cannot buy a positive quantity is skipped and the account stays flat (a later signal may
+try again).
+
+Stops (see backtest.stops): levels are ``entry * (1 -/+ stop_loss_pct / 100)`` and
+``entry * (1 +/- take_profit_pct / 100)`` for a long/short. They are watched from the bar after
+the signal bar up to and including the exit signal's bar (a stop inside that bar precedes a
+close fill). After a stop the account is flat, and signals from the stop bar on are acted on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from contracts import BacktestOptions
+
+from .ledger import END, SIGNAL, Ledger
+from .stops import first_exit
+
+
+def next_at(indices: np.ndarray, i: int, n: int) -> int:
+    """The first of the sorted ``indices`` at or after bar ``i`` (``n`` if none)."""
+    k = int(indices.searchsorted(i))
+    return int(indices[k]) if k < len(indices) else n
+
+
+def simulate(o, h, l, c, signals: np.ndarray, opt: BacktestOptions, warmup: int) -> Ledger:
+    n = len(c)
+    buys = np.flatnonzero(signals == 1)
+    sells = np.flatnonzero(signals == -1)
+    on_close = opt.fill == "close"
+    short = opt.allow_short
+    slip, rate, fixed = opt.slippage_rate, opt.commission_rate, opt.commission_fixed
+    sl, tp = opt.stop_loss_pct, opt.take_profit_pct
+    stops = sl is not None or tp is not None
+    rows: list[tuple] = []
+    cash = float(opt.initial_cash)
+    i, s, carry = warmup, 0, 0
+    while True:
+        if carry:  # a reversal: the opposite entry at the exit's own signal
+            side, carry = carry, 0
+        else:
+            s, side = next_at(buys, i, n), 1
+            if short:
+                t = next_at(sells, i, n)
+                if t < s:
+                    s, side = t, -1
+        if s >= n - 1:  # no bar left to hold a new position through
+            break
+        fill_bar = s if on_close else s + 1
+        entry = float(c[s] if on_close else o[fill_bar]) * (1 + side * slip)
+        qty = (opt.position_size * cash - fixed) / (entry * (1 + rate))
+        if not opt.fractional:
+            qty = math.floor(qty) if math.isfinite(qty) else qty
+        if not qty > 0:
+            i = s + 1
+            continue
+        entry_comm = fixed + rate * qty * entry
+        x = next_at(sells if side > 0 else buys, s + 1, n)
+        hit = None
+        if stops:
+            stop = None if sl is None else entry * (1 - side * sl / 100)
+            target = None if tp is None else entry * (1 + side * tp / 100)
+            hit = first_exit(o, h, l, s + 1, min(x, n - 1), side, stop, target)
+        if hit is not None:
+            exit_bar, kind, price = hit
+            x = -1
+        elif x < n and (on_close or x + 1 < n):
+            exit_bar = x if on_close else x + 1
+            kind, price = SIGNAL, float(c[x] if on_close else o[exit_bar])
+        else:
+            exit_bar, kind, price, x = n - 1, END, float(c[n - 1]), -1
+        exit_ = price * (1 - side * slip)
+        exit_comm = fixed + rate * qty * exit_
+        pnl = side * qty * (exit_ - entry) - entry_comm - exit_comm
+        rows.append((
+            side, s, fill_bar, x, exit_bar, kind, entry, exit_, qty, entry_comm + exit_comm,
+            pnl, pnl / (qty * entry) * 100, fill_bar, exit_bar, cash - entry_comm, cash + pnl,
+            True,
+        ))
+        cash += pnl
+        if kind == END:
+            break
+        if kind == SIGNAL:
+            if short:
+                s, carry = x, -side
+            i = x + 1
+        else:
+            i = exit_bar
+    return Ledger.from_rows(rows)

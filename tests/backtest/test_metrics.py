@@ -1,0 +1,249 @@
+"""Native metric definitions (backtest/metrics.py docstring), one per test, on tiny series.
+
+Expected values are worked out by hand from the definitions; `approx(rel=1e-12)` only absorbs
+floating-point rounding of a formula's last bits.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from backtest import run_backtest
+from backtest.metrics import infer_periods_per_year
+from contracts import BacktestOptions
+
+DAY = 86_400 * 10**9
+T0 = 1_704_067_200 * 10**9  # 2024-01-01T00:00:00Z, a Monday
+
+
+def exact(x):
+    return pytest.approx(x, rel=1e-12, abs=0)
+
+
+def run(close, signals, *, ts=None, warmup=0, **options):
+    close = np.asarray(close, dtype=np.float64)
+    ts = T0 + DAY * np.arange(len(close), dtype=np.int64) if ts is None else np.asarray(ts, np.int64)
+    options.setdefault("initial_cash", 800.0)
+    return run_backtest(ts, close, close, close, close, np.zeros(len(close)),
+                        np.asarray(signals, dtype=np.int8), BacktestOptions(**options),
+                        warmup=warmup)
+
+
+# Long 100 units from 8, marked at 10, 6, 10: equity 800 → 1000 → 600 → 1000.
+SWING = ([8, 10, 6, 10], [1, 0, 0, 0])
+# Three round trips of 100 units: +200 (10→12), -100 (12→11), +50 (11→11.5); cash 1000.
+THREE = ([10, 12, 12, 11, 11, 11.5], [1, -1, 1, -1, 1, -1])
+
+
+# --- account ---------------------------------------------------------------------------------
+
+def test_total_return_and_pnl_are_measured_against_initial_cash():
+    perf = run(*SWING)
+    assert (perf.total_return, perf.total_pnl, perf.final_equity) == (25.0, 200.0, 1000.0)
+
+
+def test_peak_equity_is_the_highest_mark_including_initial_cash():
+    assert run(*SWING).peak_equity == 1000.0
+    assert run([8, 6, 7], [1, 0, 0]).peak_equity == 800.0
+
+
+def test_max_drawdown_is_the_deepest_fall_from_the_running_peak_as_a_negative_percent():
+    assert run(*SWING).max_drawdown == exact(-40.0)
+
+
+def test_equity_curve_drawdown_pct_is_the_fall_from_the_running_peak():
+    perf = run(*SWING)
+    assert [p.drawdown_pct for p in perf.equity_curve] == [0.0, 0.0, exact(-40.0), 0.0]
+
+
+def test_drawdown_counts_from_initial_cash_when_the_first_bar_loses():
+    perf = run([8, 8], [1, 0], commission_fixed=80.0)  # 80 on each fill: 800 → 720 → 640
+    assert perf.equity_curve[0].equity == 720.0
+    assert perf.max_drawdown == exact(-20.0)
+
+
+def test_max_drawdown_duration_runs_from_the_peak_to_the_recovery():
+    assert run(*SWING).max_drawdown_duration_s == 2 * 86_400.0  # peak day 1, back on day 3
+
+
+def test_an_unrecovered_drawdown_lasts_until_the_last_bar():
+    perf = run([8, 10, 9, 9, 9], [1, 0, 0, 0, 0])
+    assert perf.max_drawdown_duration_s == 3 * 86_400.0
+
+
+def test_no_drawdown_has_no_duration():
+    assert run([8, 9, 10], [1, 0, 0]).max_drawdown_duration_s is None
+
+
+def test_exposure_is_the_share_of_bars_closed_holding_a_position():
+    perf = run([8, 9, 10, 11, 12], [0, 1, 0, -1, 0])  # held at the closes of bars 1 and 2
+    assert perf.exposure == 40.0
+
+
+def test_commissions_sum_every_fill():
+    perf = run(*THREE, initial_cash=1000.0, commission_fixed=1.0)
+    assert perf.commissions == 6.0
+
+
+def test_buy_and_hold_return_and_outperformance():
+    perf = run(*SWING)
+    assert perf.buy_and_hold_return == 25.0
+    assert perf.outperformance == 0.0
+
+
+def test_buy_and_hold_starts_after_the_warmup_bars():
+    perf = run([8, 5, 10], [0, 0, 0], warmup=1)
+    assert perf.buy_and_hold_return == 100.0
+
+
+# --- risk and return ---------------------------------------------------------------------------
+
+SWING_RETURNS = [0.0, 0.25, -0.4, 2 / 3]  # 800 (initial) → 800 → 1000 → 600 → 1000
+
+
+def test_sharpe_is_mean_over_sample_std_of_per_bar_returns_annualized():
+    perf = run(*SWING, periods_per_year=4)
+    want = statistics.mean(SWING_RETURNS) / statistics.stdev(SWING_RETURNS) * math.sqrt(4)
+    assert perf.sharpe_ratio == exact(want)
+
+
+def test_sharpe_subtracts_the_risk_free_rate_per_period():
+    perf = run(*SWING, periods_per_year=4, risk_free_rate=0.2)
+    want = (statistics.mean(SWING_RETURNS) - 0.05) / statistics.stdev(SWING_RETURNS) * 2
+    assert perf.sharpe_ratio == exact(want)
+
+
+def test_sortino_divides_by_the_downside_deviation_over_all_periods():
+    perf = run(*SWING, periods_per_year=4)
+    downside = math.sqrt(0.4**2 / 4)
+    assert perf.sortino_ratio == exact(statistics.mean(SWING_RETURNS) / downside * 2)
+
+
+def test_sortino_without_a_losing_period_is_undefined():
+    assert run([8, 9, 10], [1, 0, 0], periods_per_year=4).sortino_ratio is None
+
+
+def test_annualized_return_compounds_total_growth_over_the_bar_count():
+    perf = run(*SWING, periods_per_year=8)  # 4 bars = half a year: 1.25^2
+    assert perf.annualized_return == exact(56.25)
+
+
+def test_annualized_volatility_is_the_sample_std_scaled_by_sqrt_periods():
+    perf = run(*SWING, periods_per_year=4)
+    assert perf.annualized_volatility == exact(statistics.stdev(SWING_RETURNS) * 2 * 100)
+
+
+def test_cagr_compounds_over_calendar_years_of_365_25_days():
+    year = int(365.25 * DAY)
+    perf = run([8, 10, 18], [1, 0, 0], ts=[T0, T0 + year, T0 + 2 * year])  # 800 → 1800 in 2 years
+    assert perf.cagr == exact(50.0)
+
+
+def test_calmar_is_cagr_over_the_absolute_max_drawdown():
+    year = int(365.25 * DAY)
+    perf = run([8, 6, 18], [1, 0, 0], ts=[T0, T0 + year, T0 + 2 * year])
+    assert perf.max_drawdown == exact(-25.0)
+    assert perf.calmar_ratio == exact(50.0 / 25.0)
+
+
+def test_calmar_without_drawdown_is_undefined():
+    assert run([8, 9, 10], [1, 0, 0]).calmar_ratio is None
+
+
+def test_periods_per_year_option_overrides_the_inferred_one():
+    a = run(*SWING, periods_per_year=4).annualized_volatility
+    b = run(*SWING, periods_per_year=16).annualized_volatility
+    assert b == exact(2 * a)
+
+
+# --- periods per year inferred from bar spacing ---------------------------------------------
+
+def weekdays(n, step_ns, start=T0):
+    ts = start + step_ns * np.arange(n * 3, dtype=np.int64)
+    return ts[((ts // DAY + 3) % 7) < 5][:n]
+
+
+def test_daily_bars_without_weekends_are_252_a_year():
+    assert infer_periods_per_year(weekdays(500, DAY)) == 252.0
+
+
+def test_daily_bars_with_weekends_are_365_a_year():
+    assert infer_periods_per_year(T0 + DAY * np.arange(500)) == 365.0
+
+
+def test_minute_bars_without_weekends_fill_6_5_hour_sessions():
+    assert infer_periods_per_year(weekdays(5000, 60 * 10**9)) == 252 * 390
+
+
+def test_hourly_bars_with_weekends_fill_24_hour_days():
+    assert infer_periods_per_year(T0 + 3600 * 10**9 * np.arange(500)) == 365 * 24
+
+
+def test_weekly_bars_count_calendar_weeks():
+    assert infer_periods_per_year(T0 + 7 * DAY * np.arange(100)) == 365.25 / 7
+
+
+# --- trades ----------------------------------------------------------------------------------
+
+def test_trade_pnl_and_return_pct_are_net_of_commission():
+    perf = run(*THREE, initial_cash=1000.0)
+    assert [t.pnl for t in perf.trades] == [exact(200.0), exact(-100.0), exact(50.0)]
+    assert [t.return_pct for t in perf.trades] == [exact(20.0), exact(-100 / 1200 * 100),
+                                                   exact(50 / 1100 * 100)]
+
+
+def test_win_rate_is_the_percent_of_trades_with_positive_pnl():
+    perf = run(*THREE, initial_cash=1000.0)
+    assert (perf.total_trades, perf.profitable_trades) == (3, 2)
+    assert perf.win_rate == exact(200 / 3)
+
+
+def test_avg_win_and_avg_loss_are_mean_pnl_in_money():
+    perf = run(*THREE, initial_cash=1000.0)
+    assert (perf.avg_win, perf.avg_loss) == (exact(125.0), exact(-100.0))
+
+
+def test_profit_factor_is_gross_profit_over_gross_loss():
+    assert run(*THREE, initial_cash=1000.0).profit_factor == exact(2.5)
+
+
+def test_profit_factor_without_a_losing_trade_is_undefined():
+    assert run([10, 12], [1, -1]).profit_factor is None
+
+
+def test_profit_factor_without_a_winning_trade_is_zero():
+    assert run([10, 8], [1, -1]).profit_factor == 0.0
+
+
+def test_expectancy_is_mean_pnl_per_trade():
+    assert run(*THREE, initial_cash=1000.0).expectancy == exact(50.0)
+
+
+def test_sqn_is_root_n_times_mean_pnl_over_its_sample_std():
+    assert run(*THREE, initial_cash=1000.0).sqn == exact(math.sqrt(3) * 50 / 150)
+
+
+def test_sqn_of_a_single_trade_is_undefined():
+    assert run([10, 12], [1, -1]).sqn is None
+
+
+def test_best_worst_and_avg_trade_are_over_trade_return_pct():
+    perf = run(*THREE, initial_cash=1000.0)
+    returns = [20.0, -100 / 1200 * 100, 50 / 1100 * 100]
+    assert (perf.best_trade, perf.worst_trade) == (exact(20.0), exact(returns[1]))
+    assert perf.avg_trade == exact(sum(returns) / 3)
+
+
+def test_trade_durations_are_in_seconds_of_bar_time():
+    perf = run([10, 11, 12, 13, 14, 15], [1, -1, 1, 0, 0, -1])
+    assert (perf.max_trade_duration_s, perf.avg_trade_duration_s) == (3 * 86_400.0, 2 * 86_400.0)
+
+
+def test_trade_metrics_without_trades_are_undefined():
+    perf = run([10, 12], [0, 0])
+    assert (perf.win_rate, perf.avg_win, perf.avg_loss, perf.expectancy, perf.best_trade,
+            perf.avg_trade, perf.max_trade_duration_s) == (None,) * 7
