@@ -92,7 +92,7 @@ class SandboxPool:
         self._waiters: collections.deque[asyncio.Future[_Child]] = collections.deque()
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._requested = 0
-        self._busy = 0
+        self._busy: set[int] = set()
         self.started = 0
         self._proc: subprocess.Popen | None = None
         self._control: socket.socket | None = None
@@ -242,7 +242,7 @@ class SandboxPool:
     async def run(self, job: Job) -> Outcome:
         """Run one job in a fresh child; never raises for anything the strategy does."""
         child = await self._acquire()
-        self._busy += 1
+        self._busy.add(child.pid)
         exit_status = self._loop.create_future()
         self._exits[child.pid] = exit_status
         loop = self._loop
@@ -267,7 +267,7 @@ class SandboxPool:
         finally:
             child.kill()  # a child never outlives its request
             child.close()
-            self._busy -= 1
+            self._busy.discard(child.pid)
             if exit_status.done() or deadline_hit:
                 self._exits.pop(child.pid, None)
             else:
@@ -294,9 +294,12 @@ class SandboxPool:
     # -- state --------------------------------------------------------------------------
     def state(self) -> PoolState:
         healthy = self._proc is not None and self._proc.poll() is None and not self._closing
-        return PoolState(ready=len(self._ready), busy=self._busy, target=self.ready_target,
+        return PoolState(ready=len(self._ready), busy=len(self._busy), target=self.ready_target,
                          started=self.started, healthy=healthy)
 
-    def live_children(self) -> list[int]:
-        """Pids of children this pool still holds (ready ones); for tests and diagnostics."""
+    def ready_children(self) -> list[int]:
         return [c.pid for c in self._ready]
+
+    def busy_children(self) -> list[int]:
+        """Pids of children running a job right now; for diagnostics and tests."""
+        return sorted(self._busy)

@@ -16,6 +16,8 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from backtest import run_backtest
+from backtest.accessors import make_accessors
 from contracts import BacktestOptions, BarArrays, ErrorCode, ErrorInfo, ExecutionError, Signal, ns_to_iso
 
 from .api import SIGNAL_NAMES, OutputLimitExceeded, StrategyApi, signal_code
@@ -130,8 +132,6 @@ class Run:
         return build_globals(api, self.api.write_line)
 
     def _accessors(self) -> dict[str, Any]:
-        from backtest.accessors import make_accessors
-
         frames = {(sym, self.job.timeframe): frame_of(arr) for sym, arr in (self.job.universe or {}).items()}
         if self.job.symbol and (self.job.symbol, self.job.timeframe) not in frames:
             frames[(self.job.symbol, self.job.timeframe)] = self.frame
@@ -219,8 +219,6 @@ class Run:
     def performance(self, codes: np.ndarray, options: BacktestOptions | None) -> Any:
         if not codes.any():
             return None
-        from backtest import run_backtest
-
         reasons = {i: m[1] for i, m in self.api.marks.items() if m[1]}
         f = self.frame
         return run_backtest(

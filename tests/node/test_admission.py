@@ -60,10 +60,9 @@ async def test_a_request_whose_budget_ran_out_in_the_queue_is_not_started(tiny_n
 async def test_a_child_killed_from_outside_is_an_internal_error(tiny_node):
     node, conn = tiny_node
     bars = columnar_bars(5)
-    ready_before = set(node.pool.live_children())
     pending = asyncio.ensure_future(request_json(conn, subjects.EXECUTE, {"code": LOOP, "bars": bars, "timeout_ms": 4000}))
     await asyncio.sleep(0.5)
-    (victim,) = ready_before - set(node.pool.live_children())
+    (victim,) = node.pool.busy_children()
     os.kill(victim, signal.SIGTERM)
     reply = await pending
     assert reply["error"]["code"] == "INTERNAL"

@@ -203,7 +203,7 @@ async def test_empty_payload_is_an_invalid_request(nc):
     ({"code": "x", "bars": {"timestamp": [1], "open": ["a"], "high": [1], "low": [1], "close": [1]}}, "$.bars.open[0]"),
     ({"code": "x", "timeout_ms": -5}, "$.timeout_ms"),
     ({"code": "x", "parameters": []}, "$.parameters"),
-    ([1, 2, 3], "$"),
+    ([1, 2, 3], "Expected `object`, got `array`"),
 ])
 async def test_wrong_types_are_invalid_requests_naming_the_field(nc, payload, field):
     reply = await request_json(nc, subjects.EXECUTE, payload)
