@@ -12,3 +12,9 @@ HEALTH = f"{PREFIX}.health"
 CONTENT_TYPE = "Content-Type"
 MSGPACK = "application/msgpack"
 JSON = "application/json"
+
+
+def node_health(node_id: str) -> str:
+    """One node's own health subject (for probes): `strategy.v1.health.<node_id>`."""
+    token = "".join(c if c.isalnum() or c in "-_" else "_" for c in node_id)
+    return f"{HEALTH}.{token}"

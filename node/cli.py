@@ -127,14 +127,32 @@ async def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if result.valid else 1
 
 
+def local_liveness(path: str, max_age: float) -> int:
+    """0 when this pod's node touched its heartbeat recently: alive without asking NATS."""
+    import time
+
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except OSError:
+        print(f"no heartbeat at {path}", file=sys.stderr)
+        return 1
+    print(f"heartbeat {age:.1f}s old")
+    return 0 if age <= max_age else 1
+
+
 async def cmd_health(args: argparse.Namespace) -> int:
+    if args.local:
+        from .config import Settings
+
+        return local_liveness(Settings.from_env().heartbeat_file, args.max_age)
     try:
         client = await _client(args)
     except Exception as exc:  # noqa: BLE001
         print(f"cannot reach NATS at {_url(args)}: {exc}", file=sys.stderr)
         return 2
     try:
-        health = await client.health(timeout=args.timeout)
+        node_id = args.node or (os.environ.get("NODE_ID") if args.ready else None)
+        health = await client.health(timeout=args.timeout, node_id=node_id)
     except Exception as exc:  # noqa: BLE001
         print(f"no node answered on strategy.v1.health: {type(exc).__name__}", file=sys.stderr)
         return 2
@@ -179,7 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = client_parser("health", "ask a node for its health")
-    p.add_argument("--ready", action="store_true", help="exit 0 only when status is ok (readiness probe)")
+    p.add_argument("--ready", action="store_true",
+                   help="exit 0 only when status is ok; asks this pod's node ($NODE_ID) when set (readiness probe)")
+    p.add_argument("--node", help="ask this node id only (strategy.v1.health.<id>)")
+    p.add_argument("--local", action="store_true",
+                   help="liveness without NATS: check this node's heartbeat file is fresh")
+    p.add_argument("--max-age", type=float, default=20.0, help="with --local: seconds (default 20)")
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=cmd_health)
     return parser

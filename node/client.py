@@ -85,8 +85,9 @@ class StrategyClient:
         wait = timeout if timeout is not None else (req.timeout_ms or 30_000) / 1000 + _MARGIN_S
         return await self._request(subjects.BACKTEST, req, BacktestResult, wait)
 
-    async def health(self, *, timeout: float = 5.0) -> Health:
-        return await self._request(subjects.HEALTH, {}, Health, timeout)
+    async def health(self, *, timeout: float = 5.0, node_id: str | None = None) -> Health:
+        subject = subjects.node_health(node_id) if node_id else subjects.HEALTH
+        return await self._request(subject, {}, Health, timeout)
 
     async def close(self) -> None:
         if self._owns:

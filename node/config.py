@@ -55,6 +55,7 @@ class Settings:
     embedded_port: int = 4222
     embedded_store: str | None = None
     role: str = "all"
+    heartbeat_file: str = "/tmp/strategy-node.heartbeat"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -88,4 +89,5 @@ class Settings:
             embedded_port=_int(env, "EMBEDDED_NATS_PORT", 4222, 0, 65535),
             embedded_store=env.get("EMBEDDED_NATS_STORE") or None,
             role=role,
+            heartbeat_file=env.get("HEARTBEAT_FILE") or "/tmp/strategy-node.heartbeat",
         )

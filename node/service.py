@@ -27,7 +27,7 @@ from .admission import Admission
 from .config import Settings
 from .endpoints import Endpoints, error_headers
 from .metrics import Metrics
-from .nats_auth import connect_options
+from .nats_auth import connect_options, is_inbox_subject
 
 log = logging.getLogger("node")
 
@@ -49,6 +49,7 @@ class Node:
         self.service: Any = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._heartbeat: asyncio.Future | None = None
 
     # -- start --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -75,7 +76,11 @@ class Node:
             await self._endpoint("validate", subjects.VALIDATE, self.endpoints.validate)
         await self.service.add_endpoint(name="health", subject=subjects.HEALTH, handler=self._health,
                                         queue_group=subjects.QUEUE_GROUP)
+        # This node's own health, for probes that must ask their own pod, not any node in the group.
+        await self.service.add_endpoint(name="health-node", subject=subjects.node_health(self.settings.node_id),
+                                        handler=self._health, queue_group=f"health-{self.settings.node_id}")
         await self.nc.flush()
+        self._heartbeat = asyncio.ensure_future(self._beat())
         log.info("node %s serving %s on %s", self.settings.node_id, subjects.PREFIX + ".*", self.nats_url)
 
     async def _endpoint(self, name: str, subject: str,
@@ -95,8 +100,12 @@ class Node:
                                         queue_group=subjects.QUEUE_GROUP)
 
     async def _respond(self, req: Request, reply: Any, kind: str) -> None:
-        if not req._msg.reply:
-            return  # a publish without an inbox: nobody to answer
+        if not is_inbox_subject(req._msg.reply):
+            # No inbox (a plain publish), or a reply subject that names something else, such as
+            # a JetStream API or result subject: answering it would make the node a confused deputy.
+            if req._msg.reply:
+                log.warning("refused to reply to non-inbox subject %r", req._msg.reply[:80])
+            return
         try:
             await req.respond(encode(reply, kind), headers=error_headers(getattr(reply, "error", None), kind))
         except Exception:  # noqa: BLE001 - a lost connection: nothing else to do for this one
@@ -106,12 +115,24 @@ class Node:
         kind = content_type(req.headers)
         await self._respond(req, self.endpoints.health(), kind)
 
+    async def _beat(self) -> None:
+        """Touch the heartbeat file: liveness that needs neither NATS nor any other node."""
+        path = self.settings.heartbeat_file
+        while not self._stopping:
+            try:
+                with open(path, "w") as fh:
+                    fh.write(f"{time.time():.3f}\n")
+            except OSError:
+                log.debug("cannot write heartbeat %s", path, exc_info=True)
+            await asyncio.sleep(2.0)
+
     # -- NATS callbacks -----------------------------------------------------------------
     async def _on_error(self, exc: Exception) -> None:
         log.warning("NATS error: %s", exc)
 
     async def _on_disconnect(self) -> None:
-        log.warning("disconnected from NATS; reconnecting")
+        if not self._stopping:
+            log.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnect(self) -> None:
         log.info("reconnected to NATS at %s", self.nc.connected_url.netloc if self.nc else "?")
@@ -132,7 +153,7 @@ class Node:
         log.info("draining: no new requests; %d in flight", self.admission.in_flight)
         for endpoint in list(getattr(self.service, "_endpoints", []) or []):
             sub = getattr(endpoint, "_subscription", None)
-            if sub is not None and endpoint._subject != subjects.HEALTH:
+            if sub is not None and not endpoint._subject.startswith(subjects.HEALTH):
                 try:
                     await sub.drain()  # delivers what is buffered, then unsubscribes
                 except Exception:  # noqa: BLE001
@@ -151,6 +172,8 @@ class Node:
                 await self.nc.drain()
             except Exception:  # noqa: BLE001
                 await self.nc.close()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         await self.pool.close()
         log.info("node %s stopped", self.settings.node_id)
         self._stopped.set()

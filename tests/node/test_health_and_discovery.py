@@ -28,7 +28,8 @@ async def test_srv_info_lists_the_endpoints_in_the_queue_group(nc):
     info = json.loads(msg.data)
     by_subject = {e["subject"]: e for e in info["endpoints"]}
     assert {subjects.EXECUTE, subjects.VALIDATE, subjects.HEALTH} <= set(by_subject)
-    assert all(e["queue_group"] == subjects.QUEUE_GROUP for e in info["endpoints"])
+    assert all(by_subject[s]["queue_group"] == subjects.QUEUE_GROUP
+               for s in (subjects.EXECUTE, subjects.VALIDATE, subjects.HEALTH))
 
 
 async def test_srv_stats_counts_requests_and_errors_by_code(nc):
@@ -41,3 +42,26 @@ async def test_srv_stats_counts_requests_and_errors_by_code(nc):
     assert execute["data"]["requests"] >= 2
     assert execute["data"]["errors_by_code"]["INVALID_REQUEST"] >= 1
     assert execute["data"]["latency_ms"]["p50"] is not None
+
+
+async def test_each_node_answers_health_on_its_own_subject(nc):
+    reply = await request_json(nc, subjects.node_health("test-node"), {})
+    assert reply["node_id"] == "test-node"
+
+
+async def test_replies_to_non_inbox_subjects_are_refused(nc):
+    """A requester naming a foreign reply subject must not turn the node into its deputy."""
+    victim = await nc.subscribe("strategy.results.someone-elses-job")
+    await nc.publish(subjects.EXECUTE, json.dumps({"code": "def strategy(d): return 'BUY'",
+                                                   "bars": columnar_bars(3)}).encode(),
+                     reply="strategy.results.someone-elses-job")
+    import nats.errors
+
+    try:
+        await victim.next_msg(timeout=1.5)
+        raise AssertionError("the node replied to a non-inbox subject")
+    except nats.errors.TimeoutError:
+        pass
+    finally:
+        await victim.unsubscribe()
+    assert (await request_json(nc, subjects.HEALTH, {}))["status"] == "ok"

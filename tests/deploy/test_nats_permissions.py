@@ -1,0 +1,270 @@
+"""deploy/nats/permissions.conf enforced by a real nats-server: who may do what.
+
+Each test connects as the configured users (`node`, `client`, `client2`; clients with their
+own inbox prefixes) and checks one permission. A denied subscribe or publish does not close
+the connection: the server sends -ERR 'Permissions Violation …', which nats-py hands to
+error_cb — the tests capture those and also check the observable effect (nothing delivered,
+nothing consumed, stream intact).
+"""
+
+from __future__ import annotations
+
+import json
+
+import nats
+import pytest
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.errors import NotFoundError
+
+from contracts import subjects
+
+JOBS_STREAM = "STRATEGY_JOBS"
+RESULTS_STREAM = "STRATEGY_RESULTS"
+JOBS_CONSUMER = "strategy-workers"
+
+
+@pytest.fixture
+async def job_streams(conns):
+    """STRATEGY_JOBS with its shared durable consumer, and STRATEGY_RESULTS — declared by the
+    node user, as the node does at start-up (idempotent)."""
+    node = await conns.connect("node")
+    js = node.jetstream(timeout=5)
+    await js.add_stream(
+        StreamConfig(name=JOBS_STREAM, subjects=["strategy.jobs.>"],
+                     retention=RetentionPolicy.WORK_QUEUE)
+    )
+    await js.add_stream(
+        StreamConfig(name=RESULTS_STREAM, subjects=["strategy.results.>"], allow_direct=True)
+    )
+    await js.add_consumer(
+        JOBS_STREAM, ConsumerConfig(durable_name=JOBS_CONSUMER, ack_policy="explicit")
+    )
+    return js
+
+
+async def _pending_jobs(node_js) -> int:
+    info = await node_js.consumer_info(JOBS_STREAM, JOBS_CONSUMER)
+    return info.num_pending + info.num_ack_pending
+
+
+async def test_anonymous_connection_is_rejected(permissions_server):
+    with pytest.raises(Exception) as caught:
+        await nats.connect(
+            permissions_server.url, allow_reconnect=False, max_reconnect_attempts=0,
+            connect_timeout=2,
+        )
+    assert "authorization" in str(caught.value).lower()
+
+
+async def test_client_cannot_subscribe_to_request_subjects(conns):
+    client = await conns.connect("client")
+    await client.subscribe(subjects.EXECUTE, queue=subjects.QUEUE_GROUP)
+    err = await conns.wait_for_error(client, "permissions violation for subscription")
+    assert '"strategy.v1.execute"' in err
+
+
+async def test_client_cannot_impersonate_a_node(conns):
+    impostor = await conns.connect("client")
+    await impostor.subscribe("strategy.v1.>", queue=subjects.QUEUE_GROUP)
+    await conns.wait_for_error(impostor, "permissions violation for subscription")
+    # The server never registered the impostor's interest: a request finds no responder.
+    victim = await conns.connect("client2")
+    with pytest.raises(NoRespondersError):
+        await victim.request(subjects.EXECUTE, b"{}", timeout=2)
+
+
+async def test_client_cannot_subscribe_to_another_clients_inbox(conns):
+    snoop = await conns.connect("client")
+    await snoop.subscribe("_INBOX_client2.>")
+    err = await conns.wait_for_error(snoop, "permissions violation for subscription")
+    assert "_inbox_client2" in err.lower()
+
+
+async def test_client_without_its_inbox_prefix_cannot_receive_replies(conns):
+    # The default _INBOX prefix is outside every client's subscribe permission, so a client
+    # must connect with its own prefix (deploy/README.md, "Client inbox prefixes").
+    client = await conns.connect("client", inbox_prefix=None)
+    node = await conns.connect("node")
+
+    async def answer(msg):
+        await msg.respond(b"pong")
+
+    await node.subscribe(subjects.HEALTH, queue=subjects.QUEUE_GROUP, cb=answer)
+    await node.flush()
+    with pytest.raises(NatsTimeoutError):
+        await client.request(subjects.HEALTH, b"", timeout=1)
+    assert any("_inbox." in e.lower() for e in conns.errors_of(client))
+
+
+async def test_client_cannot_create_consumer_on_job_stream(conns, job_streams):
+    client = await conns.connect("client")
+    js = client.jetstream(timeout=1)
+    with pytest.raises(NatsTimeoutError):
+        await js.add_consumer(JOBS_STREAM, ConsumerConfig(durable_name="thief"))
+    err = await conns.wait_for_error(client, "permissions violation for publish")
+    assert "$js.api.consumer" in err.lower()
+    # Only the shared durable consumer exists.
+    assert (await job_streams.stream_info(JOBS_STREAM)).state.consumer_count == 1
+
+
+async def test_client_cannot_pull_from_shared_job_consumer(conns, job_streams):
+    client = await conns.connect("client")
+    await client.jetstream(timeout=5).publish("strategy.jobs.pull-test", b'{"job_id":"j-1"}')
+    before = await _pending_jobs(job_streams)
+    assert before >= 1
+
+    # The raw pull request a worker sends; denied, so nothing is delivered or consumed.
+    inbox = client.new_inbox()
+    sub = await client.subscribe(inbox)
+    await client.publish(
+        f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.{JOBS_CONSUMER}",
+        json.dumps({"batch": 1, "expires": 500_000_000}).encode(),
+        reply=inbox,
+    )
+    err = await conns.wait_for_error(client, "permissions violation for publish")
+    assert "msg.next" in err.lower()
+    with pytest.raises(NatsTimeoutError):
+        await sub.next_msg(timeout=0.7)
+    assert await _pending_jobs(job_streams) == before
+
+
+async def test_client_can_publish_job_to_job_stream(conns, job_streams):
+    client = await conns.connect("client")
+    ack = await client.jetstream(timeout=5).publish("strategy.jobs.x", b'{"job_id":"j-2"}')
+    assert ack.stream == JOBS_STREAM
+    assert conns.errors_of(client) == []
+
+
+async def test_client_cannot_publish_results(conns, job_streams):
+    client = await conns.connect("client")
+    await client.publish("strategy.results.forged", b'{"success": true}')
+    await conns.wait_for_error(client, "permissions violation for publish")
+    with pytest.raises(NotFoundError):
+        await job_streams.get_last_msg(RESULTS_STREAM, "strategy.results.forged", direct=True)
+
+
+async def test_client_can_read_a_result_by_job_id(conns, job_streams):
+    await job_streams.publish("strategy.results.job-123", b'{"success": true}')
+    client = await conns.connect("client")
+    msg = await client.jetstream(timeout=5).get_last_msg(
+        RESULTS_STREAM, "strategy.results.job-123", direct=True
+    )
+    assert msg.data == b'{"success": true}'
+
+
+async def test_node_answers_client_request_in_queue_group(conns):
+    node = await conns.connect("node")
+
+    async def answer(msg):
+        await msg.respond(b'{"success": true}')
+
+    await node.subscribe(subjects.EXECUTE, queue=subjects.QUEUE_GROUP, cb=answer)
+    await node.flush()
+    client = await conns.connect("client")  # inbox prefix _INBOX_client
+    reply = await client.request(subjects.EXECUTE, b'{"code": "x"}', timeout=2)
+    assert reply.data == b'{"success": true}'
+    assert reply.subject.startswith("_INBOX_client.")
+    assert conns.errors_of(node) == [] and conns.errors_of(client) == []
+
+
+async def test_node_cannot_subscribe_outside_its_queue_group(conns):
+    # A plain subscription would hand one node a copy of every request.
+    node = await conns.connect("node")
+    await node.subscribe(subjects.EXECUTE)
+    await conns.wait_for_error(node, "permissions violation for subscription")
+
+
+async def test_request_reply_subject_cannot_steer_node_into_jetstream_api(conns, job_streams):
+    # A request whose reply subject is a JetStream API call: with allow_responses the node's
+    # ordinary answer would delete the work queue. Replies may only go to client inboxes.
+    node = await conns.connect("node")
+
+    async def answer(msg):
+        await msg.respond(b"{}")
+
+    await node.subscribe(subjects.EXECUTE, queue=subjects.QUEUE_GROUP, cb=answer)
+    await node.flush()
+    client = await conns.connect("client")
+    await client.publish(subjects.EXECUTE, b"{}", reply=f"$JS.API.STREAM.DELETE.{JOBS_STREAM}")
+    await client.flush()
+    err = await conns.wait_for_error(node, "permissions violation for publish")
+    assert "stream.delete" in err.lower()
+    info = await job_streams.stream_info(JOBS_STREAM)
+    assert info.config.name == JOBS_STREAM
+
+
+async def test_node_can_discover_itself_via_srv_subjects(conns):
+    # $SRV.> is how `nats micro` and clients find the service; the node may serve it and a
+    # client may ask.
+    node = await conns.connect("node")
+
+    async def answer(msg):
+        await msg.respond(b'{"name": "strategy-exec"}')
+
+    await node.subscribe("$SRV.PING.strategy-exec", cb=answer)
+    await node.flush()
+    client = await conns.connect("client")
+    reply = await client.request("$SRV.PING.strategy-exec", b"", timeout=2)
+    assert json.loads(reply.data)["name"] == subjects.SERVICE_NAME
+
+
+
+async def test_node_consumes_a_job_and_delivers_its_result(conns, job_streams):
+    # The durable-job round trip with the node's permissions: pull from the shared consumer,
+    # store the result under the job id, answer on the reply subject carried in a header
+    # (a client inbox), ack.
+    client = await conns.connect("client")
+    replies = await client.subscribe(client.new_inbox())
+    await client.jetstream(timeout=5).publish(
+        "strategy.jobs.execute", b'{"job_id": "job-777"}',
+        headers={"Reply-To": replies.subject},
+    )
+
+    node = await conns.connect("node")
+    node_js = node.jetstream(timeout=5)
+    sub = await node_js.pull_subscribe("strategy.jobs.>", durable=JOBS_CONSUMER)
+    ours = None
+    for msg in await sub.fetch(100, timeout=2):  # earlier tests may have queued jobs too
+        if json.loads(msg.data).get("job_id") == "job-777":
+            ours = msg
+        else:
+            await msg.ack_sync()
+    assert ours is not None
+    await node_js.publish("strategy.results.job-777", b'{"success": true}')
+    await node.publish(ours.headers["Reply-To"], b'{"success": true}')
+    await ours.ack_sync()
+
+    reply = await replies.next_msg(timeout=2)
+    assert reply.data == b'{"success": true}'
+    stored = await client.jetstream(timeout=5).get_last_msg(
+        RESULTS_STREAM, "strategy.results.job-777", direct=True
+    )
+    assert stored.data == b'{"success": true}'
+    assert conns.errors_of(node) == []
+
+
+async def test_node_can_open_a_replay_consumer_on_bars(conns):
+    node = await conns.connect("node")
+    js = node.jetstream(timeout=5)
+    await js.add_stream(StreamConfig(name="BARS", subjects=["bars.>"], allow_direct=True))
+    sub = await js.subscribe("bars.1m.AAPL", ordered_consumer=True)
+    await node.flush()
+    await sub.unsubscribe()
+    assert conns.errors_of(node) == []
+
+
+async def test_node_credentials_can_run_the_health_probe(conns):
+    # `strategy-node health [--ready]`, the pods' exec probe, connects with the pod's NATS_*
+    # credentials (the node user) and asks strategy.v1.health.
+    serving = await conns.connect("node")
+
+    async def answer(msg):
+        await msg.respond(b'{"status": "ok"}')
+
+    await serving.subscribe(subjects.HEALTH, queue=subjects.QUEUE_GROUP, cb=answer)
+    await serving.flush()
+    probe = await conns.connect("node")
+    reply = await probe.request(subjects.HEALTH, b"{}", timeout=2)
+    assert json.loads(reply.data)["status"] == "ok"
+    assert conns.errors_of(serving) == [] and conns.errors_of(probe) == []
