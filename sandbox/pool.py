@@ -100,6 +100,8 @@ class SandboxPool:
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.zygote_pid: int | None = None
+        # An OpenTelemetry tracer (set by the node's Telemetry): a `sandbox.run` span per run.
+        self.tracer = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, timeout: float = 60.0) -> None:
@@ -241,7 +243,18 @@ class SandboxPool:
     # -- running ------------------------------------------------------------------------
     async def run(self, job: Job) -> Outcome:
         """Run one job in a fresh child; never raises for anything the strategy does."""
+        if self.tracer is None:
+            return await self._run(job, None)
+        with self.tracer.start_as_current_span("sandbox.run") as span:
+            outcome = await self._run(job, span)
+            span.set_attribute("sandbox.outcome", str(outcome.error.code) if outcome.error else "OK")
+            return outcome
+
+    async def _run(self, job: Job, span) -> Outcome:
         child = await self._acquire()
+        started = time.perf_counter()
+        if span is not None:
+            span.set_attribute("sandbox.child_pid", child.pid)
         self._busy.add(child.pid)
         exit_status = self._loop.create_future()
         self._exits[child.pid] = exit_status
@@ -268,6 +281,8 @@ class SandboxPool:
             child.kill()  # a child never outlives its request
             child.close()
             self._busy.discard(child.pid)
+            if span is not None:
+                span.set_attribute("sandbox.run_ms", round((time.perf_counter() - started) * 1000.0, 3))
             if exit_status.done() or deadline_hit:
                 self._exits.pop(child.pid, None)
             else:

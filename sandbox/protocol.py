@@ -40,6 +40,17 @@ class Job(msgspec.Struct, array_like=True):
     limits: OutputLimits
     options: BacktestOptions | None = None
     universe: dict[str, BarArrays] | None = None  # symbol -> bars, for classify accessors
+    # kind "backtest" only: a sweep chunk, one backtest per parameter set (each replaces
+    # `parameters`), run one after another in this one child; see runtime.run_points.
+    points: list[dict[str, Any]] | None = None
+
+
+class PointOutcome(msgspec.Struct, array_like=True):
+    """One parameter set of a sweep chunk."""
+
+    performance: Performance | None = None
+    error: ErrorInfo | None = None
+    signals_count: int = 0
 
 
 class Outcome(msgspec.Struct, array_like=True):
@@ -52,6 +63,7 @@ class Outcome(msgspec.Struct, array_like=True):
     error: ErrorInfo | None = None
     signals_count: int = 0
     run_ms: float = 0.0
+    points: list[PointOutcome] | None = None  # a sweep chunk's results, in order (may stop short)
 
 
 job_encoder = msgspec.msgpack.Encoder()

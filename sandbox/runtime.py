@@ -21,8 +21,9 @@ from backtest.accessors import make_accessors
 from contracts import BacktestOptions, BarArrays, ErrorCode, ErrorInfo, ExecutionError, Signal, ns_to_iso
 
 from .api import SIGNAL_NAMES, OutputLimitExceeded, StrategyApi, signal_code
+from . import guards
 from .compiler import CompiledStrategy
-from .protocol import Job, Outcome
+from .protocol import Job, Outcome, PointOutcome
 from .restricted import build_globals
 
 STRATEGY_FILE = "<strategy>"
@@ -111,6 +112,7 @@ class Run:
         self.index_ns = self.frame.index.asi8 if n else np.empty(0, np.int64)
         self.api = StrategyApi(n, self.index_ns, job.limits)
         self.per_bar: np.ndarray | None = None
+        self.raw_signals: Any = None  # a backtest's vectorized return, for its warm-up
         self.result: Any = None
 
     # -- execution ----------------------------------------------------------------------
@@ -142,10 +144,12 @@ class Run:
         walking = self.job.kind == "backtest" and style == "function"
         env = self._globals(with_data=style == "script" or not walking)
         exec(self.compiled.code, env)
+        _raise_violation()
         if style == "function":
             self._call_strategy(env["strategy"], walking)
         elif style == "classify":
             verdict = env["classify_symbol"](self.job.symbol)
+            _raise_violation()
             self.result = json_safe(verdict, self.job.limits.result_bytes)
         else:
             ret = env.get("result")
@@ -158,14 +162,27 @@ class Run:
         call = (lambda data: fn(data, params)) if wants_params else fn
         n = len(self.frame)
         ret = call(self.frame.copy())
+        if walking:
+            self.raw_signals = ret
         if not walking or _per_bar(ret, n) is not None:
             self._take(ret, n)
             return
         # A per-bar-string strategy: walk it, each call seeing only the bars up to its own.
+        # The probe call above saw every bar, so whatever it left behind (module globals,
+        # marks, logs) is dropped: the walk runs on a freshly executed module, so no signal
+        # can depend on a bar after its own.
+        self.raw_signals = None
         self.api.marks.clear()
+        self.api.logs.clear()
+        self.api.indicators.clear()
+        env = self._globals(with_data=False)
+        exec(self.compiled.code, env)
+        fn = env["strategy"]
+        call = (lambda data: fn(data, params)) if wants_params else fn
         codes = np.zeros(n, dtype=np.int8)
         for i in range(n):
             ret = call(self.frame.iloc[: i + 1].copy())
+            _raise_violation()
             codes[i] = signal_code(ret.get("signal") if isinstance(ret, dict) else ret)
         self.per_bar = codes
 
@@ -217,20 +234,72 @@ class Run:
         return out
 
     def performance(self, codes: np.ndarray, options: BacktestOptions | None) -> Any:
-        if not codes.any():
+        """Metrics of the signals. An execute without signals has none; a backtest always has
+        them (zero trades is a result), with the warm-up of `warmup()` in compat mode."""
+        backtesting = self.job.kind == "backtest"
+        if not codes.any() and not (backtesting and len(codes)):
             return None
+        options = options or BacktestOptions()
+        warmup = self.warmup() if backtesting and options.mode == "backtesting_py" else 0
         reasons = {i: m[1] for i, m in self.api.marks.items() if m[1]}
         f = self.frame
         return run_backtest(
             self.index_ns, f["open"].to_numpy(), f["high"].to_numpy(), f["low"].to_numpy(),
-            f["close"].to_numpy(), f["volume"].to_numpy(), codes, options or BacktestOptions(),
-            reasons=reasons,
+            f["close"].to_numpy(), f["volume"].to_numpy(), codes, options,
+            reasons=reasons, warmup=warmup,
         )
+
+    def warmup(self) -> int:
+        """Bars before the strategy is defined, as backtesting.py counts its warm-up: the first
+        bar where the vectorized signal series is defined (not NaN/None) and every full-length
+        `indicator()` series has a value, whichever is latest. A walked per-bar strategy and a
+        script that registers no indicator have no warm-up (0)."""
+        n = len(self.frame)
+        firsts = [0]
+        raw = self.raw_signals
+        if isinstance(raw, pd.DataFrame):
+            raw = raw["signal"] if "signal" in raw.columns else None
+        if isinstance(raw, (pd.Series, np.ndarray, list)) and len(raw) == n and n:
+            values = raw.to_numpy() if isinstance(raw, pd.Series) else np.asarray(raw, dtype=object)
+            defined = np.flatnonzero(~pd.isna(values))
+            firsts.append(int(defined[0]) if defined.size else n)
+        for series in self.api.indicators.values():
+            if len(series) == n and n:
+                firsts.append(next((i for i, v in enumerate(series) if v is not None), n))
+        return min(max(firsts), max(n - 1, 0))
+
+
+def _raise_violation() -> None:
+    """A policy violation stays fatal even when the strategy caught the exception."""
+    violation = guards.first_violation()
+    if violation is not None:
+        raise violation
+
+
+def run_points(job: Job) -> Outcome:
+    """A sweep chunk: one backtest per parameter set of `job.points`, in this one child.
+
+    Each point is a separate `run` (fresh module globals, API and frame), so points cannot see
+    each other's state. After a memory-limit failure the rest is not run (the soft address-space
+    limit was lifted to report it); the node runs points missing from `points` on their own.
+    """
+    started = time.perf_counter()
+    rows: list[PointOutcome] = []
+    for parameters in job.points or []:
+        one = run(msgspec.structs.replace(job, parameters=parameters, points=None))
+        rows.append(PointOutcome(performance=one.performance, error=one.error,
+                                 signals_count=one.signals_count))
+        if one.error is not None and one.error.code == ErrorCode.MEMORY_LIMIT:
+            break
+    return Outcome(success=True, points=rows, run_ms=(time.perf_counter() - started) * 1000.0)
 
 
 def run(job: Job) -> Outcome:
     """Execute one job; every failure becomes an Outcome with an error code."""
+    if job.points is not None and job.kind == "backtest":
+        return run_points(job)
     started = time.perf_counter()
+    guards.reset_violations()
     run_state: Run | None = None
     try:
         run_state = Run(job)
@@ -238,6 +307,7 @@ def run(job: Job) -> Outcome:
             run_state.execute()
         except OutputLimitExceeded:
             pass
+        _raise_violation()
         api = run_state.api
         if api.exceeded:
             raise ExecutionError(ErrorCode.OUTPUT_LIMIT, f"output limit reached: {api.exceeded}")
