@@ -45,6 +45,8 @@ def decode(data: bytes, type_: type[T], kind: str = JSON) -> T:
     except msgspec.DecodeError as exc:
         what = "msgpack" if kind == MSGPACK else "JSON"
         raise ExecutionError(ErrorCode.INVALID_REQUEST, f"payload is not valid {what}: {exc}") from None
+    except RecursionError:
+        raise ExecutionError(ErrorCode.INVALID_REQUEST, "payload is nested too deeply") from None
 
 
 def encode(obj: Any, kind: str = JSON) -> bytes:

@@ -111,10 +111,15 @@ def apply(plan: Plan, channel_fd: int, devnull_fd: int) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    if channel_fd != CHANNEL_FD:
-        os.dup2(channel_fd, CHANNEL_FD)
+    if channel_fd < CHANNEL_FD:
+        raise OSError("the channel must not be a standard stream")
+    # stdio onto /dev/null *before* the channel takes fd 3: the zygote's devnull is often fd 3
+    # itself, and dup'ing it afterwards would make stdin/stdout/stderr the node's channel (any
+    # warning a library prints would then corrupt the protocol).
     for fd in (0, 1, 2):
         os.dup2(devnull_fd, fd)
+    if channel_fd != CHANNEL_FD:
+        os.dup2(channel_fd, CHANNEL_FD)
     os.closerange(CHANNEL_FD + 1, 1 << 20)
     os.environ.clear()
     baseline = _vm_bytes()

@@ -116,6 +116,10 @@ class SandboxPool:
             "SANDBOX_MAX_MEMORY_MB": str(self.max_memory_mb),
             "SANDBOX_MAX_CPU_SECONDS": str(self.max_cpu_seconds),
             "SANDBOX_DISABLE": self.disable,
+            # Before numpy loads anywhere in the zygote: OpenBLAS threads would be refused by
+            # seccomp (clone is denied) and OpenBLAS aborts the child when that happens.
+            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "NUMEXPR_NUM_THREADS": "1",
         }
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox.zygote"], env=env, pass_fds=[zygote_end.fileno()],
@@ -251,6 +255,7 @@ class SandboxPool:
             return outcome
 
     async def _run(self, job: Job, span) -> Outcome:
+        payload = frame(job_encoder.encode(job))  # before taking a child: encoding may fail
         child = await self._acquire()
         started = time.perf_counter()
         if span is not None:
@@ -261,7 +266,7 @@ class SandboxPool:
         loop = self._loop
         deadline_hit = False
         try:
-            await loop.sock_sendall(child.sock, frame(job_encoder.encode(job)))
+            await loop.sock_sendall(child.sock, payload)
             try:
                 body = await asyncio.wait_for(self._read_frame(child.sock), job.timeout_ms / 1000.0)
             except asyncio.TimeoutError:

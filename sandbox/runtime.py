@@ -15,6 +15,12 @@ from typing import Any
 import msgspec
 import numpy as np
 import pandas as pd
+# pandas imports these on first use (repr/print/to_string of frames, to_dict, stack/unstack/
+# crosstab). A locked-down child can load nothing from disk, so they are loaded here, in the
+# zygote, with this module.
+import pandas.core.methods.to_dict  # noqa: F401
+import pandas.core.reshape.reshape  # noqa: F401
+import pandas.io.formats.string  # noqa: F401
 
 from backtest import run_backtest
 from backtest.accessors import make_accessors

@@ -2,7 +2,8 @@
 
 It is a denylist on top of the other layers: it takes away every syscall a strategy could use
 to reach beyond its own process (sockets, new processes, exec, ptrace, signals to others, file
-creation and opening, namespaces, kernel keyrings, bpf, io_uring ...). Denied calls fail with
+creation and opening, namespaces, kernel keyrings, bpf, io_uring, System V / POSIX IPC objects
+that outlive the run, the scheduling of other processes, the kernel log ...). Denied calls fail with
 EPERM/EACCES, so libraries see an ordinary OSError rather than a kill; a foreign ABI (x32,
 i386) is killed outright.
 """
@@ -57,6 +58,16 @@ _X86_64 = {
     "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_open": 434, "clone3": 435,
     "openat2": 437, "pidfd_getfd": 438, "fchmodat2": 452, "memfd_secret": 447,
+    # System V and POSIX IPC objects outlive the process and are shared by every process of the
+    # same uid: a run could leave state for a later run (or another user's concurrent run).
+    "shmget": 29, "shmat": 30, "shmctl": 31, "semget": 64, "semop": 65, "semctl": 66,
+    "shmdt": 67, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "semtimedop": 220,
+    "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243,
+    "mq_notify": 244, "mq_getsetattr": 245,
+    # scheduling of *other* processes of the same uid (sibling runs, or the node when not root)
+    "setpriority": 141, "ioprio_set": 251, "sched_setparam": 142, "sched_setscheduler": 144,
+    "sched_setaffinity": 203, "sched_setattr": 314,
+    "syslog": 103,
 }
 
 DENY_EPERM = (
@@ -74,6 +85,9 @@ DENY_EPERM = (
     "userfaultfd", "pkey_mprotect", "io_uring_setup", "io_uring_enter",
     "io_uring_register", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount",
     "fspick", "seccomp",
+    "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semctl", "semtimedop",
+    "msgget", "msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend",
+    "mq_timedreceive", "mq_notify", "mq_getsetattr", "setpriority", "ioprio_set", "syslog",
 )
 DENY_EACCES = (
     "open", "openat", "openat2", "creat", "truncate", "rename", "renameat", "renameat2",
@@ -83,7 +97,9 @@ DENY_EACCES = (
 )
 DENY_ENOSYS = ("clone3",)  # glibc falls back to clone, which is denied above
 SELF_ONLY_ARG0 = ("kill", "tkill", "tgkill")  # signals only to ourselves (abort/raise)
-ZERO_ARG0 = ("prlimit64",)  # may only lower its own limits
+ZERO_ARG0 = ("prlimit64",  # may only lower its own limits
+             # may only change its own scheduling (pid 0), never a sibling run's or the node's
+             "sched_setparam", "sched_setscheduler", "sched_setaffinity", "sched_setattr")
 
 
 class SockFilter(ctypes.Structure):

@@ -36,8 +36,12 @@ def _send(control: socket.socket, payload: bytes, fds: list[int] | None = None) 
         control.send(payload)
 
 
-def _warm_up() -> None:
-    """Exercise the libraries once so lazy imports and caches are in place before forking."""
+def _warm_up() -> "Job":
+    """Exercise the libraries once so lazy imports and caches are in place before forking.
+
+    Returns a small trivial job that each child runs once before its real one, so the
+    copy-on-write faults of a first run are paid ahead of demand rather than by a request.
+    """
     from contracts import BarArrays, BacktestOptions
     from .compiler import compile_strategy
     from .protocol import Job, OutputLimits
@@ -64,6 +68,9 @@ def _warm_up() -> None:
     for kind in ("execute", "backtest"):
         runtime.run(Job(kind=kind, code=code, bars=bars, symbol="WARM", timeframe="1d", parameters={},
                         timeout_ms=10_000, memory_mb=256, limits=OutputLimits(), options=BacktestOptions()))
+    prewarm = compile_strategy("def strategy(data):\n    return 'BUY'\n").to_bytes()
+    return Job(kind="execute", code=prewarm, bars=bars, symbol="WARM", timeframe="1d", parameters={},
+               timeout_ms=10_000, memory_mb=256, limits=OutputLimits())
 
 
 def main() -> None:
@@ -76,7 +83,7 @@ def main() -> None:
 
     netns = lockdown.enter_network_namespace(disabled)  # before any thread could exist
 
-    _warm_up()
+    prewarm_job = _warm_up()
     from .runtime import run  # noqa: F401  (imported: children inherit it)
     from .serve import serve_one
 
@@ -111,7 +118,7 @@ def main() -> None:
             try:
                 sel.close()
                 baseline = lockdown.apply(plan, child_end.fileno(), devnull)
-                serve_one(lockdown.CHANNEL_FD, baseline)
+                serve_one(lockdown.CHANNEL_FD, baseline, prewarm_job)
             except BaseException:  # noqa: BLE001 - a child that cannot lock down must not run
                 code = 70
             os._exit(code)
@@ -135,6 +142,29 @@ def main() -> None:
             children.discard(pid)
             _send(control, b"X" + struct.pack("<ii", pid, status))
 
+    try:
+        _serve(sel, control, wake_r, spawn, reap)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the node went away mid-message: same as EOF
+    _shutdown(children, empty_dir)
+
+
+def _shutdown(children: set[int], empty_dir: str) -> None:
+    """The node is gone: so are we, and our children with us (they also have PDEATHSIG)."""
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.rmdir(empty_dir)
+    except OSError:
+        pass
+    sys.exit(0)
+
+
+def _serve(sel: selectors.BaseSelector, control: socket.socket, wake_r: int, spawn, reap) -> None:
+    """Fork on request, report exits, until the node closes the control channel."""
     while True:
         for key, _ in sel.select():
             if key.data == "signal":
@@ -145,14 +175,8 @@ def main() -> None:
                 msg = control.recv(64)
             except ConnectionResetError:
                 msg = b""
-            if not msg:  # the node is gone: so are we, and our children with us (PDEATHSIG)
-                for pid in children:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                os.rmdir(empty_dir)
-                sys.exit(0)
+            if not msg:
+                return
             if msg[:1] == b"S":
                 (count,) = struct.unpack("<I", msg[1:5])
                 for _ in range(count):
