@@ -7,6 +7,7 @@ from .errors import ErrorCode, ErrorInfo, ExecutionError
 from .execute import ExecuteRequest, ExecuteResult, Signal
 from .health import Health, IsolationLayer, Limits, PoolState
 from .performance import EquityPoint, Performance, Trade
+from .screen import ScreenRequest, ScreenResult, ScreenRow
 from .validate import ValidateRequest, ValidateResult
 from . import limits, subjects
 
@@ -18,6 +19,7 @@ __all__ = [
     "ExecuteRequest", "ExecuteResult", "Signal",
     "Health", "IsolationLayer", "Limits", "PoolState",
     "EquityPoint", "Performance", "Trade",
+    "ScreenRequest", "ScreenResult", "ScreenRow",
     "ValidateRequest", "ValidateResult",
     "limits", "subjects",
 ]

@@ -30,6 +30,20 @@ class PoolState(msgspec.Struct, kw_only=True):
     healthy: bool
 
 
+class JobsState(msgspec.Struct, kw_only=True):
+    """The durable-job consumer of this node (absent when the node does not take jobs)."""
+
+    state: Literal["starting", "consuming", "unavailable", "draining", "stopped"]
+    stream: str
+    consumer: str
+    running: int = 0
+    completed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    skipped_duplicates: int = 0
+    last_error: str | None = None
+
+
 class Health(msgspec.Struct, kw_only=True):
     status: Literal["ok", "degraded", "draining"]
     version: str
@@ -41,3 +55,4 @@ class Health(msgspec.Struct, kw_only=True):
     limits: Limits
     pool: PoolState
     isolation: list[IsolationLayer]
+    jobs: JobsState | None = None

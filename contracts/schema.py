@@ -15,6 +15,7 @@ import msgspec
 from .backtest import BacktestRequest, BacktestResult
 from .execute import ExecuteRequest, ExecuteResult
 from .health import Health
+from .screen import ScreenRequest, ScreenResult
 from .validate import ValidateRequest, ValidateResult
 
 SCHEMA_DIR = Path(__file__).with_name("schema")
@@ -26,6 +27,8 @@ MESSAGES: dict[str, type] = {
     "ValidateResult": ValidateResult,
     "BacktestRequest": BacktestRequest,
     "BacktestResult": BacktestResult,
+    "ScreenRequest": ScreenRequest,
+    "ScreenResult": ScreenResult,
     "Health": Health,
 }
 

@@ -8,6 +8,9 @@ EXECUTE = f"{PREFIX}.execute"
 VALIDATE = f"{PREFIX}.validate"
 BACKTEST = f"{PREFIX}.backtest"
 HEALTH = f"{PREFIX}.health"
+SCREEN = f"{PREFIX}.screen"
+# One grid point of a sweep, fanned out by the node that received the sweep (own admission).
+BACKTEST_POINT = f"{BACKTEST}.point"
 
 CONTENT_TYPE = "Content-Type"
 MSGPACK = "application/msgpack"

@@ -13,6 +13,8 @@ import msgspec
 
 from contracts import ExecuteResult, Performance
 
+from . import cli_backtest, cli_jobs
+
 
 def _parse_value(text: str) -> Any:
     try:
@@ -205,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-age", type=float, default=20.0, help="with --local: seconds (default 20)")
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=cmd_health)
+    cli_jobs.register(sub)  # submit, result (durable jobs)
+    cli_backtest.register(sub)  # bars load/ls, backtest
     return parser
 
 

@@ -20,6 +20,8 @@ from contracts import (
     ExecuteRequest,
     ExecuteResult,
     Health,
+    ScreenRequest,
+    ScreenResult,
     ValidateRequest,
     ValidateResult,
     decode,
@@ -84,6 +86,13 @@ class StrategyClient:
         req = BacktestRequest(code=code, bars=as_bars(bars), **fields)
         wait = timeout if timeout is not None else (req.timeout_ms or 30_000) / 1000 + _MARGIN_S
         return await self._request(subjects.BACKTEST, req, BacktestResult, wait)
+
+    async def screen(self, code: str, symbols: Iterable[str], *, timeout: float | None = None,
+                     **fields: Any) -> ScreenResult:
+        """Run a `classify_symbol(symbol)` strategy over stored symbols; see contracts.screen."""
+        req = ScreenRequest(code=code, symbols=list(symbols), **fields)
+        wait = timeout if timeout is not None else (req.timeout_ms or 10_000) / 1000 * max(1, len(req.symbols)) + _MARGIN_S
+        return await self._request(subjects.SCREEN, req, ScreenResult, min(wait, 600.0))
 
     async def health(self, *, timeout: float = 5.0, node_id: str | None = None) -> Health:
         subject = subjects.node_health(node_id) if node_id else subjects.HEALTH

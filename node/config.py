@@ -56,6 +56,13 @@ class Settings:
     embedded_store: str | None = None
     role: str = "all"
     heartbeat_file: str = "/tmp/strategy-node.heartbeat"
+    # Durable jobs (node/durable.py): replicas of STRATEGY_JOBS/RESULTS/DEAD, redelivery policy.
+    jobs_replicas: int = 1
+    jobs_ack_wait_seconds: float = 30.0
+    jobs_max_deliver: int = 5
+    jobs_backoff_seconds: tuple[float, ...] = ()
+    jobs_result_ttl_seconds: float = 86_400.0
+    jobs_duplicate_window_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -90,4 +97,30 @@ class Settings:
             embedded_store=env.get("EMBEDDED_NATS_STORE") or None,
             role=role,
             heartbeat_file=env.get("HEARTBEAT_FILE") or "/tmp/strategy-node.heartbeat",
+            **_jobs_settings(env),
         )
+
+
+def _jobs_settings(env: Mapping[str, str]) -> dict:
+    """JOBS_* variables. Redelivery backoff defaults to JOBS_ACK_WAIT_SECONDS doubling per delivery."""
+    ack_wait = _float(env, "JOBS_ACK_WAIT_SECONDS", 30.0, 0.1, 3600.0)
+    max_deliver = _int(env, "JOBS_MAX_DELIVER", 5, 1, 100)
+    raw = (env.get("JOBS_BACKOFF_SECONDS") or "").strip()
+    if raw:
+        try:
+            backoff = tuple(float(x) for x in raw.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"JOBS_BACKOFF_SECONDS must be comma-separated seconds, got {raw!r}") from None
+        if any(b < 0.1 or b > 86_400 for b in backoff):
+            raise ValueError(f"JOBS_BACKOFF_SECONDS values must be between 0.1 and 86400, got {raw!r}")
+    else:
+        backoff = tuple(min(ack_wait * 2 ** i, 3600.0) for i in range(max_deliver - 1))
+    backoff = backoff[: max_deliver - 1]  # the server requires max_deliver > len(backoff)
+    return dict(
+        jobs_replicas=_int(env, "JOBS_REPLICAS", 1, 1, 5),
+        jobs_ack_wait_seconds=backoff[0] if backoff else ack_wait,  # the server acks-waits backoff[0]
+        jobs_max_deliver=max_deliver,
+        jobs_backoff_seconds=backoff,
+        jobs_result_ttl_seconds=_float(env, "JOBS_RESULT_TTL_SECONDS", 86_400.0, 1.0, 365 * 86_400.0),
+        jobs_duplicate_window_seconds=_float(env, "JOBS_DUPLICATE_WINDOW_SECONDS", 600.0, 1.0, 7 * 86_400.0),
+    )

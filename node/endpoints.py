@@ -11,6 +11,7 @@ import time
 from typing import Any, Mapping
 
 from contracts import (
+    BacktestResult,
     ErrorCode,
     ErrorInfo,
     ExecuteRequest,
@@ -18,10 +19,12 @@ from contracts import (
     ExecutionError,
     Health,
     Limits,
+    ScreenResult,
     ValidateRequest,
     ValidateResult,
     decode,
     limits as contract_limits,
+    subjects,
 )
 from sandbox.compiler import CompileCache
 from sandbox.pool import SandboxPool, SandboxUnavailable
@@ -30,6 +33,7 @@ from . import __version__
 from .config import Settings
 from .jobs import check_language, execute_job
 from .metrics import Metrics
+from .telemetry import annotate_request
 
 log = logging.getLogger("node.endpoints")
 
@@ -60,6 +64,7 @@ class Endpoints:
         try:
             req = decode(data, ExecuteRequest, kind)
             request_id = req.request_id
+            annotate_request(req)  # span attributes (hashed user id, bars, ...) and log request id
             check_language(req.language)
             budget_ms = req.timeout_ms if req.timeout_ms is not None else self.settings.default_timeout_ms
             compiled, hit = self.cache.get(req.code)
@@ -92,6 +97,7 @@ class Endpoints:
         try:
             req = decode(data, ValidateRequest, kind)
             request_id = req.request_id
+            annotate_request(req)
             check_language(req.language)
             compiled, hit = self.cache.get(req.code)
             self.metrics.compile(hit)
@@ -131,6 +137,10 @@ class Endpoints:
                           message="this node is at capacity; retry shortly or on another node")
         if subject.endswith("validate"):
             return ValidateResult(valid=False, error=error, node_id=self.settings.node_id)
+        if subject.startswith(subjects.BACKTEST):
+            return BacktestResult(success=False, error=error, node_id=self.settings.node_id)
+        if subject == subjects.SCREEN:
+            return ScreenResult(success=False, error=error, node_id=self.settings.node_id)
         return ExecuteResult(success=False, error=error, node_id=self.settings.node_id)
 
 
@@ -148,3 +158,15 @@ _STATUS = {
     ErrorCode.RUNTIME_ERROR: "422", ErrorCode.TIMEOUT: "408", ErrorCode.MEMORY_LIMIT: "413",
     ErrorCode.OUTPUT_LIMIT: "413", ErrorCode.OVERLOADED: "503", ErrorCode.INTERNAL: "500",
 }
+
+
+def too_large(reply: Any, size: int, limit: int) -> Any:
+    """The same kind of reply, emptied, with OUTPUT_LIMIT: a reply NATS cannot carry."""
+    error = ErrorInfo(code=ErrorCode.OUTPUT_LIMIT,
+                      message=f"the reply would be {size} bytes; this NATS server carries at most {limit}")
+    fields = {"error": error, "node_id": getattr(reply, "node_id", ""), "request_id": getattr(reply, "request_id", None)}
+    if hasattr(reply, "success"):
+        fields["success"] = False
+    if hasattr(reply, "valid"):
+        fields["valid"] = False
+    return type(reply)(**fields)

@@ -5,6 +5,7 @@ Everything a client can get wrong is caught here, before a child process is spen
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 
 from contracts import (
@@ -51,6 +52,19 @@ def bars_of(req) -> BarArrays | None:
     return arrays
 
 
+_params_encoder = msgspec.msgpack.Encoder()
+
+
+def check_parameters(parameters: dict) -> None:
+    """Parameters must survive the trip to the sandbox (64-bit integers, bounded nesting)."""
+    try:
+        raw = _params_encoder.encode(parameters)
+    except (msgspec.EncodeError, OverflowError, RecursionError, ValueError, TypeError) as exc:
+        raise ExecutionError(ErrorCode.INVALID_REQUEST, f"invalid parameters: {exc}") from None
+    if len(raw) > 1024 * 1024:
+        raise ExecutionError(ErrorCode.INVALID_REQUEST, "invalid parameters: larger than 1 MiB")
+
+
 def run_limits(req, settings: Settings) -> tuple[int, int]:
     max_ms = int(settings.max_timeout_seconds * 1000)
     timeout_ms = req.timeout_ms if req.timeout_ms is not None else settings.default_timeout_ms
@@ -70,6 +84,7 @@ def compile_code(cache: CompileCache, code: str) -> tuple[CompiledStrategy, bool
 
 def execute_job(req, settings: Settings, compiled: CompiledStrategy, timeout_ms: int) -> Job:
     _, memory_mb = run_limits(req, settings)
+    check_parameters(req.parameters)
     bars = bars_of(req)
     if (bars is None or bars.count == 0) and compiled.style != "classify":
         raise ExecutionError(ErrorCode.INVALID_REQUEST,

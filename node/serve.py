@@ -31,6 +31,10 @@ async def serve(settings: Settings) -> int:
         embedded = EmbeddedServer(port=port or None, store_dir=settings.embedded_store).start()
         url = embedded.url
         print(f"embedded nats-server (JetStream) listening: NATS_URL={url}", flush=True)
+    try:  # a heartbeat left by a previous container (/tmp survives restarts in a pod) is not ours
+        os.unlink(settings.heartbeat_file)
+    except OSError:
+        pass
     node = Node(settings, url, connect_env=dict(os.environ))
     try:
         await node.start()

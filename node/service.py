@@ -24,16 +24,20 @@ from sandbox.pool import SandboxPool
 
 from . import __version__
 from .admission import Admission
+from .backtesting import Backtesting
 from .config import Settings
-from .endpoints import Endpoints, error_headers
+from .durable import JobConsumer
+from .endpoints import Endpoints, error_headers, too_large
 from .metrics import Metrics
 from .nats_auth import connect_options, is_inbox_subject
+from .telemetry import Telemetry
 
 log = logging.getLogger("node")
 
 
 class Node:
-    def __init__(self, settings: Settings, nats_url: str, connect_env: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, nats_url: str, connect_env: dict[str, str] | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         self.settings = settings
         self.nats_url = nats_url
         self.connect_env = connect_env or {}
@@ -45,10 +49,14 @@ class Node:
         self.endpoints = Endpoints(settings, self.pool, self.metrics)
         self.admission = Admission(settings.max_workers, settings.max_queue)
         self.endpoints.admission_state = lambda: (self.admission.in_flight, self.admission.queued)
+        self.telemetry = telemetry or Telemetry(settings)  # OTEL_* env; spans, metrics
+        self.telemetry.bind(self)
         self.nc: nats.NATS | None = None
         self.service: Any = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        self.backtesting: Backtesting | None = None
+        self.jobs: JobConsumer | None = None  # durable jobs (node/durable.py) when role is all|jobs
         self._heartbeat: asyncio.Future | None = None
 
     # -- start --------------------------------------------------------------------------
@@ -58,7 +66,8 @@ class Node:
             log.info("isolation layer %-18s %s  %s", layer.name, "active  " if layer.active else "INACTIVE", layer.detail)
         options = connect_options(self.connect_env)
         self.nc = await nats.connect(
-            self.nats_url, name=f"strategy-node {self.settings.node_id}",
+            [u.strip() for u in self.nats_url.split(",") if u.strip()],  # "nats://a:4222,nats://b:4222"
+            name=f"strategy-node {self.settings.node_id}",
             max_reconnect_attempts=-1, reconnect_time_wait=0.5, allow_reconnect=True,
             error_cb=self._on_error, disconnected_cb=self._on_disconnect,
             reconnected_cb=self._on_reconnect, **options,
@@ -74,6 +83,16 @@ class Node:
         if self.settings.role in ("all", "requests"):
             await self._endpoint("execute", subjects.EXECUTE, self.endpoints.execute)
             await self._endpoint("validate", subjects.VALIDATE, self.endpoints.validate)
+            self.backtesting = await Backtesting.create(self.settings, self.endpoints, self.nc)
+            await self._endpoint("backtest", subjects.BACKTEST, self.backtesting.backtest)
+            await self._endpoint("backtest-point", subjects.BACKTEST_POINT, self.backtesting.point,
+                                 admission=self.backtesting.points)  # own slots: no sweep deadlock
+            await self._endpoint("screen", subjects.SCREEN, self.backtesting.screen)
+        if self.settings.role in ("all", "jobs"):
+            if self.backtesting is None:  # role "jobs": backtest jobs need the engine, not its endpoints
+                self.backtesting = await Backtesting.create(self.settings, self.endpoints, self.nc)
+            self.jobs = JobConsumer(self.nc, self.settings, self.admission, self._job_handler)
+            self.jobs.start()  # declares the streams and consumer in the background, then pulls
         await self.service.add_endpoint(name="health", subject=subjects.HEALTH, handler=self._health,
                                         queue_group=subjects.QUEUE_GROUP)
         # This node's own health, for probes that must ask their own pod, not any node in the group.
@@ -84,17 +103,26 @@ class Node:
         log.info("node %s serving %s on %s", self.settings.node_id, subjects.PREFIX + ".*", self.nats_url)
 
     async def _endpoint(self, name: str, subject: str,
-                        handler: Callable[[bytes, str, float], Awaitable[Any]]) -> None:
+                        handler: Callable[[bytes, str, float], Awaitable[Any]],
+                        admission: Admission | None = None) -> None:
+        admission = admission or self.admission
+
         async def on_request(req: Request) -> None:
             received = time.monotonic()
             kind = content_type(req.headers)
+            scope = self.telemetry.request(subject, req.headers)  # span from the caller's traceparent
 
             async def work() -> None:
-                reply = await handler(req.data, kind, received)
-                await self._respond(req, reply, kind)
+                with scope:
+                    reply = await handler(req.data, kind, received)
+                    scope.finish(reply)
+                    await self._respond(req, reply, kind)
 
-            if not self.admission.submit(work):
-                await self._respond(req, self.endpoints.refused(subject), kind)
+            if not admission.submit(work):
+                with scope:
+                    reply = self.endpoints.refused(subject)
+                    scope.finish(reply)
+                    await self._respond(req, reply, kind)
 
         await self.service.add_endpoint(name=name, subject=subject, handler=on_request,
                                         queue_group=subjects.QUEUE_GROUP)
@@ -107,13 +135,31 @@ class Node:
                 log.warning("refused to reply to non-inbox subject %r", req._msg.reply[:80])
             return
         try:
-            await req.respond(encode(reply, kind), headers=error_headers(getattr(reply, "error", None), kind))
+            body = encode(reply, kind)
+            if len(body) > self.nc.max_payload - 4096:  # leave room for headers
+                reply = too_large(reply, len(body), self.nc.max_payload)
+                body = encode(reply, kind)
+            headers = error_headers(getattr(reply, "error", None), kind)
+            self.telemetry.inject(headers)  # traceparent of the node's span, when there is one
+            await req.respond(body, headers=headers)
         except Exception:  # noqa: BLE001 - a lost connection: nothing else to do for this one
             log.warning("could not send a reply", exc_info=True)
 
+    def _job_handler(self, kind: str) -> Callable[[bytes, str, float], Awaitable[Any]] | None:
+        if kind == "execute":
+            return self.endpoints.execute
+        if kind == "backtest" and self.backtesting is not None:
+            return self.backtesting.backtest
+        return None
+
     async def _health(self, req: Request) -> None:
         kind = content_type(req.headers)
-        await self._respond(req, self.endpoints.health(), kind)
+        health = self.endpoints.health()
+        if self.jobs is not None:
+            health.jobs = self.jobs.health()
+            if self.settings.role == "jobs" and health.status == "ok" and health.jobs.state != "consuming":
+                health.status = "degraded"  # a jobs-only node without its consumer does no work
+        await self._respond(req, health, kind)
 
     async def _beat(self) -> None:
         """Touch the heartbeat file: liveness that needs neither NATS nor any other node."""
@@ -151,6 +197,8 @@ class Node:
         self._stopping = True
         self.endpoints.draining = True
         log.info("draining: no new requests; %d in flight", self.admission.in_flight)
+        if self.jobs is not None:
+            await self.jobs.stop_fetching()  # no new jobs; those running finish with the admission drain
         for endpoint in list(getattr(self.service, "_endpoints", []) or []):
             sub = getattr(endpoint, "_subscription", None)
             if sub is not None and not endpoint._subject.startswith(subjects.HEALTH):
@@ -165,8 +213,12 @@ class Node:
                 pass
         await asyncio.sleep(0)  # let drained callbacks submit their work
         finished = await self.admission.drain(self.settings.drain_timeout_seconds)
+        if self.backtesting is not None:
+            finished = await self.backtesting.drain(self.settings.drain_timeout_seconds) and finished
         if not finished:
             log.error("drain timeout: some requests did not finish in %.0fs", self.settings.drain_timeout_seconds)
+        if self.jobs is not None:
+            await self.jobs.close()
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()
@@ -175,6 +227,7 @@ class Node:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         await self.pool.close()
+        self.telemetry.shutdown()
         log.info("node %s stopped", self.settings.node_id)
         self._stopped.set()
 

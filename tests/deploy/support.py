@@ -18,13 +18,15 @@ PASSWORDS = {
     "node": "test-node-password",
     "client": "test-client-password",
     "client2": "test-client2-password",
+    "ingest": "test-ingest-password",
 }
 PASSWORD_ENV = {
     "STRATEGY_NODE_PASSWORD": PASSWORDS["node"],
     "STRATEGY_CLIENT_PASSWORD": PASSWORDS["client"],
     "STRATEGY_CLIENT2_PASSWORD": PASSWORDS["client2"],
+    "STRATEGY_INGEST_PASSWORD": PASSWORDS["ingest"],
 }
-INBOX_PREFIX = {"client": "_INBOX_client", "client2": "_INBOX_client2", "node": None}
+INBOX_PREFIX = {"client": "_INBOX_client", "client2": "_INBOX_client2", "ingest": "_INBOX_ingest", "node": None}
 
 
 @contextmanager

@@ -156,13 +156,32 @@ def test_deployments_leave_replicas_to_the_autoscalers(rendered):
 
 
 def test_probes_use_the_health_command(rendered):
+    # Parsed by the CLI's own parser, so a flag it does not know fails here.
+    from node.cli import build_parser
+    from node.config import Settings
+
     for deployment in by_kind(rendered, "Deployment"):
         c = container(deployment)
-        assert c["livenessProbe"]["exec"]["command"] == ["strategy-node", "health"]
-        assert c["readinessProbe"]["exec"]["command"] == ["strategy-node", "health", "--ready"]
-        assert c["startupProbe"]["exec"]["command"] == ["strategy-node", "health"]
-        startup = c["startupProbe"]
-        assert startup["periodSeconds"] * startup["failureThreshold"] >= 60  # warm-up budget
+        commands = {probe: c[probe]["exec"]["command"]
+                    for probe in ("startupProbe", "livenessProbe", "readinessProbe")}
+        for probe, command in commands.items():
+            assert command[:2] == ["strategy-node", "health"], probe
+        startup, liveness, readiness = (build_parser().parse_args(commands[p][1:])
+                                        for p in ("startupProbe", "livenessProbe", "readinessProbe"))
+        # Startup and liveness: this pod's heartbeat file, no NATS (an outage must not restart
+        # the fleet; a stuck node must not pass on another node's answer).
+        assert startup.local and liveness.local and not (startup.ready or liveness.ready)
+        assert liveness.max_age >= 5 * 2  # several missed 2 s heartbeats before it fails
+        # Readiness: this pod's own node over NATS, strategy.v1.health.<NODE_ID>.
+        assert readiness.ready and not readiness.local and readiness.node is None
+        node_id = next(e for e in c["env"] if e["name"] == "NODE_ID")
+        assert node_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        # The heartbeat is written below a writable mount (the root filesystem is read-only).
+        heartbeat = Settings.from_env(config_env(rendered, deployment)).heartbeat_file
+        mounts = [m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")]
+        assert any(heartbeat.startswith(m.rstrip("/") + "/") for m in mounts), heartbeat
+        startup_probe = c["startupProbe"]
+        assert startup_probe["periodSeconds"] * startup_probe["failureThreshold"] >= 60  # warm-up budget
 
 
 def test_grace_period_outlasts_prestop_plus_drain(rendered):
@@ -377,6 +396,8 @@ def test_manifests_and_nats_permissions_agree_on_names():
     assert re.search(rf"^\s+{meta['account']}:\s*{{", conf, re.M)
     assert f"$JS.API.CONSUMER.MSG.NEXT.{meta['stream']}.{meta['consumer']}" in conf
     assert f'"{subjects.PREFIX}.> {subjects.QUEUE_GROUP}"' in conf
+    # Per-node health: any one-token queue (the node uses `health-<node_id>`).
+    assert f'"{subjects.HEALTH}.* *"' in conf
 
 
 # --- container image -------------------------------------------------------------------------

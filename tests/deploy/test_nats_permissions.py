@@ -10,6 +10,7 @@ nothing consumed, stream intact).
 from __future__ import annotations
 
 import json
+import logging
 
 import nats
 import pytest
@@ -268,3 +269,146 @@ async def test_node_credentials_can_run_the_health_probe(conns):
     reply = await probe.request(subjects.HEALTH, b"{}", timeout=2)
     assert json.loads(reply.data)["status"] == "ok"
     assert conns.errors_of(serving) == [] and conns.errors_of(probe) == []
+
+
+# -- per-node health (readiness probes ask their own pod) -------------------------------------
+
+async def test_node_serves_its_own_health_subject_in_its_own_queue_group(conns):
+    node = await conns.connect("node")
+    subject = subjects.node_health("strategy-node-5f7c9-abcde")
+
+    async def answer(msg):
+        await msg.respond(b'{"status": "ok", "node_id": "strategy-node-5f7c9-abcde"}')
+
+    await node.subscribe(subject, queue="health-strategy-node-5f7c9-abcde", cb=answer)
+    await node.flush()
+    probe = await conns.connect("node")  # `strategy-node health --ready` with NODE_ID set
+    reply = await probe.request(subject, b"{}", timeout=2)
+    assert json.loads(reply.data)["node_id"] == "strategy-node-5f7c9-abcde"
+    assert conns.errors_of(node) == [] and conns.errors_of(probe) == []
+
+
+async def test_node_cannot_subscribe_to_health_subjects_without_a_queue_group(conns):
+    node = await conns.connect("node")
+    await node.subscribe("strategy.v1.health.*")
+    err = await conns.wait_for_error(node, "permissions violation for subscription")
+    assert "strategy.v1.health.*" in err
+
+
+async def test_node_can_fan_out_sweep_points_to_the_fleet(conns):
+    worker = await conns.connect("node")
+
+    async def answer(msg):
+        await msg.respond(b'{"success": true}')
+
+    await worker.subscribe(subjects.BACKTEST_POINT, queue=subjects.QUEUE_GROUP, cb=answer)
+    await worker.flush()
+    sweeper = await conns.connect("node")
+    reply = await sweeper.request(subjects.BACKTEST_POINT, b"{}", timeout=2)
+    assert reply.data == b'{"success": true}'
+    assert conns.errors_of(sweeper) == [] and conns.errors_of(worker) == []
+
+
+# -- ingest: loads BARS and nothing else ---------------------------------------------------------
+
+def _arrays(n: int, seed: int = 3):
+    import msgspec
+
+    from contracts import Bars, from_columns
+    from tests.support import columnar_bars
+
+    return from_columns(msgspec.convert(columnar_bars(n, seed=seed), Bars))
+
+
+@pytest.fixture
+async def loaded(conns):
+    """Bars of INGEST/1d loaded by the ingest user with the real loader (idempotent)."""
+    from backtest.store import BarStore
+
+    ingest = await conns.connect("ingest")
+    store = BarStore(ingest.jetstream(timeout=5), ingest)
+    report = await store.load("INGEST", "1d", _arrays(2_500))
+    again = await store.load("INGEST", "1d", _arrays(2_500))
+    return ingest, report, again
+
+
+async def test_ingest_loads_bars_with_the_real_loader(conns, loaded):
+    from backtest.store import BarStore
+
+    ingest, first, again = loaded
+    assert first.bars in (0, 2_500)  # 0 when an earlier test in the session loaded them
+    assert again.bars == 0 and again.stored_chunks == 0  # the index made the reload a no-op
+    assert conns.errors_of(ingest) == []
+    # The node replays them through the same index (its own, read-only permissions).
+    node = await conns.connect("node")
+    replayed = await BarStore(node.jetstream(timeout=5), node).replay("INGEST", "1d")
+    assert replayed.count == 2_500
+    assert conns.errors_of(node) == []
+
+
+async def test_ingest_cannot_read_bars_back_or_consume(conns, loaded):
+    ingest, *_ = loaded
+    for api, body in (
+        ("$JS.API.DIRECT.GET.BARS", {"last_by_subj": "bars.1d.INGEST"}),
+        ("$JS.API.STREAM.MSG.GET.BARS", {"seq": 1}),
+        ("$JS.API.CONSUMER.CREATE.BARS", {"stream_name": "BARS", "config": {}}),
+    ):
+        with pytest.raises(NatsTimeoutError):
+            await ingest.request(api, json.dumps(body).encode(), timeout=0.5)
+        await conns.wait_for_error(ingest, api)
+
+
+async def test_ingest_cannot_delete_purge_or_touch_other_streams(conns, loaded, job_streams):
+    ingest, *_ = loaded
+    for api in ("$JS.API.STREAM.DELETE.BARS", "$JS.API.STREAM.PURGE.BARS",
+                "$JS.API.STREAM.DELETE.KV_BARS_INDEX", f"$JS.API.STREAM.INFO.{JOBS_STREAM}",
+                "$JS.API.STREAM.CREATE.OTHER", "$JS.API.STREAM.LIST"):
+        with pytest.raises(NatsTimeoutError):
+            await ingest.request(api, b"{}", timeout=0.5)
+        await conns.wait_for_error(ingest, api)
+    info = await job_streams.stream_info("BARS")
+    assert info.state.messages >= 3
+
+
+async def test_ingest_cannot_reach_requests_jobs_or_results(conns):
+    ingest = await conns.connect("ingest")
+    for subject in (subjects.EXECUTE, "strategy.jobs.x", "strategy.results.x"):
+        await ingest.publish(subject, b"{}")
+        await conns.wait_for_error(ingest, subject)
+    for subject, queue in ((subjects.EXECUTE, subjects.QUEUE_GROUP), ("_INBOX.>", ""), ("bars.>", "")):
+        await ingest.subscribe(subject, queue=queue)
+        await conns.wait_for_error(ingest, f'subscription to "{subject}"')
+
+
+# -- the real node under the deployed permissions ------------------------------------------------
+
+async def test_real_node_runs_under_the_node_user(conns, permissions_server, tmp_path, caplog):
+    """A request-role node (as the Deployment runs it) starts, serves and probes with no
+    permission violation: queue-group endpoints, its own health subject, the bar store."""
+    from node.client import StrategyClient
+    from node.config import Settings
+    from node.service import Node
+    from tests.support import columnar_bars
+
+    from .support import PASSWORDS
+
+    settings = Settings.from_env({
+        "NODE_ROLE": "requests", "NODE_ID": "strategy-node-perm-1", "MAX_WORKERS": "1",
+        "SANDBOX_READY": "1", "HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
+    })
+    node = Node(settings, permissions_server.url,
+                connect_env={"NATS_USER": "node", "NATS_PASSWORD": PASSWORDS["node"]})
+    with caplog.at_level(logging.WARNING):
+        await node.start()
+        try:
+            probe = StrategyClient(await conns.connect("node"))
+            health = await probe.health(node_id="strategy-node-perm-1", timeout=5)
+            assert health.node_id == "strategy-node-perm-1" and health.status == "ok"
+            client = StrategyClient(await conns.connect("client"))
+            result = await client.execute("def strategy(data):\n    return 'BUY'\n", columnar_bars(5))
+            assert result.success and result.node_id == "strategy-node-perm-1"
+            backtesting = getattr(node, "backtesting", None)
+            assert backtesting is None or backtesting.store is not None, caplog.text
+        finally:
+            await node.stop()
+    assert "permissions violation" not in caplog.text.lower(), caplog.text

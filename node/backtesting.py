@@ -1,0 +1,512 @@
+"""`strategy.v1.backtest`: one backtest, or a parameter sweep fanned out over the fleet.
+
+Shape of a request (same as execute): decode → language → limits → compile cache → bars →
+sandbox Job(kind="backtest", options) → reply. The child runs the strategy and the backtest
+engine (sandbox.runtime): a vectorized strategy (one Series/array of signals) is called once;
+a strategy returning one signal string is walked bar by bar over growing prefixes, so the signal
+of bar i can only depend on bars 0..i. Bars reach the child as columnar bytes (`BarArrays`).
+
+Bars
+----
+* inline (`bars` / `market_data`): time order checked (no repeats, no steps back) and every
+  open/high/low/close/volume value must be finite — INVALID_REQUEST naming the first bad index.
+* `source` (BarsRef): replayed from the BARS stream through `BarStore`. Replays are cached per
+  node by (symbol, timeframe, start, end) and the series' index revision (any load of that
+  series changes it), bounded by `REPLAY_CACHE_MB` (default 128; 0 disables), so the points of a
+  sweep that land on one node replay the series once.
+
+Sweeps (`grid`)
+---------------
+The node that receives a sweep decodes and checks it once (compile, bars, `rank_by`), then runs
+one backtest per grid point with the parameters `{**parameters, **point}` and ranks the rows
+(node.sweep). Grid points never carry trades or equity curves (`max_trades` and
+`equity_points` are forced to 0 per point) so a 10,000-row table stays small; the sweep reply's
+`performance` is null, `bars` is the bar count, and `success` is false only when every point
+failed (the rows still say why). `timeout_ms` is the budget of each point, not of the sweep.
+
+Points are run in chunks: one sandbox child runs up to `MAX_CHUNK` points one after another
+(sandbox.runtime.run_points; every point a fresh module, API and frame, so points cannot see
+each other). A fresh child per point costs about as much as the point itself on 100k bars
+(fork, lock-down, first-touch page faults); chunks amortize that. A chunk whose child dies
+(deadline = min(points × budget, the node's max timeout), crash, memory) or stops short has its
+missing points re-run one per child with their own budget, so no point's result depends on the
+points it shared a child with.
+
+* bars by reference: the grid is split into sub-grids (each a small cartesian grid, together
+  exactly the grid in order; node.sweep.split_grid) of points / `SWEEP_CONCURRENCY` points,
+  8 to 32; each goes out as a request on `strategy.v1.backtest.point` (msgpack, same `source`,
+  the sub-grid as `grid`), so the queue group spreads the chunks over the fleet, at most
+  `SWEEP_CONCURRENCY` (default 32) in flight per sweep. The answering node runs its sub-grid
+  locally and replies with the rows in grid order, unranked. A sub-grid that finds no
+  responder, or whose node is at capacity, runs in this node's own sandbox pool instead.
+* inline bars: points run in this node's own sandbox pool (chunks sized to fill its
+  `MAX_WORKERS` slots). Re-sending megabytes of inline bars per point would cost more than the
+  points themselves (and can exceed NATS' max_payload); load the bars into BARS
+  (`strategy-node bars load`) to spread a large sweep over the fleet.
+
+Deadlock freedom: a sweep parent holds a slot of the node's main admission while it waits, but
+grid points never need one: `strategy.v1.backtest.point` requests and the parent's local chunks
+go through a separate admission (`points`, same size as the main one), a point request runs its
+chunks inside the one point slot it holds, and a point never waits on anything but its own
+sandbox run. So a parent only ever waits on work that is guaranteed to progress.
+
+Compat-mode warm-up: with `options.mode="backtesting_py"` the child passes `warmup` = the first
+bar where the vectorized signal series is defined (not NaN/None) and every full-length
+`indicator()` series has a value (the latest of these), which is how backtesting.py skips bars
+before its indicators are ready. Native mode uses no warm-up: buy & hold covers every bar sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable, Mapping
+
+import msgspec
+import nats.errors
+import numpy as np
+
+from backtest.store import BarStore, parse_time, subject_for
+from contracts import (
+    BacktestOptions,
+    BacktestRequest,
+    BacktestResult,
+    BarArrays,
+    BarsRef,
+    ErrorCode,
+    ErrorInfo,
+    ExecutionError,
+    SweepRow,
+    decode,
+    encode,
+    subjects,
+)
+from contracts.bars import COLUMNS
+from sandbox.compiler import CompiledStrategy
+from sandbox.pool import SandboxUnavailable
+from sandbox.protocol import Job, OutputLimits, Outcome
+
+from .admission import Admission
+from .config import Settings
+from .jobs import bars_of, check_language, run_limits
+from .sweep import (
+    check_rank_by,
+    chunk_size,
+    fan_out,
+    grid_points,
+    grid_size,
+    rank,
+    request_subgrid,
+    split_grid,
+    sweep_concurrency,
+)
+
+log = logging.getLogger("node.backtesting")
+
+_MARGIN_S = 2.0
+MAX_CHUNK = 32  # grid points per sandbox child, at most
+MIN_CHUNK = 8  # ... and at least (fewer only when the grid is smaller)
+DEFAULT_REPLAY_CACHE_MB = 128
+
+
+def _cache_mb(env: Mapping[str, str]) -> int:
+    raw = (env.get("REPLAY_CACHE_MB") or "").strip()
+    if not raw:
+        return DEFAULT_REPLAY_CACHE_MB
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ValueError(f"REPLAY_CACHE_MB must be a number, got {raw!r}") from None
+    if not 0 <= value <= 65_536:
+        raise ValueError(f"REPLAY_CACHE_MB must be between 0 and 65536, got {value}")
+    return value
+
+
+class Overloaded(Exception):
+    pass
+
+
+async def run_admitted(admission: Admission, fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Await `fn()` inside `admission`'s bound (so a drain waits for it too)."""
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future = loop.create_future()
+
+    async def work() -> None:
+        try:
+            value = await fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+            if not result.done():
+                result.set_exception(exc)
+        else:
+            if not result.done():
+                result.set_result(value)
+
+    if not admission.submit(work):
+        raise Overloaded
+    return await result
+
+
+async def run_admitted_patiently(admission: Admission, fn: Callable[[], Awaitable[Any]],
+                                 patience_s: float = 10.0) -> Any:
+    """`run_admitted`, waiting (with backoff, up to `patience_s`) while the admission's queue is
+    full instead of failing at once: for work a request already admitted is waiting on."""
+    delay, waited = 0.02, 0.0
+    while True:
+        try:
+            return await run_admitted(admission, fn)
+        except Overloaded:
+            if waited >= patience_s or admission.closed:
+                raise
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 1.0)
+
+
+class ReplayCache:
+    """Replayed BarArrays by (symbol, timeframe, start_ns, end_ns), valid for one index revision."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: collections.OrderedDict[tuple, tuple[int, BarArrays]] = collections.OrderedDict()
+
+    def get(self, key: tuple, revision: int) -> BarArrays | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != revision:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, key: tuple, revision: int, arrays: BarArrays) -> None:
+        size = 6 * len(arrays.timestamp)
+        if size > self.max_bytes:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= 6 * len(old[1].timestamp)
+        self._entries[key] = (revision, arrays)
+        self.bytes += size
+        while self.bytes > self.max_bytes and self._entries:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self.bytes -= 6 * len(dropped.timestamp)
+
+
+def check_finite(arrays: BarArrays, where: str) -> None:
+    """INVALID_REQUEST naming the first bar whose open/high/low/close/volume is NaN or infinite."""
+    first: tuple[int, str] | None = None
+    for name in COLUMNS:
+        col = arrays.column(name)
+        bad = np.flatnonzero(~np.isfinite(col))
+        if bad.size and (first is None or int(bad[0]) < first[0]):
+            first = (int(bad[0]), name)
+    if first is not None:
+        i, name = first
+        value = arrays.column(name)[i]
+        at = f"{where}[{i}].{name}" if where == "market_data" else f"{where}.{name}[{i}]"
+        raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                             f"invalid bars: {at} is {value!r}; a backtest needs finite prices and volumes")
+
+
+def decode_backtest(data: bytes, kind: str) -> BacktestRequest:
+    """`decode`, plus a JSON payload carrying NaN/Infinity literals (not JSON, but what many
+    encoders emit for a missing price) decoded leniently so the error can name the bar."""
+    try:
+        return decode(data, BacktestRequest, kind)
+    except ExecutionError:
+        if kind != subjects.JSON or not (b"NaN" in data or b"Infinity" in data):
+            raise
+        try:
+            loose = json.loads(data)
+            req = msgspec.convert(loose, BacktestRequest)
+        except Exception:  # noqa: BLE001 - not that case: report the original error
+            pass
+        else:
+            arrays = bars_of(req)
+            if arrays is not None:
+                check_finite(arrays, "bars" if req.bars is not None else "market_data")
+        raise
+
+
+class Backtesting:
+    """The backtest, sweep-point and screen endpoints of one node."""
+
+    def __init__(self, settings: Settings, endpoints: Any, nc: Any, store: BarStore | None,
+                 env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.settings = settings
+        self.endpoints = endpoints
+        self.pool = endpoints.pool
+        self.metrics = endpoints.metrics
+        self.cache = endpoints.cache
+        self.nc = nc
+        self.store = store
+        self.concurrency = sweep_concurrency(env)
+        self.points = Admission(settings.max_workers, settings.max_queue)
+        self.replays = ReplayCache(_cache_mb(env) * 1024 * 1024)
+        from .screen import Screening
+
+        self.screening = Screening(self)
+
+    @classmethod
+    async def create(cls, settings: Settings, endpoints: Any, nc: Any,
+                     env: Mapping[str, str] | None = None) -> "Backtesting":
+        """With a BarStore on `nc`'s JetStream (stream BARS ensured); without one if JetStream
+        is unavailable, in which case bars by reference are refused with a clear error."""
+        store: BarStore | None = BarStore(nc.jetstream(), nc)
+        try:
+            await asyncio.wait_for(store.ensure_stream(), 10.0)
+        except Exception as exc:  # noqa: BLE001 - e.g. a server without JetStream
+            log.warning("bar store unavailable (%s); backtests by reference are disabled", exc)
+            store = None
+        return cls(settings, endpoints, nc, store, env)
+
+    async def drain(self, timeout: float) -> bool:
+        return await self.points.drain(timeout)
+
+    # -- bars -----------------------------------------------------------------------------
+    async def replay(self, ref: BarsRef) -> BarArrays:
+        if self.store is None:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                 "bars by reference are unavailable: this node has no bar store (JetStream)")
+        subject_for(ref.symbol, ref.timeframe)  # validates the names
+        start = parse_time(ref.start, "source.start")
+        end = parse_time(ref.end, "source.end", end=True)
+        if self.replays.max_bytes <= 0:
+            return await self.store.replay(ref.symbol, ref.timeframe, start, end)
+        _, revision = await self.store._read_index(ref.symbol, ref.timeframe)
+        key = (ref.symbol, ref.timeframe, start, end)
+        if revision is not None:
+            hit = self.replays.get(key, revision)
+            if hit is not None:
+                return hit
+        arrays = await self.store.replay(ref.symbol, ref.timeframe, start, end)
+        if revision is not None:
+            self.replays.put(key, revision, arrays)
+        return arrays
+
+    async def bars_for(self, req: BacktestRequest) -> BarArrays:
+        if req.source is not None:
+            return await self.replay(req.source)
+        arrays = bars_of(req)
+        if arrays is None or arrays.count == 0:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                 "no bars: send `bars`, `market_data` or a `source` in the bar store")
+        check_finite(arrays, "bars" if req.bars is not None else "market_data")
+        return arrays
+
+    # -- the endpoints ---------------------------------------------------------------------
+    async def backtest(self, data: bytes, kind: str, received: float) -> BacktestResult:
+        return await self._handle(data, kind, received, "backtest", sweeps=True)
+
+    async def point(self, data: bytes, kind: str, received: float) -> BacktestResult:
+        return await self._handle(data, kind, received, "backtest-point", sweeps=False)
+
+    async def screen(self, data: bytes, kind: str, received: float):
+        return await self.screening.handle(data, kind, received)
+
+    async def _handle(self, data: bytes, kind: str, received: float, name: str,
+                      sweeps: bool) -> BacktestResult:
+        t0 = time.perf_counter()
+        request_id = None
+        try:
+            req = decode_backtest(data, kind)
+            request_id = req.request_id
+            check_language(req.language)
+            budget_ms, memory_mb = run_limits(req, self.settings)
+            compiled, hit = self.cache.get(req.code)
+            self.metrics.compile(hit)
+            if compiled.style == "classify":
+                raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                     "a classify_symbol strategy screens symbols: send it to strategy.v1.screen")
+            if req.grid is not None:
+                check_rank_by(req.rank_by)
+                if not sweeps and grid_size(req.grid) > MAX_CHUNK:
+                    raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                         f"a request on {subjects.BACKTEST_POINT} carries at most {MAX_CHUNK} "
+                                         f"grid points; send sweeps to {subjects.BACKTEST}")
+            bars = await self.bars_for(req)
+            if req.grid is not None:
+                result = await self._sweep(req, compiled, bars, budget_ms, memory_mb, local_only=not sweeps)
+            else:
+                timeout_ms = self.endpoints._remaining_ms(received, budget_ms)
+                outcome = await self.pool.run(self._job(req, compiled, bars, req.parameters,
+                                                        req.options, timeout_ms, memory_mb))
+                result = BacktestResult(
+                    success=outcome.success, performance=outcome.performance,
+                    signals_count=outcome.signals_count, bars=bars.count, logs=outcome.logs,
+                    error=outcome.error,
+                )
+        except ExecutionError as exc:
+            result = BacktestResult(success=False, error=exc.info())
+        except (SandboxUnavailable, Overloaded) as exc:
+            result = BacktestResult(success=False, error=ErrorInfo(
+                code=ErrorCode.OVERLOADED, message=str(exc) or "this node is at capacity; retry shortly"))
+        except Exception:  # noqa: BLE001 - the node's own fault; log it, never leak it
+            log.exception("backtest failed inside the node")
+            result = BacktestResult(success=False, error=ErrorInfo(
+                code=ErrorCode.INTERNAL, message="internal error in the execution node"))
+        result.request_id = request_id
+        result.node_id = self.settings.node_id
+        result.execution_time_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+        result = self.fit(result, kind)
+        self.metrics.finished(name, result.error.code if result.error else None, result.execution_time_ms)
+        return result
+
+    def max_reply(self) -> int:
+        """Bytes a reply may take: the server's max_payload less room for headers."""
+        return int(getattr(self.nc, "max_payload", 0) or 1024 * 1024) - 4096
+
+    def fit(self, result: BacktestResult, kind: str) -> BacktestResult:
+        """A reply NATS can carry. A sweep table too large for max_payload keeps its best rows
+        that fit, with OUTPUT_LIMIT saying so; a single backtest whose trades/equity curve do not
+        fit fails with OUTPUT_LIMIT (lower options.max_trades / equity_points)."""
+        limit = self.max_reply()
+        size = len(encode(result, kind))
+        if size <= limit:
+            return result
+        total = len(result.sweep or [])
+        if total:
+            lo, hi = 0, total  # the most rows that fit
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if len(encode(msgspec.structs.replace(result, sweep=result.sweep[:mid]), kind)) <= limit:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            return msgspec.structs.replace(result, success=False, sweep=result.sweep[:lo], error=ErrorInfo(
+                code=ErrorCode.OUTPUT_LIMIT,
+                message=f"the ranked table of {total:,} rows is {size:,} bytes; the broker's max_payload "
+                        f"allows {limit:,}: the best {lo:,} rows are included (send fewer points, or msgpack)"))
+        return BacktestResult(
+            success=False, bars=result.bars, signals_count=result.signals_count,
+            node_id=result.node_id, request_id=result.request_id, execution_time_ms=result.execution_time_ms,
+            error=ErrorInfo(code=ErrorCode.OUTPUT_LIMIT,
+                            message=f"the reply would be {size:,} bytes; the broker's max_payload allows "
+                                    f"{limit:,}: lower options.max_trades / options.equity_points or log less"))
+
+    def _job(self, req: BacktestRequest, compiled: CompiledStrategy, bars: BarArrays,
+             parameters: dict[str, Any], options: BacktestOptions, timeout_ms: int, memory_mb: int) -> Job:
+        ref = req.source
+        return Job(
+            kind="backtest", code=compiled.to_bytes(), bars=bars,
+            symbol=req.symbol or (ref.symbol if ref else ""),
+            timeframe=req.timeframe or (ref.timeframe if ref else ""),
+            parameters=parameters, timeout_ms=timeout_ms, memory_mb=memory_mb,
+            limits=OutputLimits(), options=options,
+        )
+
+    # -- sweeps ----------------------------------------------------------------------------
+    async def _sweep(self, req: BacktestRequest, compiled: CompiledStrategy, bars: BarArrays,
+                     budget_ms: int, memory_mb: int, local_only: bool) -> BacktestResult:
+        grid = req.grid or {}
+        options = msgspec.structs.replace(req.options, max_trades=0, equity_points=0)
+        base = self._job(req, compiled, bars, req.parameters, options, budget_ms, memory_mb)
+        total = grid_size(grid)
+        if local_only:  # a sub-grid on strategy.v1.backtest.point: we already hold a point slot
+            rows = await self._run_local(base, grid_points(grid), budget_ms, holding_slot=True)
+        elif req.source is None:
+            rows = await self._run_local(base, grid_points(grid), budget_ms)
+        else:
+            subgrids = split_grid(grid, chunk_size(total, self.concurrency, MAX_CHUNK, MIN_CHUNK), MAX_CHUNK)
+            remote = self._remote_runner(req, options, budget_ms, base)
+            parts = await fan_out(subgrids, remote, self.concurrency, on_error=_failed_subgrid)
+            rows = [row for part in parts for row in part]
+        if local_only:
+            return BacktestResult(success=True, sweep=rows, bars=bars.count)
+        ranked = rank(rows, req.rank_by)
+        failed = [row for row in rows if row.error is not None]
+        error = None
+        if rows and len(failed) == len(rows):
+            first = failed[0].error
+            error = ErrorInfo(code=first.code, line=first.line,
+                              message=f"every grid point failed; the first: {first.message}")
+        return BacktestResult(success=error is None, sweep=ranked, bars=bars.count, error=error)
+
+    async def _run_local(self, base: Job, points: list[dict[str, Any]], budget_ms: int,
+                         holding_slot: bool = False) -> list[SweepRow]:
+        """Grid points in this node's sandbox pool, a chunk of points per child.
+
+        A sweep parent (which holds a main slot, never a point slot) runs its chunks in
+        parallel, each through the point admission. A sub-grid received on
+        strategy.v1.backtest.point already holds a point slot: it runs its chunks one after
+        another in that slot, taking no other (so points never wait on points).
+        A chunk that dies (timeout, crash) or stops short has its missing points re-run one per
+        child with the per-point budget, so a point's result never depends on the points it
+        shared a child with.
+        """
+        max_ms = int(self.settings.max_timeout_seconds * 1000)
+        size = MAX_CHUNK if holding_slot else chunk_size(len(points), self.settings.max_workers, MAX_CHUNK, MIN_CHUNK)
+        count = -(-len(points) // size)
+        size = -(-len(points) // max(1, count))  # balanced: 10 points at 8 → 5 + 5
+        chunks = [points[i:i + size] for i in range(0, len(points), size)]
+        merged = base.parameters
+
+        async def run_job(job: Job) -> Outcome:
+            if holding_slot:
+                return await self.pool.run(job)
+            return await run_admitted_patiently(self.points, lambda: self.pool.run(job))
+
+        async def one(point: dict[str, Any]) -> SweepRow:
+            job = msgspec.structs.replace(base, parameters={**merged, **point}, points=None)
+            outcome = await run_job(job)
+            return SweepRow(parameters=point, performance=outcome.performance, error=outcome.error)
+
+        async def chunk_rows(chunk: list[dict[str, Any]]) -> list[SweepRow]:
+            if len(chunk) == 1:
+                return [await one(chunk[0])]
+            job = msgspec.structs.replace(
+                base, parameters=merged, points=[{**merged, **p} for p in chunk],
+                timeout_ms=min(max_ms, budget_ms * len(chunk)))
+            outcome = await run_job(job)
+            done = outcome.points or []
+            rows = [SweepRow(parameters=p, performance=o.performance, error=o.error)
+                    for p, o in zip(chunk, done)]
+            for point in chunk[len(rows):]:
+                rows.append(await one(point))
+            return rows
+
+        parts = await fan_out(chunks, chunk_rows, 1 if holding_slot else self.concurrency,
+                              on_error=_failed_rows)
+        return [row for part in parts for row in part]
+
+    def _remote_runner(self, req: BacktestRequest, options: BacktestOptions, budget_ms: int, base: Job):
+        """Send one sub-grid to strategy.v1.backtest.point; run it here when nobody answers or
+        the answering node is at capacity."""
+        template = msgspec.structs.replace(req, options=options, grid=None)
+        max_s = self.settings.max_timeout_seconds
+
+        async def remote(subgrid: dict[str, list[Any]]) -> list[SweepRow]:
+            points = grid_points(subgrid)
+            budget_s = budget_ms / 1000.0 * len(points)
+            # a chunk may be re-run point by point after its child died: allow for both
+            wait = min(max_s, budget_s) + budget_s + _MARGIN_S
+            try:
+                return await request_subgrid(self.nc, template, subgrid, wait)
+            except nats.errors.NoRespondersError:
+                return await self._run_local(base, points, budget_ms)  # nobody serves points
+            except nats.errors.TimeoutError:
+                return _failed_rows(points, ErrorInfo(
+                    code=ErrorCode.TIMEOUT, message=f"no reply for these grid points within {wait:.1f}s"))
+            except ExecutionError as exc:
+                if exc.code == ErrorCode.OVERLOADED:
+                    return await self._run_local(base, points, budget_ms)
+                return _failed_rows(points, exc.info())
+
+        return remote
+
+
+def _failed_rows(points: list[dict[str, Any]], error: ErrorInfo) -> list[SweepRow]:
+    """Rows for every point of a chunk that could not run."""
+    return [SweepRow(parameters=p, error=error) for p in points]
+
+
+def _failed_subgrid(subgrid: dict[str, list[Any]], error: ErrorInfo) -> list[SweepRow]:
+    return _failed_rows(grid_points(subgrid), error)

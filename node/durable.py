@@ -1,0 +1,564 @@
+"""Durable jobs: the STRATEGY_JOBS work queue, its shared pull consumer, results and dead letters.
+
+Wire protocol (any NATS client can produce jobs; node/jobs_client.py is the Python helper):
+
+* A producer publishes the request body (an ExecuteRequest / BacktestRequest, JSON or msgpack
+  per `Content-Type`) to `strategy.jobs.<kind>` (`execute`, `backtest`) with the job id as
+  `Nats-Msg-Id` (the stream drops a duplicate id inside its duplicate window) and, optionally,
+  a reply subject in `Strategy-Reply-To` (JetStream does not store a message's reply subject).
+* One durable pull consumer `strategy-workers` is shared by every node (explicit ack, ack wait,
+  max deliveries with a backoff schedule). A node pulls only as many jobs as it has idle
+  workers: jobs share the node's `Admission` with the request path and only fill capacity that
+  requests leave free (a request never waits behind a job that was fetched ahead of need).
+* The result of a job is stored once in STRATEGY_RESULTS under `strategy.results.<job id>`
+  (one message per subject, kept for JOBS_RESULT_TTL_SECONDS), then sent to the reply subject.
+  The store is the source of truth: a late or reconnecting caller reads it by job id.
+* Exactly one stored result per job: before running, a node looks the job id up in the store
+  (a redelivered job that already completed is acked without running); the result is published
+  with `Nats-Expected-Last-Subject-Sequence: 0`, so if two nodes ever both ran a job (a node cut
+  off from NATS longer than the ack wait), the server stores only the first and only the node
+  whose result was stored replies. A reply is sent at most once; the stored result always.
+* A strategy that fails (COMPILE_ERROR, RUNTIME_ERROR, TIMEOUT, ...) is a completed job with an
+  error result. Only node-side failures (INTERNAL, OVERLOADED, the node dying) are retried:
+  nak with the backoff delay, or, when the node dies, redelivery after the ack wait. Running
+  jobs send `in_progress` every third of the ack wait so long jobs are not redelivered.
+* A job whose last delivery fails lands on `strategy.dead.<job id>` (stream STRATEGY_DEAD) with
+  its headers, body and `Strategy-Error`; its stored result is an INTERNAL error naming the
+  last error. When the node holding the last delivery dies, the server's MAX_DELIVERIES
+  advisory is handled by a surviving node (queue group), which does the same and removes the
+  job from the work queue.
+* No stream here captures `strategy.v1.*`: a stream's PubAck would race the service's reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any, Awaitable, Callable, Mapping
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from contracts import BacktestResult, ErrorCode, ErrorInfo, ExecuteResult, encode
+from contracts.codec import content_type
+from contracts.health import JobsState
+from contracts.subjects import CONTENT_TYPE
+
+from .admission import Admission
+from .config import Settings
+from .endpoints import error_headers
+from .nats_auth import is_inbox_subject
+
+log = logging.getLogger("node.durable")
+
+JOBS_STREAM = "STRATEGY_JOBS"
+RESULTS_STREAM = "STRATEGY_RESULTS"
+DEAD_STREAM = "STRATEGY_DEAD"
+CONSUMER = "strategy-workers"
+JOBS_PREFIX = "strategy.jobs"
+RESULTS_PREFIX = "strategy.results"
+DEAD_PREFIX = "strategy.dead"
+MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{CONSUMER}"
+DEAD_LETTER_GROUP = "strategy-dead-letter"
+
+MSG_ID = "Nats-Msg-Id"
+REPLY_TO = "Strategy-Reply-To"
+JOB_ID = "Strategy-Job-Id"
+JOB_KIND = "Strategy-Job-Kind"
+RUN_ID = "Strategy-Run-Id"
+NODE = "Strategy-Node"
+ERROR = "Strategy-Error"
+DELIVERIES = "Strategy-Deliveries"
+JOB_SUBJECT = "Strategy-Job-Subject"
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+WRONG_LAST_SEQUENCE = 10071  # JetStream err_code of a failed expected-last-sequence check
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+RETRYABLE = frozenset({ErrorCode.INTERNAL, ErrorCode.OVERLOADED})
+RESULT_TYPES: dict[str, type] = {"execute": ExecuteResult, "backtest": BacktestResult}
+
+Handler = Callable[[bytes, str, float], Awaitable[Any]]
+
+FETCH_WAIT_S = 1.0  # longest a pull request lingers; bounds how long stopping waits for it
+API_TIMEOUT_S = 2.0
+MAX_BATCH = 256
+
+
+def jobs_subject(kind: str) -> str:
+    return f"{JOBS_PREFIX}.{kind}"
+
+
+def results_subject(job_id: str) -> str:
+    return f"{RESULTS_PREFIX}.{job_id}"
+
+
+def dead_subject(job_id: str) -> str:
+    return f"{DEAD_PREFIX}.{job_id}"
+
+
+def valid_job_id(job_id: str | None) -> bool:
+    return bool(job_id) and JOB_ID_RE.match(job_id) is not None
+
+
+def result_type(kind: str | None) -> type:
+    return RESULT_TYPES.get(kind or "", ExecuteResult)
+
+
+def _header_text(text: str, limit: int = 500) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def stream_configs(settings: Settings) -> list[StreamConfig]:
+    """The three streams, as the node declares them (idempotently) at start."""
+    replicas = settings.jobs_replicas
+    return [
+        StreamConfig(
+            name=JOBS_STREAM, subjects=[f"{JOBS_PREFIX}.>"], retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE, num_replicas=replicas,
+            duplicate_window=settings.jobs_duplicate_window_seconds,
+            description="Durable strategy jobs; one shared pull consumer (strategy-workers)",
+        ),
+        StreamConfig(
+            name=RESULTS_STREAM, subjects=[f"{RESULTS_PREFIX}.>"], retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE, num_replicas=replicas, max_msgs_per_subject=1,
+            max_age=settings.jobs_result_ttl_seconds, allow_direct=True,
+            duplicate_window=min(120.0, settings.jobs_result_ttl_seconds),
+            description="Durable job results by job id (strategy.results.<job id>)",
+        ),
+        StreamConfig(
+            name=DEAD_STREAM, subjects=[f"{DEAD_PREFIX}.>"], retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE, num_replicas=replicas,
+            max_age=max(7 * 86_400.0, settings.jobs_result_ttl_seconds),
+            duplicate_window=120.0,
+            description="Jobs that failed on every delivery, with their last error",
+        ),
+    ]
+
+
+def consumer_config(settings: Settings) -> ConsumerConfig:
+    backoff = list(settings.jobs_backoff_seconds) or None
+    return ConsumerConfig(
+        name=CONSUMER, durable_name=CONSUMER, description="Shared by every strategy node",
+        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.jobs_ack_wait_seconds, max_deliver=settings.jobs_max_deliver,
+        backoff=backoff, filter_subject=f"{JOBS_PREFIX}.>", max_ack_pending=10_000,
+    )
+
+
+_MANAGED_FIELDS = ("subjects", "retention", "num_replicas", "max_msgs_per_subject", "max_age",
+                   "duplicate_window", "allow_direct")
+
+
+def _differs(have: StreamConfig, want: StreamConfig) -> bool:
+    for name in _MANAGED_FIELDS:
+        a, b = getattr(have, name, None), getattr(want, name, None)
+        if b is None:
+            continue
+        if isinstance(b, float) and isinstance(a, (int, float)):
+            if abs(a - b) > 1e-3:
+                return True
+        elif a != b:
+            return True
+    return False
+
+
+class ResultStore:
+    """STRATEGY_RESULTS as a map job id → the one stored result message."""
+
+    def __init__(self, js: Any) -> None:
+        self.js = js
+
+    async def get(self, job_id: str) -> Any | None:
+        """The stored result message (RawStreamMsg) or None; errors other than 'absent' raise."""
+        try:
+            return await self.js.get_last_msg(RESULTS_STREAM, results_subject(job_id))
+        except nats.js.errors.NotFoundError:
+            return None
+
+    async def put(self, job_id: str, payload: bytes, headers: dict[str, str], run_id: str,
+                  deadline: float) -> bool:
+        """Store the first result of `job_id`; True when it is this run's result that is stored.
+
+        Retries through disconnects until `deadline` (monotonic); the expected-sequence check
+        makes a retry after a lost PubAck safe (the stored run id tells whose result it is).
+        """
+        headers = {**headers, RUN_ID: run_id, EXPECTED_LAST_SUBJECT_SEQ: "0"}
+        delay = 0.1
+        while True:
+            try:
+                await self.js.publish(results_subject(job_id), payload, timeout=API_TIMEOUT_S,
+                                      headers=dict(headers))
+                return True
+            except nats.js.errors.APIError as exc:
+                if exc.err_code != WRONG_LAST_SEQUENCE:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                else:
+                    stored = await self.get(job_id)
+                    return stored is not None and (stored.headers or {}).get(RUN_ID) == run_id
+            except (asyncio.TimeoutError, nats.errors.ConnectionReconnectingError,
+                    nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
+                    nats.js.errors.NoStreamResponseError, nats.errors.OutboundBufferLimitError):
+                if time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+class JobConsumer:
+    """One node's share of the `strategy-workers` consumer.
+
+    `handler_for(kind)` returns the coroutine that runs a job body of that kind (the same
+    handlers as the request endpoints: `(data, content_type, received) -> result`), or None
+    when this node does not support the kind.
+    """
+
+    def __init__(self, nc: nats.NATS, settings: Settings, admission: Admission,
+                 handler_for: Callable[[str], Handler | None]) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.admission = admission
+        self.handler_for = handler_for
+        self.js = nc.jetstream(timeout=API_TIMEOUT_S)
+        self.results = ResultStore(self.js)
+        self.backoff = tuple(settings.jobs_backoff_seconds) or (settings.jobs_ack_wait_seconds,)
+        self.heartbeat_s = max(0.05, settings.jobs_ack_wait_seconds / 3)
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.running = 0
+        self.completed = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.skipped_duplicates = 0
+        self._sub: Any = None
+        self._advisories: Any = None
+        self._task: asyncio.Task | None = None
+        self._stop = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._fetching = False
+        self._background: set[asyncio.Task] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Set up streams and consumer in the background (retrying until JetStream answers)."""
+        self._task = asyncio.ensure_future(self._run())
+
+    def health(self) -> JobsState:
+        return JobsState(
+            state=self.state, stream=JOBS_STREAM, consumer=CONSUMER, running=self.running,
+            completed=self.completed, retried=self.retried, dead_lettered=self.dead_lettered,
+            skipped_duplicates=self.skipped_duplicates, last_error=self.last_error,
+        )
+
+    async def stop_fetching(self) -> None:
+        """Take no more jobs: let the current pull request end, hand back what it brings."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._capacity.set()
+        self.state = "draining"
+        task = self._task
+        if task is not None and not task.done():
+            if not self._fetching:
+                task.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), FETCH_WAIT_S + API_TIMEOUT_S)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:  # noqa: BLE001 - the loop logs its own failures
+                pass
+        await self._return_buffered()
+
+    async def close(self) -> None:
+        """After in-flight jobs finished (Admission drained): stop listening."""
+        await self.stop_fetching()
+        if self._background:  # naks of jobs handed back, dead letters in progress
+            _, pending = await asyncio.wait(set(self._background), timeout=API_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+        for sub in (self._sub, self._advisories):
+            if sub is not None:
+                try:
+                    await sub.unsubscribe()
+                except Exception:  # noqa: BLE001
+                    pass
+        self._sub = self._advisories = None
+        self.state = "stopped"
+
+    # -- setup -----------------------------------------------------------------------------
+    async def _setup(self) -> None:
+        jobs, results, dead = stream_configs(self.settings)
+        await self._ensure_stream(jobs)
+        await self._ensure_stream(results)
+        try:  # jobs run without it; only dead letters need it
+            await self._ensure_stream(dead)
+        except Exception as exc:  # noqa: BLE001 - e.g. no permission to declare it
+            log.warning("dead-letter stream %s unavailable (%s: %s); failed jobs still get an error result",
+                        DEAD_STREAM, type(exc).__name__, exc)
+        try:
+            await self.js.add_consumer(JOBS_STREAM, config=consumer_config(self.settings))
+        except nats.js.errors.BadRequestError as exc:
+            # e.g. a peer declared it with other settings and the server refuses the change
+            log.warning("job consumer %s kept its existing configuration: %s", CONSUMER, exc.description)
+            await self.js.consumer_info(JOBS_STREAM, CONSUMER)
+        self._sub = await self.js.pull_subscribe_bind(durable=CONSUMER, stream=JOBS_STREAM)
+        self._advisories = await self.nc.subscribe(MAX_DELIVERIES_ADVISORY, queue=DEAD_LETTER_GROUP,
+                                                   cb=self._on_max_deliveries)
+
+    async def _ensure_stream(self, want: StreamConfig) -> None:
+        try:
+            info = await self.js.stream_info(want.name)
+        except nats.js.errors.NotFoundError:
+            try:
+                await self.js.add_stream(want)
+                log.info("created stream %s (%s, replicas %s)", want.name, want.subjects, want.num_replicas)
+                return
+            except nats.js.errors.BadRequestError:
+                info = await self.js.stream_info(want.name)  # a peer created it first
+        if _differs(info.config, want):
+            try:
+                await self.js.update_stream(want)
+                log.info("updated stream %s to this node's settings", want.name)
+            except nats.js.errors.APIError as exc:
+                log.warning("stream %s keeps its existing configuration: %s", want.name, exc.description)
+
+    # -- the pull loop ---------------------------------------------------------------------
+    def _free(self) -> int:
+        return self.admission.max_workers - self.admission.in_flight
+
+    async def _run(self) -> None:
+        retry = 0.5
+        while not self._stop.is_set():
+            try:
+                if self._sub is None:
+                    await self._setup()
+                    self.state, self.last_error, retry = "consuming", None, 0.5
+                    log.info("consuming durable jobs from %s as %s", JOBS_STREAM, CONSUMER)
+                free = self._free()
+                if free <= 0:
+                    self._capacity.clear()
+                    try:  # a finished job sets the event; a finished request is seen by polling
+                        await asyncio.wait_for(self._capacity.wait(), 0.02)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+                self._fetching = True
+                try:
+                    msgs = await self._sub.fetch(batch=min(free, MAX_BATCH), timeout=FETCH_WAIT_S)
+                except asyncio.TimeoutError:  # no job within the wait (nats-py raises both kinds)
+                    continue
+                finally:
+                    self._fetching = False
+                for msg in msgs:
+                    self._dispatch(msg)
+                if self.state != "consuming" and self._sub is not None and not self._stop.is_set():
+                    self.state = "consuming"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - JetStream down, NATS reconnecting, ...
+                if isinstance(exc, nats.js.errors.APIError) and self._sub is not None:
+                    # e.g. the consumer or stream was deleted: declare them again on the next round
+                    sub, self._sub = self._sub, None
+                    await self._safe(sub.unsubscribe())
+                    if self._advisories is not None:
+                        advisories, self._advisories = self._advisories, None
+                        await self._safe(advisories.unsubscribe())
+                text = f"{type(exc).__name__}: {exc}"
+                if self.state != "unavailable" or text != self.last_error:
+                    log.warning("durable jobs unavailable (%s); retrying", text)
+                self.last_error = text
+                if not self._stop.is_set():
+                    self.state = "unavailable"
+                try:
+                    await asyncio.wait_for(self._stop.wait(), retry)
+                except asyncio.TimeoutError:
+                    pass
+                retry = min(retry * 2, 5.0)
+
+    async def _return_buffered(self) -> None:
+        """Nak jobs that arrived after we stopped taking work, so a peer gets them at once."""
+        sub = self._sub
+        queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
+        while queue is not None and not queue.empty():
+            msg = queue.get_nowait()
+            if msg.headers and msg.headers.get("Status"):
+                continue
+            await self._safe(msg.nak())
+
+    def _dispatch(self, msg: Any) -> None:
+        if self._stop.is_set():
+            self._spawn(self._safe(msg.nak()))
+            return
+        heartbeat = asyncio.ensure_future(self._heartbeat(msg))
+        self.running += 1
+
+        async def work() -> None:
+            try:
+                await self._process(msg)
+            finally:
+                heartbeat.cancel()
+                self.running -= 1
+                self._capacity.set()
+
+        if not self.admission.submit(work):
+            heartbeat.cancel()
+            self.running -= 1
+            self._spawn(self._safe(msg.nak()))
+
+    async def _heartbeat(self, msg: Any) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            await self._safe(msg.in_progress())
+
+    # -- one job ---------------------------------------------------------------------------
+    async def _process(self, msg: Any) -> None:
+        try:
+            meta = msg.metadata
+            headers = dict(msg.headers or {})
+            seq, delivered = meta.sequence.stream, meta.num_delivered
+            kind = msg.subject[len(JOBS_PREFIX) + 1:]
+            job_id = headers.get(MSG_ID) or f"seq-{seq}"
+            ctype = content_type(headers)
+            reply_to = headers.get(REPLY_TO)
+            if not valid_job_id(job_id):
+                result = result_type(kind)(success=False, node_id=self.settings.node_id, error=ErrorInfo(
+                    code=ErrorCode.INVALID_REQUEST,
+                    message="invalid job id: use 1-128 letters, digits, '-' or '_' (Nats-Msg-Id)"))
+                await self._reply(reply_to, job_id, encode(result, ctype), ctype, result.error)
+                await msg.ack()
+                self.completed += 1
+                return
+            if await self.results.get(job_id) is not None:
+                self.skipped_duplicates += 1  # completed on an earlier delivery: never run twice
+                await msg.ack()
+                return
+            handler = self.handler_for(kind)
+            if handler is None:
+                result = result_type(kind)(success=False, node_id=self.settings.node_id, error=ErrorInfo(
+                    code=ErrorCode.INVALID_REQUEST,
+                    message=f"job kind {kind[:64]!r} not supported by this node"))
+            else:
+                result = await handler(msg.data, ctype, time.monotonic())
+            error = getattr(result, "error", None)
+            if error is not None and error.code in RETRYABLE:
+                await self._failed(msg, job_id, kind, ctype, headers, delivered, f"{error.code}: {error.message}")
+                return
+            await self._complete(job_id, kind, ctype, reply_to, result)
+            await msg.ack()
+            self.completed += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the node's own failure: retry the job elsewhere
+            log.warning("durable job on %s failed inside the node: %s", msg.subject, exc, exc_info=True)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            await self._safe(msg.nak(delay=self._delay(getattr(msg.metadata, "num_delivered", 1))))
+            self.retried += 1
+
+    def _delay(self, delivered: int) -> float:
+        return self.backoff[min(max(delivered, 1), len(self.backoff)) - 1]
+
+    async def _failed(self, msg: Any, job_id: str, kind: str, ctype: str, headers: Mapping[str, str],
+                      delivered: int, error_text: str) -> None:
+        self.last_error = error_text
+        if delivered < self.settings.jobs_max_deliver:
+            self.retried += 1
+            await msg.nak(delay=self._delay(delivered))
+            return
+        await self._dead_letter(msg.data, headers, job_id, kind, ctype, delivered, error_text, msg.subject)
+        await msg.ack()
+
+    async def _complete(self, job_id: str, kind: str, ctype: str, reply_to: str | None, result: Any) -> None:
+        """Store the job's result (first one wins), then reply if it was ours."""
+        payload = encode(result, ctype)
+        run_id = uuid.uuid4().hex
+        headers = {CONTENT_TYPE: ctype, JOB_ID: job_id, JOB_KIND: kind[:64], NODE: self.settings.node_id}
+        deadline = time.monotonic() + max(10.0, self.settings.jobs_ack_wait_seconds)
+        ours = await self.results.put(job_id, payload, headers, run_id, deadline)
+        if ours:
+            await self._reply(reply_to, job_id, payload, ctype, getattr(result, "error", None))
+
+    async def _reply(self, reply_to: str | None, job_id: str, payload: bytes, ctype: str,
+                     error: ErrorInfo | None) -> None:
+        if not reply_to:
+            return
+        if not is_inbox_subject(reply_to):  # never publish where a client points us (see nats_auth)
+            log.warning("job %s: not replying to non-inbox subject %r", job_id, reply_to[:80])
+            return
+        headers = {**error_headers(error, ctype), JOB_ID: job_id}
+        await self._safe(self.nc.publish(reply_to, payload, headers=headers))
+
+    async def _dead_letter(self, data: bytes, headers: Mapping[str, str], job_id: str, kind: str,
+                           ctype: str, delivered: int, error_text: str, subject: str) -> None:
+        dead_headers = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
+        dead_headers.update({
+            JOB_ID: job_id, JOB_KIND: kind[:64], JOB_SUBJECT: subject[:200], ERROR: _header_text(error_text),
+            DELIVERIES: str(delivered), NODE: self.settings.node_id, MSG_ID: f"dead-{job_id}",
+        })
+        try:
+            await self.js.publish(dead_subject(job_id), data or b"", timeout=API_TIMEOUT_S, headers=dead_headers)
+        except Exception as exc:  # noqa: BLE001 - the final error result below still ends the job
+            log.error("job %s: could not publish its dead letter (%s: %s)", job_id, type(exc).__name__, exc)
+        final = result_type(kind)(success=False, node_id=self.settings.node_id, error=ErrorInfo(
+            code=ErrorCode.INTERNAL,
+            message=f"the job failed on all {delivered} deliveries; last error: {_header_text(error_text, 300)}"))
+        await self._complete(job_id, kind, ctype, headers.get(REPLY_TO), final)
+        self.dead_lettered += 1
+        log.warning("job %s dead-lettered after %d deliveries: %s", job_id, delivered, error_text)
+
+    async def _on_max_deliveries(self, advisory: Any) -> None:
+        """The last delivery of a job was never acked (its node died): dead-letter it here."""
+        self._spawn(self._handle_advisory(advisory.data))
+
+    async def _handle_advisory(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+            seq = int(event["stream_seq"])
+            deliveries = int(event.get("deliveries") or self.settings.jobs_max_deliver)
+        except (ValueError, KeyError, TypeError):
+            return
+        try:
+            try:
+                raw = await self.js.get_msg(JOBS_STREAM, seq)
+            except nats.js.errors.NotFoundError:
+                return  # acked meanwhile, or another node handled the advisory
+            headers = dict(raw.headers or {})
+            job_id = headers.get(MSG_ID) or f"seq-{seq}"
+            kind = (raw.subject or "")[len(JOBS_PREFIX) + 1:]
+            if valid_job_id(job_id) and await self.results.get(job_id) is None:
+                await self._dead_letter(
+                    raw.data or b"", headers, job_id, kind, content_type(headers), deliveries,
+                    f"no node finished the job in {deliveries} deliveries (each ended without an ack: "
+                    "the node running it stopped or crashed)",
+                    raw.subject or "")
+            try:
+                await self.js.delete_msg(JOBS_STREAM, seq)
+            except nats.js.errors.NotFoundError:
+                pass
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not dead-letter job at %s seq %d: %s", JOBS_STREAM, seq, exc)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _safe(coro: Awaitable[Any]) -> None:
+        try:
+            await coro
+        except Exception:  # noqa: BLE001 - an ack/heartbeat lost with the connection: redelivery covers it
+            log.debug("ack/heartbeat/reply not sent", exc_info=True)

@@ -1,0 +1,207 @@
+"""Parameter sweeps on strategy.v1.backtest: fan-out, ranking, bounds, no deadlock."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+import nats
+import pytest
+
+from backtest.store import BarStore
+from contracts import Bars, Performance, SweepRow, from_columns, subjects
+from node.sweep import grid_points, parse_grid_spec, rank, split_grid
+from tests.support import columnar_bars, request_json
+
+SMA = (
+    "import numpy as np\n"
+    "def strategy(data, params):\n"
+    "    fast = data['close'].rolling(params['fast']).mean()\n"
+    "    slow = data['close'].rolling(params['slow']).mean()\n"
+    "    return np.sign(fast - slow)\n"
+)
+GRID = {"fast": [3, 5, 8], "slow": [20, 30]}
+
+
+def fresh_symbol() -> str:
+    return "SW" + uuid.uuid4().hex[:8].upper()
+
+
+async def load(nc, symbol: str, cols: dict) -> None:
+    await BarStore(nc.jetstream()).load(symbol, "1d", from_columns(msgspec.convert(cols, Bars)))
+
+
+async def backtest(nc, timeout: float = 60, **payload) -> dict:
+    return await request_json(nc, subjects.BACKTEST, payload, timeout=timeout)
+
+
+def metric_order(reply: dict, metric: str) -> list[float]:
+    return [row["performance"][metric] for row in reply["sweep"]]
+
+
+async def test_inline_sweep_returns_every_grid_point_ranked_by_sharpe_descending(nc):
+    reply = await backtest(nc, code=SMA, bars=columnar_bars(300), grid=GRID)
+    assert reply["success"] is True, reply["error"]
+    assert reply["bars"] == 300 and reply["performance"] is None
+    assert sorted(map(lambda r: tuple(r["parameters"].values()), reply["sweep"])) == sorted(
+        (p["fast"], p["slow"]) for p in grid_points(GRID))
+    sharpes = metric_order(reply, "sharpe_ratio")
+    assert sharpes == sorted(sharpes, reverse=True)
+
+
+async def test_each_sweep_row_equals_a_single_backtest_with_those_parameters(nc):
+    bars = columnar_bars(250, seed=9)
+    sweep = await backtest(nc, code=SMA, bars=bars, grid=GRID, parameters={"fast": 99})
+    row = next(r for r in sweep["sweep"] if r["parameters"] == {"fast": 5, "slow": 30})
+    single = await backtest(nc, code=SMA, bars=bars, parameters={"fast": 5, "slow": 30},
+                            options={"max_trades": 0, "equity_points": 0})
+    assert row["performance"] == single["performance"]
+
+
+async def test_sweep_rows_carry_no_trades_or_equity_curve(nc):
+    reply = await backtest(nc, code=SMA, bars=columnar_bars(200), grid={"fast": [5], "slow": [20, 30]})
+    for row in reply["sweep"]:
+        assert row["performance"]["trades"] == [] and row["performance"]["equity_curve"] == []
+        assert row["performance"]["total_trades"] > 0
+
+
+async def test_sweep_by_reference_fans_points_out_on_the_point_subject(nc):
+    symbol, bars = fresh_symbol(), columnar_bars(300, seed=4)
+    await load(nc, symbol, bars)
+    seen = await nc.subscribe(subjects.BACKTEST_POINT)  # a plain (non-queue) listener sees every sub-request
+    try:
+        by_ref = await backtest(nc, code=SMA, source={"symbol": symbol, "timeframe": "1d"}, grid=GRID)
+        inline = await backtest(nc, code=SMA, bars=bars, grid=GRID)
+        requests = []
+        while True:
+            try:
+                requests.append(await seen.next_msg(timeout=0.2))
+            except nats.errors.TimeoutError:
+                break
+    finally:
+        await seen.unsubscribe()
+    assert by_ref["success"] is True, by_ref["error"]
+    assert by_ref["sweep"] == inline["sweep"]
+    chunks = [msgspec.msgpack.decode(m.data) for m in requests]
+    assert chunks and all(c["grid"] and c["source"]["symbol"] == symbol and c.get("bars") is None for c in chunks)
+    assert sum(len(grid_points(c["grid"])) for c in chunks) == len(grid_points(GRID))
+
+
+async def test_sweep_ranks_max_drawdown_smallest_loss_first(nc):
+    reply = await backtest(nc, code=SMA, bars=columnar_bars(300), grid=GRID, rank_by="max_drawdown")
+    drawdowns = metric_order(reply, "max_drawdown")
+    assert all(d <= 0 for d in drawdowns)
+    assert drawdowns == sorted(drawdowns, reverse=True)  # -3 % ranks above -20 %
+
+
+async def test_sweep_ranks_drawdown_duration_ascending(nc):
+    reply = await backtest(nc, code=SMA, bars=columnar_bars(300), grid=GRID, rank_by="max_drawdown_duration_s")
+    durations = metric_order(reply, "max_drawdown_duration_s")
+    assert durations == sorted(durations)
+
+
+async def test_sweep_with_an_unknown_rank_metric_is_an_invalid_request(nc):
+    reply = await backtest(nc, code=SMA, bars=columnar_bars(50), grid=GRID, rank_by="luck")
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert "rank_by 'luck'" in reply["error"]["message"]
+
+
+async def test_sweep_of_a_million_points_is_refused_at_decode(nc):
+    grid = {"a": list(range(1000)), "b": list(range(1000))}
+    reply = await backtest(nc, code=SMA, bars=columnar_bars(10), grid=grid)
+    assert reply["success"] is False
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert "1000000 points" in reply["error"]["message"]
+
+
+async def test_failed_grid_points_rank_last_with_their_error(nc):
+    code = SMA.replace("def strategy(data, params):\n",
+                       "def strategy(data, params):\n    if params['fast'] == 5:\n        raise ValueError('no five')\n")
+    reply = await backtest(nc, code=code, bars=columnar_bars(200), grid=GRID)
+    assert reply["success"] is True
+    tail = reply["sweep"][-2:]
+    assert all(r["parameters"]["fast"] == 5 and r["error"]["code"] == "RUNTIME_ERROR" for r in tail)
+    assert all(r["error"] is None for r in reply["sweep"][:-2])
+
+
+async def test_sweep_where_every_point_fails_is_unsuccessful(nc):
+    code = "def strategy(data, params):\n    raise ValueError('never')\n"
+    reply = await backtest(nc, code=code, bars=columnar_bars(50), grid=GRID)
+    assert reply["success"] is False
+    assert reply["error"]["code"] == "RUNTIME_ERROR"
+    assert len(reply["sweep"]) == 6
+
+
+async def test_grid_points_are_isolated_from_each_other(nc):
+    code = (
+        "import numpy as np\n"
+        "calls = []\n"
+        "def strategy(data, params):\n"
+        "    calls.append(1)\n"
+        "    return np.full(len(data), 1.0 if len(calls) == 1 else -1.0)\n"
+    )
+    reply = await backtest(nc, code=code, bars=columnar_bars(60), grid={"k": list(range(8))})
+    assert {r["performance"]["buy_count"] for r in reply["sweep"]} == {60}
+
+
+async def test_concurrent_sweeps_by_reference_do_not_deadlock_a_one_slot_node():
+    """Every admission slot held by a sweep parent waiting on its points must not stall."""
+    from node.config import Settings
+    from node.embedded import EmbeddedServer
+    from node.service import Node
+
+    with EmbeddedServer() as server:
+        node = Node(Settings.from_env({"MAX_WORKERS": "1", "MAX_QUEUE": "64", "SANDBOX_READY": "2",
+                                       "NODE_ID": "one-slot"}), server.url)
+        await node.start()
+        conn = await nats.connect(server.url)
+        try:
+            symbol = fresh_symbol()
+            await load(conn, symbol, columnar_bars(120))
+            payload = {"code": SMA, "source": {"symbol": symbol, "timeframe": "1d"}, "grid": GRID}
+            replies = await asyncio.wait_for(asyncio.gather(*(
+                request_json(conn, subjects.BACKTEST, payload, timeout=60) for _ in range(3))), 60)
+        finally:
+            await conn.drain()
+            await node.stop()
+    assert all(r["success"] and len(r["sweep"]) == 6 for r in replies), [r["error"] for r in replies]
+
+
+def _row(value: float | None, error: bool = False) -> SweepRow:
+    from contracts import ErrorCode, ErrorInfo
+
+    return SweepRow(parameters={"v": value}, performance=Performance(sharpe_ratio=value),
+                    error=ErrorInfo(code=ErrorCode.RUNTIME_ERROR, message="x") if error else None)
+
+
+def test_rank_puts_undefined_and_failed_rows_last_in_grid_order():
+    rows = [_row(None), _row(1.0), _row(3.0, error=True), _row(2.0), _row(-1.0)]
+    ranked = rank(rows, "sharpe_ratio")
+    assert [r.parameters["v"] for r in ranked] == [2.0, 1.0, -1.0, None, 3.0]
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 5, 7, 100])
+def test_split_grid_concatenates_back_to_the_grid_in_order(size):
+    grid = {"a": [1, 2, 3], "b": [10, 20], "c": ["x", "y", "z", "w"]}
+    parts = split_grid(grid, size)
+    assert [p for part in parts for p in grid_points(part)] == grid_points(grid)
+    assert all(len(grid_points(part)) <= size for part in parts)
+
+
+def test_cli_grid_spec_ranges_are_inclusive():
+    assert parse_grid_spec(["fast=5:50:5", "slow=60,90", "mode=fast"]) == {
+        "fast": [5, 10, 15, 20, 25, 30, 35, 40, 45, 50], "slow": [60, 90], "mode": ["fast"]}
+
+
+def test_split_grid_prefers_whole_rows_and_balanced_slices():
+    grid = {"fast": list(range(10)), "slow": list(range(10))}
+    assert [len(grid_points(g)) for g in split_grid(grid, 8, most=32)] == [10] * 10
+    assert [len(grid_points(g)) for g in split_grid(grid, 8)] == [5] * 20
+
+
+async def test_point_subject_refuses_a_grid_larger_than_one_chunk(nc):
+    reply = await request_json(nc, subjects.BACKTEST_POINT, {
+        "code": SMA, "bars": columnar_bars(30), "grid": {"fast": list(range(1, 34)), "slow": [20]}})
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert "at most 32 grid points" in reply["error"]["message"]
