@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from contracts import BacktestOptions, EquityPoint, Performance, Trade, ns_to_iso
+from contracts.bars import ns_to_isos
 
 from . import compat, native
 from .ledger import END, RUIN, SIGNAL, STOP, TARGET, Ledger, equity_curve
@@ -102,12 +103,12 @@ def _trade_list(ts, trades: Ledger, limit: int, reasons: dict[int, str]) -> list
         "side", "entry_signal", "exit_signal", "exit_kind", "entry_price", "exit_price",
         "quantity", "commission", "pnl", "return_pct")]
     entry_bar, exit_bar = trades.entry_bar[:k], trades.exit_bar[:k]
-    cols += [ts[entry_bar].tolist(), ts[exit_bar].tolist(), (exit_bar - entry_bar).tolist()]
+    cols += [ns_to_isos(ts[entry_bar]), ns_to_isos(ts[exit_bar]), (exit_bar - entry_bar).tolist()]
     out = []
     for side, s, x, kind, ep, xp, q, comm, pnl, ret, t_in, t_out, held in zip(*cols):
         out.append(Trade(
             side="long" if side > 0 else "short",
-            entry_time=ns_to_iso(t_in), exit_time=ns_to_iso(t_out),
+            entry_time=t_in, exit_time=t_out,
             entry_price=ep, exit_price=xp, quantity=q, pnl=pnl, return_pct=ret,
             commission=comm, bars_held=held,
             entry_reason=reasons.get(s, "signal"),
@@ -124,6 +125,6 @@ def _equity_points(ts, equity, dd, limit: int) -> list[EquityPoint]:
         return []
     idx = np.arange(n) if n <= limit else (np.arange(1, limit + 1, dtype=np.int64) * n) // limit - 1
     return [
-        EquityPoint(ns_to_iso(t), e, d)
-        for t, e, d in zip(ts[idx].tolist(), equity[idx].tolist(), (dd[idx] * 100 + 0.0).tolist())
+        EquityPoint(t, e, d)
+        for t, e, d in zip(ns_to_isos(ts[idx]), equity[idx].tolist(), (dd[idx] * 100 + 0.0).tolist())
     ]

@@ -144,3 +144,13 @@ def ns_to_iso(ns: int) -> str:
     if rem:
         text += f".{rem // 1000:06d}"
     return text + "Z"
+
+
+def ns_to_isos(ns: np.ndarray) -> list[str]:
+    """`ns_to_iso` over an array at numpy speed (equity curves and trade lists are long)."""
+    ns = np.asarray(ns, dtype=np.int64)
+    seconds = ns.view("datetime64[ns]").astype("datetime64[s]")
+    text = np.char.add(np.datetime_as_string(seconds, unit="s"), "Z").tolist()
+    for i in np.flatnonzero(ns % 1_000_000_000).tolist():
+        text[i] = ns_to_iso(int(ns[i]))
+    return text

@@ -26,8 +26,11 @@ class _RulesetAttr(ctypes.Structure):
     ]
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def abi_version() -> int:

@@ -40,8 +40,11 @@ class Plan:
     layers: list[IsolationLayer] = field(default_factory=list)
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def enter_network_namespace(disabled: frozenset[str]) -> tuple[bool, str]:
@@ -69,6 +72,8 @@ def detect(max_memory_mb: int, max_cpu_seconds: int, netns: tuple[bool, str],
     if "landlock" not in disabled:
         plan.landlock_abi = landlock.abi_version()
     plan.seccomp = (False, "disabled by SANDBOX_DISABLE") if "seccomp" in disabled else seccomp.supported()
+    if plan.seccomp[0]:
+        seccomp.prepare()
     why_root = "needs root" if not root else ("inside a user namespace" if in_userns else "disabled by SANDBOX_DISABLE")
     plan.layers = [
         IsolationLayer(name="fresh_process", active=True,
@@ -95,6 +100,11 @@ def detect(max_memory_mb: int, max_cpu_seconds: int, netns: tuple[bool, str],
     return plan
 
 
+def vm_bytes() -> int:
+    """Address space in use; the zygote reads it once and its children inherit the same."""
+    return _vm_bytes()
+
+
 def _vm_bytes() -> int:
     with open("/proc/self/statm", "rb") as fh:
         return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -104,7 +114,7 @@ def _setlimit(which: int, soft: int, hard: int | None = None) -> None:
     resource.setrlimit(which, (soft, soft if hard is None else hard))
 
 
-def apply(plan: Plan, channel_fd: int, devnull_fd: int) -> int:
+def apply(plan: Plan, channel_fd: int, devnull_fd: int, baseline: int | None = None) -> int:
     """Lock the calling (freshly forked) child down; returns its address-space baseline."""
     libc = _libc()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -122,7 +132,8 @@ def apply(plan: Plan, channel_fd: int, devnull_fd: int) -> int:
         os.dup2(channel_fd, CHANNEL_FD)
     os.closerange(CHANNEL_FD + 1, 1 << 20)
     os.environ.clear()
-    baseline = _vm_bytes()
+    if baseline is None:
+        baseline = _vm_bytes()
     ceiling = baseline + (plan.max_memory_mb + _HEADROOM_MB) * 1024 * 1024
     _setlimit(resource.RLIMIT_AS, ceiling)
     _setlimit(resource.RLIMIT_CPU, plan.max_cpu_seconds, plan.max_cpu_seconds + 1)

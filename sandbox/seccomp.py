@@ -102,6 +102,9 @@ ZERO_ARG0 = ("prlimit64",  # may only lower its own limits
              "sched_setparam", "sched_setscheduler", "sched_setaffinity", "sched_setattr")
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 class SockFilter(ctypes.Structure):
     _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
 
@@ -113,7 +116,7 @@ class SockFprog(ctypes.Structure):
 def supported() -> tuple[bool, str]:
     if platform.machine() not in ("x86_64", "AMD64"):
         return False, f"no syscall table for {platform.machine()}"
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _LIBC
     if libc.prctl(PR_GET_SECCOMP, 0, 0, 0, 0) < 0:
         return False, f"kernel without seccomp ({errno.errorcode.get(ctypes.get_errno(), '?')})"
     return True, "seccomp-bpf denylist of %d syscalls" % (
@@ -156,12 +159,27 @@ def build_program(own_pid: int) -> list[tuple[int, int, int, int]]:
     return prog
 
 
+_PLACEHOLDER_PID = 0x7FFFFFFE  # never a real pid (pid_max is at most 2**22)
+_prepared: tuple[ctypes.Array, list[int]] | None = None
+
+
+def prepare() -> None:
+    """Build the filter once (in the zygote); children only patch in their own pid."""
+    global _prepared
+    rows = build_program(_PLACEHOLDER_PID)
+    array = (SockFilter * len(rows))(*[SockFilter(*row) for row in rows])
+    _prepared = (array, [i for i, row in enumerate(rows) if row[3] == _PLACEHOLDER_PID])
+
+
 def install(own_pid: int) -> None:
     """Install the filter on the calling thread; requires NO_NEW_PRIVS (set here)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    rows = build_program(own_pid)
-    array = (SockFilter * len(rows))(*[SockFilter(*row) for row in rows])
-    prog = SockFprog(len(rows), array)
+    if _prepared is None:
+        prepare()
+    array, pid_rows = _prepared
+    for i in pid_rows:
+        array[i].k = own_pid
+    prog = SockFprog(len(array), array)
+    libc = _LIBC
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
     if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:

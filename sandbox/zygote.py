@@ -93,6 +93,7 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     gc.collect()
     gc.freeze()  # children must not touch (copy) the parent's objects during collection
+    vm_baseline = lockdown.vm_bytes()
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -117,7 +118,7 @@ def main() -> None:
             code = 0
             try:
                 sel.close()
-                baseline = lockdown.apply(plan, child_end.fileno(), devnull)
+                baseline = lockdown.apply(plan, child_end.fileno(), devnull, vm_baseline)
                 serve_one(lockdown.CHANNEL_FD, baseline, prewarm_job)
             except BaseException:  # noqa: BLE001 - a child that cannot lock down must not run
                 code = 70

@@ -1,0 +1,171 @@
+"""The printed table and the design's targets beside the measured numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .profiles import FULL
+
+# (id, what, case, how to read the measurement, comparison, target, unit)
+TARGETS = (
+    ("trivial_p50", "execute trivial 1k bars, p50 (c=1)", "trivial", ("level", "1", "p50_ms"), "<=", 0.5, "ms"),
+    ("trivial_p99", "execute trivial 1k bars, p99 (c=1)", "trivial", ("level", "1", "p99_ms"), "<=", 2.0, "ms"),
+    ("trivial_vs_echo", "execute trivial p50 / raw echo p50 (c=1)", "trivial", ("key", "p50_ratio_vs_echo"),
+     "<=", 3.0, "x"),
+    ("sma_p50", "execute SMA 20/50 1k bars, p50 (c=1)", "sma", ("level", "1", "p50_ms"), "<=", 1.5, "ms"),
+    ("sma_p99", "execute SMA 20/50 1k bars, p99 (c=1)", "sma", ("level", "1", "p99_ms"), "<=", 4.0, "ms"),
+    ("first_run", "first run of a new source minus cached, p50 (SMA)", "first_run_sma",
+     ("key", "p50_minus_cached_ms"), "<=", 5.0, "ms"),
+    ("trivial_rps", "throughput trivial (best of 1/16/64 in flight)", "trivial", ("key", "peak_throughput_rps"),
+     ">=", 400.0, "req/s"),
+    ("sma_rps", "throughput SMA (best of 1/16/64 in flight)", "sma", ("key", "peak_throughput_rps"),
+     ">=", 200.0, "req/s"),
+    ("memory_trivial", "private memory per execution, trivial (p50 of children)", "trivial",
+     ("memory", "private_mb_p50"), "<=", 10.0, "MB"),
+    ("memory_sma", "private memory per execution, SMA (p50 of children)", "sma",
+     ("memory", "private_mb_p50"), "<=", 10.0, "MB"),
+    ("backtest_1m", "backtest SMA over 1,000,000 bars from BARS, p50 (c=1)", "backtest",
+     ("level", "1", "p50_ms"), "<=", 300.0, "ms"),
+    ("sweep_100x100k", "sweep 100 pairs x 100,000 bars, p50 (c=1)", "sweep", ("level", "1", "p50_ms"),
+     "<=", 1000.0, "ms"),
+)
+
+
+def _read(entry: dict, how: tuple) -> Any:
+    if how[0] == "level":
+        return ((entry.get("levels") or {}).get(how[1]) or {}).get(how[2])
+    if how[0] == "memory":
+        return (entry.get("memory") or {}).get(how[1])
+    return entry.get(how[1])
+
+
+def evaluate_targets(result: dict) -> list[dict]:
+    sizes = result.get("sizes", {})
+    comparable = {
+        "backtest": sizes.get("backtest_bars") == FULL.backtest_bars,
+        "sweep": sizes.get("sweep_bars") == FULL.sweep_bars and sizes.get("sweep_pairs") == FULL.sweep_pairs,
+    }
+    execute_comparable = sizes.get("bars") == FULL.bars
+    out = []
+    for tid, what, case, how, op, target, unit in TARGETS:
+        entry = result["cases"].get(case)
+        row = {"id": tid, "what": what, "target": target, "op": op, "unit": unit, "measured": None, "pass": None}
+        if entry is None:
+            row["note"] = "case not run"
+        elif entry.get("status", "ok") != "ok":
+            row["note"] = entry["status"]
+        else:
+            value = _read(entry, how)
+            row["measured"] = value
+            if value is not None:
+                row["pass"] = value <= target if op == "<=" else value >= target
+            if not comparable.get(case, execute_comparable):
+                row["note"] = f"not comparable: {result.get('profile')} sizes"
+                row["pass"] = None
+        out.append(row)
+    return out
+
+
+def _fmt(value: Any, width: int, digits: int = 3) -> str:
+    if value is None:
+        return "-".rjust(width)
+    if isinstance(value, float):
+        return f"{value:{width}.{digits}f}"
+    return str(value).rjust(width)
+
+
+def table(result: dict) -> str:
+    """Markdown table: one row per case and concurrency."""
+    lines = [
+        "| case | in flight | p50 ms | p90 ms | p99 ms | max ms | req/s | p50 / echo | private MB/exec | "
+        "node p50 ms | host CPU used by others | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, entry in result["cases"].items():
+        if entry.get("status", "ok") != "ok":
+            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | - | {entry['status']} |")
+            continue
+        first = True
+        for c, s in entry["levels"].items():
+            mem = entry.get("memory") or {}
+            extra = ""
+            if first and entry.get("p50_minus_cached_ms") is not None:
+                extra = f" ({entry['p50_minus_cached_ms']:+.2f} ms vs {entry.get('cached_case')})"
+            errors = ", ".join(f"{k}x{v}" for k, v in s.get("error_codes", {}).items()) or ""
+            others = (s.get("machine_cpu_share") or {}).get("others")
+            others_text = f"{others:.0%}" if others is not None else "-"
+            lines.append(
+                f"| {name + extra if first else ''} | {c} | {_fmt(s['p50_ms'], 0)} | {_fmt(s['p90_ms'], 0)} | "
+                f"{_fmt(s['p99_ms'], 0)} | {_fmt(s['max_ms'], 0)} | {_fmt(s['throughput_rps'], 0, 1)} | "
+                f"{_fmt(entry.get('p50_ratio_vs_echo'), 0, 2) if first else ''} | "
+                f"{_fmt(mem.get('private_mb_p50'), 0, 2) if first and mem else ''} | "
+                f"{_fmt(s.get('node_p50_ms'), 0)} | {others_text} | {errors} |"
+            )
+            first = False
+    return "\n".join(lines)
+
+
+def targets_table(result: dict) -> str:
+    lines = ["| target | design | measured | met |", "|---|---:|---:|---|"]
+    for row in result.get("targets", []):
+        measured = "-" if row["measured"] is None else f"{row['measured']:.3f} {row['unit']}".replace(".000 ", " ")
+        met = {True: "yes", False: "**no**", None: "-"}[row["pass"]]
+        if row.get("note"):
+            met += f" ({row['note']})"
+        lines.append(f"| {row['what']} | {row['op']} {row['target']:g} {row['unit']} | {measured} | {met} |")
+    return "\n".join(lines)
+
+
+def cpu_table(result: dict, level: str | None = None) -> str:
+    """CPU ms per request by process at one concurrency level: where a request's cost goes."""
+    if level is None:
+        level = str(max(result.get("sizes", {}).get("concurrency", [1])))  # where capacity is read
+    names = ("client", "nats_server", "echo", "node", "zygote", "sandbox_children", "total")
+    lines = [f"| CPU ms per request (c={level}) | " + " | ".join(names) + " | CPU-bound capacity req/s |",
+             "|---|" + "---:|" * (len(names) + 1)]
+    for case, entry in result["cases"].items():
+        cpu = ((entry.get("levels") or {}).get(level) or {}).get("cpu_ms_per_request")
+        if not cpu:
+            continue
+        lines.append(f"| {case} | " + " | ".join(_fmt(cpu.get(n), 0, 3) for n in names)
+                     + f" | {_fmt(entry.get('cpu_bound_capacity_rps'), 0, 1)} |")
+    return "\n".join(lines)
+
+
+def paired_table(result: dict) -> str:
+    """Interleaved measurements at concurrency 1: the case and its reference alternate."""
+    lines = ["| case | reference | pairs | p50 ms | reference p50 ms | p50 difference ms | median pair difference ms "
+             "| p50 ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, entry in result["cases"].items():
+        p = entry.get("paired")
+        if not p:
+            continue
+        lines.append(f"| {name} | {p['reference']} | {p['pairs']} | {_fmt(p['p50_ms'], 0)} | "
+                     f"{_fmt(p['reference_p50_ms'], 0)} | {_fmt(p['p50_diff_ms'], 0)} | "
+                     f"{_fmt(p['median_pair_diff_ms'], 0)} | {_fmt(p['p50_ratio'], 0, 2)} |")
+    return "\n".join(lines)
+
+
+def memory_table(result: dict) -> str:
+    lines = ["| case | private MB p50 | private MB max | RSS MB p50 | idle ready child private MB | children | method |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for case, entry in result["cases"].items():
+        mem = entry.get("memory")
+        if not mem:
+            continue
+        if "status" in mem:
+            lines.append(f"| {case} | - | - | - | - | - | {mem['status']} |")
+            continue
+        lines.append(f"| {case} | {_fmt(mem.get('private_mb_p50'), 0, 2)} | {_fmt(mem.get('private_mb_max'), 0, 2)} | "
+                     f"{_fmt(mem.get('rss_mb_p50'), 0, 1)} | {_fmt(mem.get('idle_child_private_mb'), 0, 2)} | "
+                     f"{mem.get('children_sampled', '-')} | {mem.get('method', '-')} |")
+    return "\n".join(lines)
+
+
+def render(result: dict) -> str:
+    m = result["machine"]
+    head = (f"profile {result['profile']}  |  {m.get('nproc')} cores {m.get('cpu_model', '?')}, "
+            f"{m.get('mem_total_mb', '?')} MB, Python {m.get('python')}  |  load {m.get('loadavg')} -> "
+            f"{m.get('loadavg_end')}  |  wall {result.get('wall_s')} s")
+    return "\n\n".join([head, table(result), paired_table(result), targets_table(result), cpu_table(result),
+                         memory_table(result)])
