@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from contracts import BarArrays
-from contracts.bars import COLUMNS
+from contracts.bars import COLUMNS, first_out_of_order
 
 from .store import BarStore, LoadReport
 
@@ -153,17 +153,15 @@ def frame_to_arrays(
         names[name] = col
 
     ts = _times_ns(frame[time_col], source, unit, line_offset)
-    if ts.size > 1:
-        step = np.diff(ts)
-        bad = np.flatnonzero(step <= 0)
-        if bad.size:
-            i = int(bad[0]) + 1
-            what = "repeats the time of" if step[i - 1] == 0 else "is earlier than"
-            raise ValueError(
-                f"{_where(source, i, line_offset)} {what} row {i - 1} "
-                f"({frame[time_col].iloc[i]!s} vs {frame[time_col].iloc[i - 1]!s}); "
-                f"rows must be sorted by time with no duplicates"
-            )
+    disorder = first_out_of_order(ts)
+    if disorder is not None:
+        i, repeated = disorder
+        what = "repeats the time of" if repeated else "is earlier than"
+        raise ValueError(
+            f"{_where(source, i, line_offset)} {what} row {i - 1} "
+            f"({frame[time_col].iloc[i]!s} vs {frame[time_col].iloc[i - 1]!s}); "
+            f"rows must be sorted by time with no duplicates"
+        )
 
     columns: dict[str, np.ndarray] = {}
     for name, col in names.items():

@@ -39,7 +39,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
-from contracts import BarArrays, BarsRef, ErrorCode, ExecutionError, ns_to_iso, to_epoch_ns
+from contracts import BarArrays, BarsRef, ErrorCode, ExecutionError, first_out_of_order, ns_to_iso, to_epoch_ns
 from contracts.bars import COLUMNS
 
 __all__ = [
@@ -196,16 +196,14 @@ def validate_arrays(arrays: BarArrays) -> tuple[np.ndarray, dict[str, np.ndarray
     ts = arrays.column("timestamp")
     if ts.size == 0:
         raise ValueError("no bars to load")
-    if ts.size > 1:
-        step = np.diff(ts)
-        bad = np.flatnonzero(step <= 0)
-        if bad.size:
-            i = int(bad[0]) + 1
-            what = "duplicates" if step[i - 1] == 0 else "is earlier than"
-            raise ValueError(
-                f"timestamp[{i}] ({ns_to_iso(ts[i])}) {what} timestamp[{i - 1}] "
-                f"({ns_to_iso(ts[i - 1])}): bars must be strictly increasing in time"
-            )
+    disorder = first_out_of_order(ts)
+    if disorder is not None:
+        i, repeated = disorder
+        what = "duplicates" if repeated else "is earlier than"
+        raise ValueError(
+            f"timestamp[{i}] ({ns_to_iso(ts[i])}) {what} timestamp[{i - 1}] "
+            f"({ns_to_iso(ts[i - 1])}): bars must be strictly increasing in time"
+        )
     columns = {}
     for name in COLUMNS:
         col = arrays.column(name)

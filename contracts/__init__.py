@@ -1,7 +1,7 @@
 """The v1 wire contract: msgspec Structs are the single source of every message."""
 
 from .backtest import BacktestOptions, BacktestRequest, BacktestResult, BarsRef, SweepRow
-from .bars import BarArrays, BarRow, Bars, from_columns, from_rows, ns_to_iso, to_epoch_ns
+from .bars import BarArrays, BarRow, Bars, first_out_of_order, from_columns, from_rows, ns_to_iso, to_epoch_ns
 from .codec import content_type, decode, encode
 from .errors import ErrorCode, ErrorInfo, ExecutionError
 from .execute import ExecuteRequest, ExecuteResult, Signal
@@ -13,7 +13,7 @@ from . import limits, subjects
 
 __all__ = [
     "BacktestOptions", "BacktestRequest", "BacktestResult", "BarsRef", "SweepRow",
-    "BarArrays", "BarRow", "Bars", "from_columns", "from_rows", "ns_to_iso", "to_epoch_ns",
+    "BarArrays", "BarRow", "Bars", "first_out_of_order", "from_columns", "from_rows", "ns_to_iso", "to_epoch_ns",
     "content_type", "decode", "encode",
     "ErrorCode", "ErrorInfo", "ExecutionError",
     "ExecuteRequest", "ExecuteResult", "Signal",

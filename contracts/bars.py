@@ -154,3 +154,14 @@ def ns_to_isos(ns: np.ndarray) -> list[str]:
     for i in np.flatnonzero(ns % 1_000_000_000).tolist():
         text[i] = ns_to_iso(int(ns[i]))
     return text
+
+
+def first_out_of_order(ts: np.ndarray) -> tuple[int, bool] | None:
+    """`(i, repeated)` for the first bar whose time is not after the one before it, else None."""
+    if ts.size < 2:
+        return None
+    step = np.diff(ts)
+    bad = np.flatnonzero(step <= 0)
+    if not bad.size:
+        return None
+    return int(bad[0]) + 1, bool(step[bad[0]] == 0)

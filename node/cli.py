@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as exc:
         print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:  # e.g. `strategy-node result ID | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except Exception as exc:  # noqa: BLE001
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         code = 2

@@ -11,30 +11,25 @@ from typing import Mapping
 from contracts import limits as contract_limits
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def _number(env: Mapping[str, str], name: str, default, low, high, cast=float):
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(float(raw))
+        value = cast(float(raw))
     except ValueError:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    return _number(env, name, default, low, high, int)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
-    return value
+    return _number(env, name, default, low, high, float)
 
 
 @dataclass(frozen=True)

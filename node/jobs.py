@@ -12,6 +12,7 @@ from contracts import (
     BarArrays,
     ErrorCode,
     ExecutionError,
+    first_out_of_order,
     from_columns,
     from_rows,
 )
@@ -40,15 +41,12 @@ def bars_of(req) -> BarArrays | None:
             return None
     except ValueError as exc:
         raise ExecutionError(ErrorCode.INVALID_REQUEST, f"invalid bars: {exc}") from None
-    ts = arrays.column("timestamp")
-    if ts.size > 1:
-        steps = np.diff(ts)
-        bad = np.flatnonzero(steps <= 0)
-        if bad.size:
-            i = int(bad[0]) + 1
-            what = "repeats" if steps[bad[0]] == 0 else "goes back in time from"
-            raise ExecutionError(ErrorCode.INVALID_REQUEST,
-                                 f"invalid bars: timestamp[{i}] {what} timestamp[{i - 1}]; bars must be in increasing time order")
+    disorder = first_out_of_order(arrays.column("timestamp"))
+    if disorder is not None:
+        i, repeated = disorder
+        what = "repeats" if repeated else "goes back in time from"
+        raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                             f"invalid bars: timestamp[{i}] {what} timestamp[{i - 1}]; bars must be in increasing time order")
     return arrays
 
 
