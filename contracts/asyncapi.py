@@ -225,6 +225,17 @@ def build() -> dict[str, Any]:
                 }},
                 description="Each node serves it in a queue group of its own, `health-<node_id>`.")
 
+    # Durable jobs: the same request bodies through the STRATEGY_JOBS work queue.
+    for kind, request, reply in (("execute", ExecuteRequest, ExecuteResult),
+                                 ("backtest", BacktestRequest, BacktestResult)):
+        add(f"job{kind.title()}", f"{subjects.JOBS}.{kind}", request, reply,
+            f"Durable {kind} job (JetStream stream STRATEGY_JOBS, consumer strategy-workers).",
+            "strategy-workers",
+            description=(f"Publish with header `Nats-Msg-Id: <job id>` (duplicates are dropped) and, to get "
+                         f"the result pushed, `{subjects.JOB_REPLY_HEADER}: <inbox>`. The result is also "
+                         f"stored under `{subjects.RESULTS}.<job id>` (stream STRATEGY_RESULTS); a job "
+                         f"whose deliveries run out lands on `{subjects.DEAD}.<job id>`."))
+
     service = subjects.SERVICE_NAME
     for verb, (type_, summary) in SRV_VERBS.items():
         for suffix, op_suffix, scope, params in (

@@ -12,6 +12,12 @@ SCREEN = f"{PREFIX}.screen"
 # One grid point of a sweep, fanned out by the node that received the sweep (own admission).
 BACKTEST_POINT = f"{BACKTEST}.point"
 
+# Durable jobs (JetStream): publish a request to JOBS.<kind>; results are kept under RESULTS.<job id>.
+JOBS = "strategy.jobs"
+RESULTS = "strategy.results"
+DEAD = "strategy.dead"
+JOB_REPLY_HEADER = "Strategy-Reply-To"
+
 CONTENT_TYPE = "Content-Type"
 MSGPACK = "application/msgpack"
 JSON = "application/json"

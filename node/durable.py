@@ -55,6 +55,7 @@ from nats.js.api import (
 from contracts import BacktestResult, ErrorCode, ErrorInfo, ExecuteResult, encode
 from contracts.codec import content_type
 from contracts.health import JobsState
+from contracts import subjects
 from contracts.subjects import CONTENT_TYPE
 
 from .admission import Admission
@@ -68,14 +69,14 @@ JOBS_STREAM = "STRATEGY_JOBS"
 RESULTS_STREAM = "STRATEGY_RESULTS"
 DEAD_STREAM = "STRATEGY_DEAD"
 CONSUMER = "strategy-workers"
-JOBS_PREFIX = "strategy.jobs"
-RESULTS_PREFIX = "strategy.results"
-DEAD_PREFIX = "strategy.dead"
+JOBS_PREFIX = subjects.JOBS
+RESULTS_PREFIX = subjects.RESULTS
+DEAD_PREFIX = subjects.DEAD
 MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{CONSUMER}"
 DEAD_LETTER_GROUP = "strategy-dead-letter"
 
 MSG_ID = "Nats-Msg-Id"
-REPLY_TO = "Strategy-Reply-To"
+REPLY_TO = subjects.JOB_REPLY_HEADER
 JOB_ID = "Strategy-Job-Id"
 JOB_KIND = "Strategy-Job-Kind"
 RUN_ID = "Strategy-Run-Id"
