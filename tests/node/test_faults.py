@@ -333,9 +333,14 @@ async def test_sigterm_finishes_running_jobs_and_leaves_the_rest_queued(tmp_path
     assert a.proc.wait(30) == 0
     js = nc.jetstream()
     consumer = await js.consumer_info(JOBS_STREAM, CONSUMER)
-    done = await ledger.stored()
     assert consumer.num_ack_pending == 0  # nothing held by the stopped node: no job waits 30 s
-    assert (await js.stream_info(JOBS_STREAM)).state.messages == 30 - done  # the rest is queued
+    for _ in range(30):  # the ledger's watcher may still be receiving the last stored results
+        done = await ledger.stored()
+        remaining = (await js.stream_info(JOBS_STREAM)).state.messages
+        if remaining == 30 - done:
+            break
+        await asyncio.sleep(0.1)
+    assert remaining == 30 - done  # the rest is queued
 
     b = cleanup.add(NodeProc(tmp_path, "next", server.url, **env))
     await wait_consuming(nc, b)
