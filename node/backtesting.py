@@ -87,11 +87,11 @@ from contracts import (
 )
 from contracts.bars import COLUMNS
 from sandbox.compiler import CompiledStrategy
-from sandbox.pool import SandboxUnavailable
 from sandbox.protocol import Job, OutputLimits, Outcome
 
 from .admission import Admission
 from .config import Settings
+from .failures import Overloaded, error_of
 from .jobs import bars_of, check_language, run_limits
 from .sweep import (
     check_rank_by,
@@ -124,10 +124,6 @@ def _cache_mb(env: Mapping[str, str]) -> int:
     if not 0 <= value <= 65_536:
         raise ValueError(f"REPLAY_CACHE_MB must be between 0 and 65536, got {value}")
     return value
-
-
-class Overloaded(Exception):
-    pass
 
 
 async def run_admitted(admission: Admission, fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -344,15 +340,8 @@ class Backtesting:
                     signals_count=outcome.signals_count, bars=bars.count, logs=outcome.logs,
                     error=outcome.error,
                 )
-        except ExecutionError as exc:
-            result = BacktestResult(success=False, error=exc.info())
-        except (SandboxUnavailable, Overloaded) as exc:
-            result = BacktestResult(success=False, error=ErrorInfo(
-                code=ErrorCode.OVERLOADED, message=str(exc) or "this node is at capacity; retry shortly"))
-        except Exception:  # noqa: BLE001 - the node's own fault; log it, never leak it
-            log.exception("backtest failed inside the node")
-            result = BacktestResult(success=False, error=ErrorInfo(
-                code=ErrorCode.INTERNAL, message="internal error in the execution node"))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+            result = BacktestResult(success=False, error=error_of(exc, "backtest"))
         result.request_id = request_id
         result.node_id = self.settings.node_id
         result.execution_time_ms = round((time.perf_counter() - t0) * 1000.0, 3)

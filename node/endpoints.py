@@ -27,10 +27,11 @@ from contracts import (
     subjects,
 )
 from sandbox.compiler import CompileCache
-from sandbox.pool import SandboxPool, SandboxUnavailable
+from sandbox.pool import SandboxPool
 
 from . import __version__
 from .config import Settings
+from .failures import error_of
 from .jobs import check_language, execute_job
 from .metrics import Metrics
 from .telemetry import annotate_request
@@ -77,14 +78,8 @@ class Endpoints:
                 performance=outcome.performance, result=outcome.result, logs=outcome.logs,
                 error=outcome.error,
             )
-        except ExecutionError as exc:
-            result = ExecuteResult(success=False, error=exc.info())
-        except SandboxUnavailable as exc:
-            result = ExecuteResult(success=False, error=ErrorInfo(code=ErrorCode.OVERLOADED, message=str(exc)))
-        except Exception:  # noqa: BLE001 - the node's own fault; log it, never leak it
-            log.exception("execute failed inside the node")
-            result = ExecuteResult(success=False, error=ErrorInfo(
-                code=ErrorCode.INTERNAL, message="internal error in the execution node"))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+            result = ExecuteResult(success=False, error=error_of(exc, "execute"))
         result.request_id = request_id
         result.node_id = self.settings.node_id
         result.execution_time_ms = round((time.perf_counter() - t0) * 1000.0, 3)
@@ -102,12 +97,8 @@ class Endpoints:
             compiled, hit = self.cache.get(req.code)
             self.metrics.compile(hit)
             result = ValidateResult(valid=True, style=compiled.style, imports=list(compiled.imports))
-        except ExecutionError as exc:
-            result = ValidateResult(valid=False, error=exc.info())
-        except Exception:  # noqa: BLE001
-            log.exception("validate failed inside the node")
-            result = ValidateResult(valid=False, error=ErrorInfo(
-                code=ErrorCode.INTERNAL, message="internal error in the execution node"))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+            result = ValidateResult(valid=False, error=error_of(exc, "validate"))
         result.request_id = request_id
         result.node_id = self.settings.node_id
         result.execution_time_ms = round((time.perf_counter() - t0) * 1000.0, 3)

@@ -39,7 +39,8 @@ from backtest.store import parse_time
 from sandbox.pool import SandboxUnavailable
 from sandbox.protocol import Job, OutputLimits
 
-from .backtesting import Overloaded, run_admitted_patiently
+from .backtesting import run_admitted_patiently
+from .failures import Overloaded, error_of
 from .jobs import check_language, run_limits
 
 log = logging.getLogger("node.screen")
@@ -70,14 +71,8 @@ class Screening:
             req = decode(data, ScreenRequest, kind)
             request_id = req.request_id
             result = await self._screen(req)
-        except ExecutionError as exc:
-            result = ScreenResult(success=False, error=exc.info())
-        except SandboxUnavailable as exc:
-            result = ScreenResult(success=False, error=ErrorInfo(code=ErrorCode.OVERLOADED, message=str(exc)))
-        except Exception:  # noqa: BLE001
-            log.exception("screen failed inside the node")
-            result = ScreenResult(success=False, error=ErrorInfo(
-                code=ErrorCode.INTERNAL, message="internal error in the execution node"))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+            result = ScreenResult(success=False, error=error_of(exc, "screen"))
         result.request_id = request_id
         result.node_id = self.bt.settings.node_id
         result.execution_time_ms = round((time.perf_counter() - t0) * 1000.0, 3)
