@@ -61,6 +61,24 @@ async def test_function_style_series_gives_a_signal_per_bar_and_metrics(nc):
     assert perf["total_trades"] >= 1
 
 
+async def test_execute_metrics_carry_trades_but_no_equity_curve(nc):
+    code = ("import numpy as np\ndef strategy(data):\n    i = np.arange(len(data))\n"
+            "    return np.where(i == 10, 'BUY', np.where(i == 50, 'SELL', 'HOLD'))\n")
+    reply = await execute(nc, code=code, bars=columnar_bars(300))
+    perf = reply["performance"]
+    assert perf["total_trades"] == 1 and len(perf["trades"]) == 1 and perf["sharpe_ratio"] is not None
+    assert perf["equity_curve"] == []  # a backtest request is where the curve comes from
+
+
+async def test_a_strategy_may_change_its_data_without_changing_signal_prices_or_metrics(nc):
+    plain = "def strategy(data):\n    return 'BUY'\n"
+    vandal = ("def strategy(data):\n    data['close'] = data['close'] * 0 + 1\n"
+              "    data['open'] = data['open'] * 0 + 1\n    return 'BUY'\n")
+    a = await execute(nc, code=plain, bars=columnar_bars(100))
+    b = await execute(nc, code=vandal, bars=columnar_bars(100))
+    assert a["signals"] == b["signals"] and a["performance"] == b["performance"]
+
+
 async def test_script_style_signal_indicator_log_and_print_are_captured(nc):
     code = (
         "sma = df['close'].rolling(10).mean()\n"
