@@ -39,6 +39,11 @@ _HOLD = "    n = 0\n    for i in range({iters}):\n        n = n + 1\n"
 TRIVIAL_HOLD = "def strategy(data):\n" + _HOLD + "    return 'BUY'\n"
 SMA_HOLD = SMA.replace("    return above", _HOLD + "    return above")
 
+WARM_TENANT = "bench-tenant"
+# What the bench's own node runs with unless --node-env says otherwise: warm workers for requests
+# that carry a user_id (only the warm_* cases do; every other case takes the fresh-process path).
+WARM_NODE_ENV = {"TENANT_WARM_RUNS": "100000", "TENANT_WARM_WORKERS": "2"}
+
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 START_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
@@ -183,6 +188,14 @@ def build(profile: Profile, encoding: str, echo_subject: str, bars_ref: dict, sw
         Case("first_run_sma", "execute SMA, new source each request", subjects.EXECUTE,
              spliced(execute(SMA), encoding, token), execute_ok,
              compare_to="sma", pair_with="sma", request_bytes=len(sma)),
+        # The opt-in warm mode (TENANT_WARM_RUNS on the node): the same requests with a user_id
+        # run in that tenant's warm worker instead of a fresh child.
+        Case("warm_trivial", f"execute trivial, {profile.bars} bars, tenant's warm worker", subjects.EXECUTE,
+             fixed(enc({**execute(TRIVIAL), "user_id": WARM_TENANT})), execute_ok, pair_with="echo",
+             request_bytes=len(trivial)),
+        Case("warm_sma", f"execute SMA 20/50, {profile.bars} bars, tenant's warm worker", subjects.EXECUTE,
+             fixed(enc({**execute(SMA), "user_id": WARM_TENANT})), execute_ok, pair_with="echo",
+             request_bytes=len(sma)),
         Case("validate", "validate SMA source, cached", subjects.VALIDATE, fixed(enc({"code": SMA})), valid_ok,
              request_bytes=len(enc({"code": SMA}))),
         Case("validate_new", "validate SMA, new source each request", subjects.VALIDATE,
@@ -202,5 +215,5 @@ def build(profile: Profile, encoding: str, echo_subject: str, bars_ref: dict, sw
     return cases
 
 
-CASE_NAMES = ("echo", "trivial", "sma", "first_run_trivial", "first_run_sma", "validate", "validate_new",
-              "backtest", "sweep")
+CASE_NAMES = ("echo", "trivial", "sma", "first_run_trivial", "first_run_sma", "warm_trivial", "warm_sma",
+              "validate", "validate_new", "backtest", "sweep")

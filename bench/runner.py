@@ -262,7 +262,7 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
 
             server = EmbeddedServer().start()
             nats_url = server.url
-            env = {"NATS_URL": nats_url, **(node_env or {})}
+            env = {"NATS_URL": nats_url, **case_defs.WARM_NODE_ENV, **(node_env or {})}
             node = spawn("node", ["-m", "node", "run"], env)
             procs.append(node)
             wait_for_line(node, "ready on", 120)

@@ -28,6 +28,8 @@ class PoolState(msgspec.Struct, kw_only=True):
     target: int
     started: int
     healthy: bool
+    warm_workers: int = 0  # opt-in per-tenant warm workers alive now (0 when the mode is off)
+    warm_tenants: int = 0
 
 
 class JobsState(msgspec.Struct, kw_only=True):

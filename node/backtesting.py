@@ -334,7 +334,8 @@ class Backtesting:
             else:
                 timeout_ms = self.endpoints._remaining_ms(received, budget_ms)
                 outcome = await self.pool.run(self._job(req, compiled, bars, req.parameters,
-                                                        req.options, timeout_ms, memory_mb))
+                                                        req.options, timeout_ms, memory_mb),
+                                              tenant=req.user_id)
                 result = BacktestResult(
                     success=outcome.success, performance=outcome.performance,
                     signals_count=outcome.signals_count, bars=bars.count, logs=outcome.logs,

@@ -58,6 +58,12 @@ class Settings:
     jobs_backoff_seconds: tuple[float, ...] = ()
     jobs_result_ttl_seconds: float = 86_400.0
     jobs_duplicate_window_seconds: float = 600.0
+    # Opt-in warm workers per tenant (sandbox/warm.py): runs per worker; 0 keeps a fresh
+    # process for every run.
+    tenant_warm_runs: int = 0
+    tenant_warm_workers: int = 2
+    tenant_warm_max: int = 4
+    tenant_warm_idle_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -93,7 +99,18 @@ class Settings:
             role=role,
             heartbeat_file=env.get("HEARTBEAT_FILE") or "/tmp/strategy-node.heartbeat",
             **_jobs_settings(env),
+            **_warm_settings(env, workers),
         )
+
+
+def _warm_settings(env: Mapping[str, str], workers: int) -> dict:
+    """TENANT_WARM_* variables; TENANT_WARM_RUNS unset or 0 leaves the mode off."""
+    return dict(
+        tenant_warm_runs=_int(env, "TENANT_WARM_RUNS", 0, 0, 1_000_000),
+        tenant_warm_workers=_int(env, "TENANT_WARM_WORKERS", 2, 1, 1024),
+        tenant_warm_max=_int(env, "TENANT_WARM_MAX", workers, 1, 4096),
+        tenant_warm_idle_seconds=_float(env, "TENANT_WARM_IDLE_SECONDS", 60.0, 0.1, 86_400.0),
+    )
 
 
 def _jobs_settings(env: Mapping[str, str]) -> dict:

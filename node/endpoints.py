@@ -72,7 +72,7 @@ class Endpoints:
             self.metrics.compile(hit)
             job = execute_job(req, self.settings, compiled, budget_ms)
             job.timeout_ms = self._remaining_ms(received, budget_ms)
-            outcome = await self.pool.run(job)
+            outcome = await self.pool.run(job, tenant=req.user_id)
             result = ExecuteResult(
                 success=outcome.success, signals=outcome.signals, indicators=outcome.indicators,
                 performance=outcome.performance, result=outcome.result, logs=outcome.logs,

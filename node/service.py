@@ -21,6 +21,7 @@ from nats.micro.request import Request
 from contracts import encode, subjects
 from contracts.codec import content_type
 from sandbox.pool import SandboxPool
+from sandbox.warm import WarmPolicy
 
 from . import __version__
 from .admission import Admission
@@ -45,6 +46,8 @@ class Node:
         self.pool = SandboxPool(
             ready_target=settings.ready_children, max_memory_mb=settings.max_memory_mb,
             max_cpu_seconds=int(settings.max_timeout_seconds) + 1, disable=settings.sandbox_disable,
+            warm=WarmPolicy(runs=settings.tenant_warm_runs, per_tenant=settings.tenant_warm_workers,
+                            total=settings.tenant_warm_max, idle_seconds=settings.tenant_warm_idle_seconds),
         )
         self.endpoints = Endpoints(settings, self.pool, self.metrics)
         self.admission = Admission(settings.max_workers, settings.max_queue)

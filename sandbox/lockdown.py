@@ -8,6 +8,7 @@ reported active. Per-run limits (`limit_run`) can only be lowered afterwards.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import resource
 import signal
@@ -160,13 +161,21 @@ def apply(plan: Plan, channel_fd: int, devnull_fd: int, baseline: int | None = N
 
 
 def limit_run(baseline: int, memory_mb: int, cpu_seconds: float) -> None:
-    """Lower this run's soft limits; the hard AS limit keeps headroom to report the failure."""
-    soft_as, hard_as = resource.getrlimit(resource.RLIMIT_AS)
+    """Set this run's soft limits under the hard ones fixed at lockdown.
+
+    Memory counts from the fork-time baseline, so whatever a warm worker kept from earlier runs
+    is charged to the next one. CPU counts from what the process has used so far (a soft limit
+    may be raised back up to the hard one): each run of a warm worker gets its own seconds, and
+    the hard limit bounds the worker's whole life. The hard AS limit keeps headroom to report a
+    MemoryError cleanly.
+    """
+    _soft_as, hard_as = resource.getrlimit(resource.RLIMIT_AS)
     want = baseline + memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (min(want, hard_as), hard_as))
-    soft_cpu, hard_cpu = resource.getrlimit(resource.RLIMIT_CPU)
-    cpu = max(1, int(cpu_seconds + 0.999))
-    resource.setrlimit(resource.RLIMIT_CPU, (min(cpu, soft_cpu), hard_cpu))
+    _soft_cpu, hard_cpu = resource.getrlimit(resource.RLIMIT_CPU)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = max(1, math.ceil(usage.ru_utime + usage.ru_stime + cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu if hard_cpu == resource.RLIM_INFINITY else min(cpu, hard_cpu), hard_cpu))
 
 
 def release_memory_headroom() -> None:

@@ -13,6 +13,7 @@ import collections
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import struct
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from contracts import ErrorCode, ErrorInfo, IsolationLayer, PoolState
 
 from .protocol import HEADER, MAX_FRAME, Job, Outcome, frame, job_encoder, outcome_decoder
+from .warm import TenantWorkers, WarmPolicy
 from .zygote import CONTROL_FD_ENV
 
 log = logging.getLogger("sandbox.pool")
@@ -48,6 +50,16 @@ class _Child:
     pid: int
     sock: socket.socket
     pidfd: int
+    exited: asyncio.Future  # the wait status, from the zygote's exit report
+
+    def alive(self) -> bool:
+        """A pidfd turns readable when its process has exited (a warm worker may die idle)."""
+        if self.exited.done():
+            return False
+        try:
+            return not select.select([self.pidfd], [], [], 0)[0]
+        except (OSError, ValueError):
+            return False
 
     def kill(self) -> None:
         try:
@@ -82,7 +94,7 @@ def exit_error(status: int | None, deadline_hit: bool, timeout_ms: int) -> Error
 
 class SandboxPool:
     def __init__(self, ready_target: int = 4, max_memory_mb: int = 512, max_cpu_seconds: int = 31,
-                 disable: str = "") -> None:
+                 disable: str = "", warm: WarmPolicy | None = None) -> None:
         self.ready_target = max(1, ready_target)
         self.max_memory_mb = max_memory_mb
         self.max_cpu_seconds = max_cpu_seconds
@@ -102,6 +114,8 @@ class SandboxPool:
         self.zygote_pid: int | None = None
         # An OpenTelemetry tracer (set by the node's Telemetry): a `sandbox.run` span per run.
         self.tracer = None
+        # Opt-in warm workers per tenant (sandbox/warm.py); None: a fresh child for every run.
+        self.warm = TenantWorkers(self, warm) if warm is not None and warm.runs > 1 else None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, timeout: float = 60.0) -> None:
@@ -141,6 +155,8 @@ class SandboxPool:
 
     async def close(self) -> None:
         self._closing = True
+        if self.warm is not None:
+            self.warm.close()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(SandboxUnavailable("the sandbox is shutting down"))
@@ -170,6 +186,7 @@ class SandboxPool:
         for fut in self._exits.values():
             if not fut.done():
                 fut.set_result(-1)
+        self._exits.clear()
         if not self._closing:
             await self.start()
 
@@ -200,7 +217,9 @@ class SandboxPool:
                 sock.setblocking(False)
                 self._requested -= 1
                 self.started += 1
-                self._offer(_Child(pid=pid, sock=sock, pidfd=fds[1]))
+                exited = self._loop.create_future()
+                self._exits[pid] = exited
+                self._offer(_Child(pid=pid, sock=sock, pidfd=fds[1], exited=exited))
             elif tag == b"X":
                 pid, status = struct.unpack("<ii", msg[1:9])
                 fut = self._exits.pop(pid, None)
@@ -245,29 +264,53 @@ class SandboxPool:
         return child
 
     # -- running ------------------------------------------------------------------------
-    async def run(self, job: Job) -> Outcome:
-        """Run one job in a fresh child; never raises for anything the strategy does."""
+    async def run(self, job: Job, tenant: str | None = None) -> Outcome:
+        """Run one job; never raises for anything the strategy does.
+
+        With a `tenant` and warm workers enabled, an execute or single backtest may run in that
+        tenant's warm worker; otherwise (and always for sweep chunks) in a fresh child.
+        """
         if self.tracer is None:
-            return await self._run(job, None)
+            return await self._dispatch(job, tenant, None)
         with self.tracer.start_as_current_span("sandbox.run") as span:
-            outcome = await self._run(job, span)
+            outcome = await self._dispatch(job, tenant, span)
             span.set_attribute("sandbox.outcome", str(outcome.error.code) if outcome.error else "OK")
             return outcome
 
-    async def _run(self, job: Job, span) -> Outcome:
+    async def _dispatch(self, job: Job, tenant: str | None, span) -> Outcome:
+        started = time.perf_counter()
+        try:
+            if tenant and self.warm is not None and job.points is None and job.kind != "classify":
+                return await self.warm.run(job, tenant, span)
+            return await self.run_fresh(job, span)
+        finally:
+            if span is not None:
+                span.set_attribute("sandbox.run_ms", round((time.perf_counter() - started) * 1000.0, 3))
+
+    async def run_fresh(self, job: Job, span=None) -> Outcome:
+        """One one-shot child: it serves this job and is killed whatever happens."""
         payload = frame(job_encoder.encode(job))  # before taking a child: encoding may fail
         child = await self._acquire()
-        started = time.perf_counter()
         if span is not None:
             span.set_attribute("sandbox.child_pid", child.pid)
+        try:
+            outcome, _alive = await self.exchange(child, job, payload)
+            return outcome
+        finally:
+            child.kill()  # a child never outlives its request
+            child.close()
+
+    async def exchange(self, child: _Child, job: Job, payload: bytes) -> tuple[Outcome, bool]:
+        """Send one framed job, read its outcome before the deadline.
+
+        Returns the outcome and whether the child answered (and so may serve again if it was
+        told to keep going); a child that did not answer is killed and its end mapped to an error.
+        """
         self._busy.add(child.pid)
-        exit_status = self._loop.create_future()
-        self._exits[child.pid] = exit_status
-        loop = self._loop
         deadline_hit = False
         try:
-            await loop.sock_sendall(child.sock, payload)
             try:
+                await self._loop.sock_sendall(child.sock, payload)
                 body = await asyncio.wait_for(self._read_frame(child.sock), job.timeout_ms / 1000.0)
             except asyncio.TimeoutError:
                 deadline_hit = True
@@ -275,23 +318,17 @@ class SandboxPool:
             except (ConnectionError, EOFError, OSError):
                 body = None
             if body is not None:
-                return outcome_decoder.decode(body)
+                return outcome_decoder.decode(body), True
             child.kill()
             try:
-                status = await asyncio.wait_for(exit_status, 2.0)
+                status = await asyncio.wait_for(asyncio.shield(child.exited), 2.0)
             except asyncio.TimeoutError:
                 status = None
-            return Outcome(success=False, error=exit_error(status, deadline_hit, job.timeout_ms))
+            if status is not None and status < 0:
+                status = None  # the zygote went away: the child's status is unknown
+            return Outcome(success=False, error=exit_error(status, deadline_hit, job.timeout_ms)), False
         finally:
-            child.kill()  # a child never outlives its request
-            child.close()
             self._busy.discard(child.pid)
-            if span is not None:
-                span.set_attribute("sandbox.run_ms", round((time.perf_counter() - started) * 1000.0, 3))
-            if exit_status.done() or deadline_hit:
-                self._exits.pop(child.pid, None)
-            else:
-                exit_status.add_done_callback(lambda _f, pid=child.pid: self._exits.pop(pid, None))
 
     async def _read_frame(self, sock: socket.socket) -> bytes:
         header = await self._read_exact(sock, HEADER.size)
@@ -314,11 +351,16 @@ class SandboxPool:
     # -- state --------------------------------------------------------------------------
     def state(self) -> PoolState:
         healthy = self._proc is not None and self._proc.poll() is None and not self._closing
+        warm = self.warm.counts() if self.warm is not None else (0, 0)
         return PoolState(ready=len(self._ready), busy=len(self._busy), target=self.ready_target,
-                         started=self.started, healthy=healthy)
+                         started=self.started, healthy=healthy, warm_workers=warm[0], warm_tenants=warm[1])
 
     def ready_children(self) -> list[int]:
         return [c.pid for c in self._ready]
+
+    def warm_children(self) -> dict[str, list[int]]:
+        """Tenant -> pids of its warm workers (idle or busy); for diagnostics and tests."""
+        return self.warm.pids() if self.warm is not None else {}
 
     def busy_children(self) -> list[int]:
         """Pids of children running a job right now; for diagnostics and tests."""

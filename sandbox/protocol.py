@@ -1,4 +1,7 @@
-"""What crosses between the node and a one-shot child: one Job in, one Outcome out.
+"""What crosses between the node and a sandbox child: a Job in, an Outcome out.
+
+A one-shot child serves one Job and exits. A tenant's warm worker (sandbox/warm.py) is a child
+told `keep=True`: it reads the next Job after replying, until the node closes its channel.
 
 Frames are a 4-byte little-endian length and a msgpack body; bars travel as raw column bytes
 (`BarArrays`), never as per-value Python lists.
@@ -43,6 +46,7 @@ class Job(msgspec.Struct, array_like=True):
     # kind "backtest" only: a sweep chunk, one backtest per parameter set (each replaces
     # `parameters`), run one after another in this one child; see runtime.run_points.
     points: list[dict[str, Any]] | None = None
+    keep: bool = False  # a warm worker: wait for another job after this one instead of exiting
 
 
 class PointOutcome(msgspec.Struct, array_like=True):
@@ -64,6 +68,7 @@ class Outcome(msgspec.Struct, array_like=True):
     signals_count: int = 0
     run_ms: float = 0.0
     points: list[PointOutcome] | None = None  # a sweep chunk's results, in order (may stop short)
+    cpu_ms: float = 0.0  # the process's CPU time so far (a warm worker's budget is its lifetime's)
 
 
 job_encoder = msgspec.msgpack.Encoder()

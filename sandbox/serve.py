@@ -1,8 +1,11 @@
-"""The child's side of the channel: read one Job, run it, write one Outcome, exit."""
+"""The child's side of the channel: read a Job, run it, write its Outcome; exit unless told to keep going."""
 
 from __future__ import annotations
 
 import os
+import resource
+
+import numpy as np
 
 from .lockdown import limit_run
 from .protocol import HEADER, MAX_FRAME, Job, frame, job_decoder, job_encoder
@@ -26,16 +29,38 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def serve_one(fd: int, baseline: int, prewarm: Job | None = None) -> None:
-    if prewarm is not None:
-        run(prewarm)  # our own trusted job: takes the first-run page faults off the request path
+def _read_job(fd: int) -> Job | None:
     try:
         (size,) = HEADER.unpack(_read_exact(fd, HEADER.size))
     except EOFError:
-        return  # the node closed an unused child
+        return None  # the node closed the channel: an unused child, or a retired warm worker
     if size > MAX_FRAME:
-        return
-    job = job_decoder.decode(_read_exact(fd, size))
-    limit_run(baseline, job.memory_mb, job.timeout_ms / 1000.0)
-    outcome = run(job)
-    _write_all(fd, frame(job_encoder.encode(outcome)))
+        return None
+    return job_decoder.decode(_read_exact(fd, size))
+
+
+def _reseed() -> None:
+    """numpy's global generator would otherwise be the zygote's, drawn identically by every child."""
+    np.random.seed(int.from_bytes(os.urandom(4), "little"))
+
+
+def _cpu_ms() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1000.0
+
+
+def serve(fd: int, baseline: int, prewarm: Job | None = None) -> None:
+    if prewarm is not None:
+        run(prewarm)  # our own trusted job: takes the first-run page faults off the request path
+    while True:
+        job = _read_job(fd)
+        if job is None:
+            return
+        limit_run(baseline, job.memory_mb, job.timeout_ms / 1000.0)
+        _reseed()
+        outcome = run(job)
+        if job.keep:
+            outcome.cpu_ms = _cpu_ms()
+        _write_all(fd, frame(job_encoder.encode(outcome)))
+        if not job.keep:
+            return

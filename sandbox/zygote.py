@@ -85,7 +85,7 @@ def main() -> None:
 
     prewarm_job = _warm_up()
     from .runtime import run  # noqa: F401  (imported: children inherit it)
-    from .serve import serve_one
+    from .serve import serve
 
     empty_dir = tempfile.mkdtemp(prefix="sandbox-root-")
     os.chmod(empty_dir, 0o555)
@@ -119,7 +119,7 @@ def main() -> None:
             try:
                 sel.close()
                 baseline = lockdown.apply(plan, child_end.fileno(), devnull, vm_baseline)
-                serve_one(lockdown.CHANNEL_FD, baseline, prewarm_job)
+                serve(lockdown.CHANNEL_FD, baseline, prewarm_job)
             except BaseException:  # noqa: BLE001 - a child that cannot lock down must not run
                 code = 70
             os._exit(code)
