@@ -24,6 +24,17 @@ def _number(env: Mapping[str, str], name: str, default, low, high, cast=float):
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     return _number(env, name, default, low, high, int)
 
@@ -47,6 +58,7 @@ class Settings:
     environment: str = "development"
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     sandbox_disable: str = ""
+    sandbox_prewarm: bool = True
     embedded_port: int = 4222
     embedded_store: str | None = None
     role: str = "all"
@@ -94,6 +106,7 @@ class Settings:
             environment=env.get("ENVIRONMENT", "development"),
             node_id=env.get("NODE_ID") or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}",
             sandbox_disable=env.get("SANDBOX_DISABLE", ""),
+            sandbox_prewarm=_flag(env, "SANDBOX_PREWARM", True),
             embedded_port=_int(env, "EMBEDDED_NATS_PORT", 4222, 0, 65535),
             embedded_store=env.get("EMBEDDED_NATS_STORE") or None,
             role=role,

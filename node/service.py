@@ -46,6 +46,7 @@ class Node:
         self.pool = SandboxPool(
             ready_target=settings.ready_children, max_memory_mb=settings.max_memory_mb,
             max_cpu_seconds=int(settings.max_timeout_seconds) + 1, disable=settings.sandbox_disable,
+            prewarm=settings.sandbox_prewarm,
             warm=WarmPolicy(runs=settings.tenant_warm_runs, per_tenant=settings.tenant_warm_workers,
                             total=settings.tenant_warm_max, idle_seconds=settings.tenant_warm_idle_seconds),
         )

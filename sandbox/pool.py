@@ -94,11 +94,14 @@ def exit_error(status: int | None, deadline_hit: bool, timeout_ms: int) -> Error
 
 class SandboxPool:
     def __init__(self, ready_target: int = 4, max_memory_mb: int = 512, max_cpu_seconds: int = 31,
-                 disable: str = "", warm: WarmPolicy | None = None) -> None:
+                 disable: str = "", warm: WarmPolicy | None = None, prewarm: bool = True) -> None:
         self.ready_target = max(1, ready_target)
         self.max_memory_mb = max_memory_mb
         self.max_cpu_seconds = max_cpu_seconds
         self.disable = disable
+        # Each ready child runs a trusted job before its real one: lower latency when the node
+        # has idle CPU, about 10 % fewer runs per second when it has none (BENCHMARKS.md).
+        self.prewarm = prewarm
         self.layers: list[IsolationLayer] = []
         self._ready: collections.deque[_Child] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[_Child]] = collections.deque()
@@ -130,6 +133,7 @@ class SandboxPool:
             "SANDBOX_MAX_MEMORY_MB": str(self.max_memory_mb),
             "SANDBOX_MAX_CPU_SECONDS": str(self.max_cpu_seconds),
             "SANDBOX_DISABLE": self.disable,
+            "SANDBOX_PREWARM": "1" if self.prewarm else "0",
             # Before numpy loads anywhere in the zygote: OpenBLAS threads would be refused by
             # seccomp (clone is denied) and OpenBLAS aborts the child when that happens.
             "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",

@@ -84,6 +84,8 @@ def main() -> None:
     netns = lockdown.enter_network_namespace(disabled)  # before any thread could exist
 
     prewarm_job = _warm_up()
+    if os.environ.get("SANDBOX_PREWARM", "1") == "0":
+        prewarm_job = None
     from .runtime import run  # noqa: F401  (imported: children inherit it)
     from .serve import serve
 

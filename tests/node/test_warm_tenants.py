@@ -7,7 +7,6 @@ import asyncio
 import json
 
 import nats
-import pytest
 import pytest_asyncio
 
 from contracts import subjects
@@ -123,15 +122,3 @@ async def test_a_timeout_in_a_warm_worker_is_reported_and_the_tenant_is_served_a
     reply = await request_json(nc, subjects.EXECUTE, execute("gina", "after"))
     assert reply["success"] and reply["result"]["who"] == "after"
     assert node.pool.warm_children()["gina"] != before
-
-
-@pytest.mark.parametrize("name, value", [("TENANT_WARM_RUNS", "-1"), ("TENANT_WARM_WORKERS", "0"),
-                                         ("TENANT_WARM_IDLE_SECONDS", "x")])
-def test_bad_warm_settings_are_refused_at_start(name, value):
-    with pytest.raises(ValueError, match=name):
-        Settings.from_env({name: value})
-
-
-def test_the_warm_mode_is_off_by_default():
-    assert Settings.from_env({}).tenant_warm_runs == 0
-    assert Node(Settings.from_env({}), "nats://127.0.0.1:1").pool.warm is None

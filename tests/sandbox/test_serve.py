@@ -27,3 +27,14 @@ async def test_each_run_of_a_warm_worker_gets_new_random_numbers(pool):
     draws = [(await pool.run(job(DRAW), tenant="rng")).result["x"] for _ in range(4)]
     assert len(set(draws)) == 4
     assert len(pool.warm_children()["rng"]) == 1
+
+
+async def test_children_without_the_prewarm_job_give_the_same_outcome(pool):
+    cold = SandboxPool(ready_target=1, prewarm=False)
+    await cold.start()
+    try:
+        plain = await cold.run(job())
+    finally:
+        await cold.close()
+    warm = await pool.run(job())
+    assert plain.success and (plain.signals, plain.performance) == (warm.signals, warm.performance)
