@@ -6,7 +6,6 @@ Everything a client can get wrong is caught here, before a child process is spen
 from __future__ import annotations
 
 import msgspec
-import numpy as np
 
 from contracts import (
     BarArrays,

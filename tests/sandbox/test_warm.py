@@ -9,7 +9,6 @@ import time
 
 import msgspec
 import numpy as np
-import pytest
 import pytest_asyncio
 
 from contracts import BarArrays, ErrorCode
