@@ -27,7 +27,7 @@ from contracts import BarArrays, subjects
 
 from . import cases as case_defs
 from .memory import ChildSampler
-from .procs import CLK_TCK, Proc, cpu_seconds, find_zygote, machine, spawn, wait_for_line
+from .procs import CLK_TCK, Proc, children_of, cpu_seconds, find_zygote, machine, spawn, wait_for_line
 from .profiles import Profile
 from .report import evaluate_targets
 from .stats import ratio, summarize
@@ -146,7 +146,13 @@ async def paired_phase(nc, a, b, headers: dict | None, pairs: int, seconds: floa
 
 
 class CpuMeter:
-    """CPU seconds per process between two snapshots (children = reaped children, e.g. sandbox runs)."""
+    """CPU seconds per process between two snapshots.
+
+    Sandbox children count through the zygote: the reaped ones through its cutime+cstime, the
+    live ones (ready children, warm workers) through their own utime+stime. The children's CPU of
+    a phase is reaped(after - before) + live(after) - live(before), which also holds for a child
+    alive at the first snapshot and reaped by the second.
+    """
 
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = {k: v for k, v in pids.items() if v}
@@ -158,7 +164,19 @@ class CpuMeter:
             if cpu is not None:
                 out[name] = cpu
         out["_machine"] = {"busy": machine_busy_seconds(), "wall": time.monotonic()}
+        zygote = self.pids.get("zygote")
+        if zygote:
+            out["_live_children"] = {"cpu": sum((cpu_seconds(c) or {"self": 0.0})["self"]
+                                                for c in children_of(zygote))}
         return out
+
+    @staticmethod
+    def _children(before: dict, after: dict) -> float:
+        if "zygote" not in before or "zygote" not in after:
+            return 0.0
+        reaped = after["zygote"]["children"] - before["zygote"]["children"]
+        live = after.get("_live_children", {}).get("cpu", 0.0) - before.get("_live_children", {}).get("cpu", 0.0)
+        return reaped + live
 
     def machine_share(self, before: dict, after: dict) -> dict[str, float]:
         """Share of the machine's CPU capacity (all cores) used during the phase: in total, by the
@@ -168,8 +186,8 @@ class CpuMeter:
         if wall < 0.5:  # /proc counts in clock ticks (10 ms): too coarse for a short phase
             return {}
         busy = after["_machine"]["busy"] - before["_machine"]["busy"]
-        ours = sum(after[n]["self"] - before[n]["self"] for n in after if n in before and n != "_machine")
-        ours += sum(after[n]["children"] - before[n]["children"] for n in ("zygote",) if n in after and n in before)
+        ours = sum(after[n]["self"] - before[n]["self"] for n in after if n in before and not n.startswith("_"))
+        ours += self._children(before, after)
         clamp = lambda x: round(min(1.0, max(0.0, x)), 3)  # noqa: E731
         return {"busy": clamp(busy / capacity), "bench": clamp(ours / capacity),
                 "others": clamp((busy - ours) / capacity)}
@@ -179,12 +197,11 @@ class CpuMeter:
             return {}
         out: dict[str, float] = {}
         for name in after:
-            if name not in before or name == "_machine":
+            if name not in before or name.startswith("_"):
                 continue
             out[name] = round((after[name]["self"] - before[name]["self"]) * 1000 / requests, 3)
             if name == "zygote":
-                out["sandbox_children"] = round(
-                    (after[name]["children"] - before[name]["children"]) * 1000 / requests, 3)
+                out["sandbox_children"] = round(self._children(before, after) * 1000 / requests, 3)
         out["total"] = round(sum(out.values()), 3)
         return out
 
