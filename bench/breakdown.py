@@ -326,7 +326,7 @@ async def live_split(request: bytes, runs: int, pace_s: float) -> dict[str, floa
             return call
 
     wrap_async(Endpoints, "execute", "exec_in", "exec_out")
-    wrap_async(pool_mod.SandboxPool, "_acquire", "acquire_in", "acquire_out",
+    wrap_async(pool_mod.SandboxPool, "acquire_child", "acquire_in", "acquire_out",
                lambda pool: ready_at_acquire.append(len(pool._ready)))
     wrap_async(service_mod.Node, "_respond", "respond_in", "respond_out")
     pool_mod.job_encoder = Timed(pool_mod.job_encoder, "job_encode_in", "job_encode_out", "encode")

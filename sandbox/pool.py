@@ -249,7 +249,8 @@ class SandboxPool:
             except OSError:
                 pass
 
-    async def _acquire(self) -> _Child:
+    async def acquire_child(self) -> _Child:
+        """A ready locked-down child (waiting for one if none is ready); the caller owns it."""
         if self._ready:
             child = self._ready.popleft()
         else:
@@ -294,7 +295,7 @@ class SandboxPool:
     async def run_fresh(self, job: Job, span=None) -> Outcome:
         """One one-shot child: it serves this job and is killed whatever happens."""
         payload = frame(job_encoder.encode(job))  # before taking a child: encoding may fail
-        child = await self._acquire()
+        child = await self.acquire_child()
         if span is not None:
             span.set_attribute("sandbox.child_pid", child.pid)
         try:

@@ -129,7 +129,7 @@ class TenantWorkers:
         placeholder = _Worker(child=None, tenant=tenant)  # type: ignore[arg-type]  # holds the slot
         mine.add(placeholder)
         try:
-            child = await self.pool._acquire()
+            child = await self.pool.acquire_child()
         finally:
             mine.discard(placeholder)
         worker = _Worker(child=child, tenant=tenant, last_used=time.monotonic())
