@@ -2,6 +2,22 @@
 
 It speaks the public wire contract over plain NATS request-reply, exactly like a client in any
 other language would; msgpack is used when `msgpack=True`.
+
+`bars` may be any of these shapes (see `as_bars`); all become the wire's columnar `Bars`:
+
+- a pandas DataFrame with a DatetimeIndex in any unit (s, ms, us, ns; pandas 2 or 3), tz-aware
+  (converted to UTC) or naive (read as UTC) — e.g. `pd.read_csv(f, parse_dates=["timestamp"])
+  .set_index("timestamp")`;
+- a DataFrame with a `timestamp`, `date`, `datetime` or `time` column (any case) holding
+  datetimes, dates, ISO-8601 strings or epoch numbers;
+- rows (an iterable of dicts) whose time is a `datetime`, `date`, `pd.Timestamp`, an ISO-8601
+  string or an epoch number;
+- a dict of columns (lists, numpy arrays — `datetime64` in any unit — or Series), or a numpy
+  structured array.
+
+Epoch numbers are read in the unit their magnitude says (seconds, milliseconds, microseconds or
+nanoseconds) unless `unit=` is given. Anything that cannot be converted raises `ValueError`
+naming the column and row, before anything is sent.
 """
 
 from __future__ import annotations
@@ -15,6 +31,7 @@ import numpy as np
 from contracts import (
     BacktestRequest,
     BacktestResult,
+    BarArrays,
     BarRow,
     Bars,
     ExecuteRequest,
@@ -30,33 +47,70 @@ from contracts import (
 )
 
 _MARGIN_S = 2.0
+_TIME_HINT = ("timestamp", "date", "datetime", "time")
 
 
-def as_bars(bars: Any) -> Bars | None:
-    """Bars from a `Bars`, a DataFrame (DatetimeIndex or a timestamp column), column dict or rows."""
+def _frame(bars: Any):
+    """Any supported shape as a DataFrame with a time column (not yet validated)."""
+    import pandas as pd
+
+    from backtest.loader import TIME_COLUMNS, _find
+
+    if isinstance(bars, pd.DataFrame):
+        frame = bars
+        if _find(frame, TIME_COLUMNS) is None:
+            index = frame.index
+            if isinstance(index, pd.DatetimeIndex) or str(index.name or "").strip().lower() in TIME_COLUMNS:
+                frame = frame.reset_index(names="timestamp")
+            else:
+                raise ValueError(
+                    "bars: the DataFrame has no time: give it a DatetimeIndex or one of the columns "
+                    f"{', '.join(TIME_COLUMNS)} (index is a {type(index).__name__}; columns: "
+                    f"{', '.join(map(str, frame.columns))[:200]})"
+                )
+        return frame
+    if isinstance(bars, np.ndarray):
+        if bars.dtype.names is None:
+            raise ValueError("bars: a numpy array must be a structured array with named columns "
+                             "(timestamp, open, high, low, close[, volume])")
+        return pd.DataFrame({name: bars[name] for name in bars.dtype.names})
+    if isinstance(bars, Mapping):
+        columns = {str(k): (v.to_numpy() if isinstance(v, pd.Series) else v) for k, v in bars.items()}
+        lengths = {k: len(v) for k, v in columns.items() if v is not None}
+        if len(set(lengths.values())) > 1:
+            raise ValueError("bars: columns have different lengths: "
+                             + ", ".join(f"{k}={n}" for k, n in lengths.items()))
+        return pd.DataFrame({k: v for k, v in columns.items() if v is not None})
+    if isinstance(bars, (str, bytes)):
+        raise ValueError("bars: expected a DataFrame, rows or columns, not a string "
+                         "(to read a file: backtest.loader.read_bars(path))")
+    rows = []
+    for i, row in enumerate(bars):
+        if isinstance(row, msgspec.Struct):
+            row = msgspec.structs.asdict(row)
+        if not isinstance(row, Mapping):
+            raise ValueError(f"bars: row {i} is a {type(row).__name__}, not a dict of "
+                             "timestamp, open, high, low, close[, volume]")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _wire(arrays: BarArrays) -> Bars:
+    """Epoch milliseconds on the wire; ISO-8601 text when a time has sub-millisecond precision."""
+    from contracts.bars import ns_to_isos
+
+    ts = arrays.column("timestamp")
+    stamps: list[Any] = ns_to_isos(ts) if (ts % 1_000_000).any() else (ts // 1_000_000).tolist()
+    return Bars(timestamp=stamps, **{k: arrays.column(k).tolist() for k in ("open", "high", "low", "close", "volume")})
+
+
+def as_bars(bars: Any, *, unit: str = "auto") -> Bars | None:
+    """Wire `Bars` from any shape listed in the module docstring; ValueError naming what is wrong."""
     if bars is None or isinstance(bars, Bars):
         return bars
-    if hasattr(bars, "to_dict") and hasattr(bars, "columns"):  # pandas DataFrame
-        frame = bars
-        if "timestamp" in frame.columns:
-            stamps = frame["timestamp"]
-        else:
-            stamps = frame.index
-        import pandas as pd
+    from backtest.loader import frame_to_arrays
 
-        ns = pd.to_datetime(stamps, utc=True).asi8 if not np.issubdtype(np.asarray(stamps).dtype, np.number) \
-            else np.asarray(stamps, dtype=np.int64) * 1_000_000
-        cols = {k: frame[k].astype("float64").tolist() for k in ("open", "high", "low", "close")}
-        volume = frame["volume"].astype("float64").tolist() if "volume" in frame.columns else None
-        return Bars(timestamp=(np.asarray(ns) // 1_000_000).tolist(), volume=volume, **cols)
-    if isinstance(bars, Mapping):
-        return msgspec.convert(dict(bars), Bars)
-    rows = list(bars)
-    return Bars(
-        timestamp=[r["timestamp"] for r in rows],
-        **{k: [float(r[k]) for r in rows] for k in ("open", "high", "low", "close")},
-        volume=[float(r.get("volume", 0.0)) for r in rows],
-    )
+    return _wire(frame_to_arrays(_frame(bars), source="bars", unit=unit))
 
 
 class StrategyClient:
@@ -71,10 +125,11 @@ class StrategyClient:
         return decode(msg.data, reply_type, self.kind)
 
     async def execute(self, code: str, bars: Any = None, *, market_data: Iterable[Mapping] | None = None,
-                      timeout: float | None = None, **fields: Any) -> ExecuteResult:
+                      timeout: float | None = None, unit: str = "auto", **fields: Any) -> ExecuteResult:
+        """Run `code` over `bars` (any shape `as_bars` takes; `unit` for epoch numbers)."""
         if market_data is not None:
             fields["market_data"] = msgspec.convert(list(market_data), list[BarRow])
-        req = ExecuteRequest(code=code, bars=as_bars(bars), **fields)
+        req = ExecuteRequest(code=code, bars=as_bars(bars, unit=unit), **fields)
         wait = timeout if timeout is not None else (req.timeout_ms or 10_000) / 1000 + _MARGIN_S
         return await self._request(subjects.EXECUTE, req, ExecuteResult, wait)
 
@@ -82,8 +137,9 @@ class StrategyClient:
         return await self._request(subjects.VALIDATE, ValidateRequest(code=code, **fields), ValidateResult, timeout)
 
     async def backtest(self, code: str, bars: Any = None, *, timeout: float | None = None,
-                       **fields: Any) -> BacktestResult:
-        req = BacktestRequest(code=code, bars=as_bars(bars), **fields)
+                       unit: str = "auto", **fields: Any) -> BacktestResult:
+        """Backtest `code` over `bars` (any shape `as_bars` takes) or `source=BarsRef(...)`."""
+        req = BacktestRequest(code=code, bars=as_bars(bars, unit=unit), **fields)
         wait = timeout if timeout is not None else (req.timeout_ms or 30_000) / 1000 + _MARGIN_S
         return await self._request(subjects.BACKTEST, req, BacktestResult, wait)
 
