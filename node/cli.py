@@ -38,10 +38,10 @@ def _url(args: argparse.Namespace) -> str:
 
 
 async def _client(args: argparse.Namespace):
-    from .client import connect
-    from .nats_auth import connect_options
+    from .cli_connect import connect
+    from .client import StrategyClient
 
-    return await connect(_url(args), **connect_options(os.environ))
+    return StrategyClient(await connect(args), owns_connection=True)
 
 
 def _fmt(value: Any) -> str:
@@ -150,7 +150,7 @@ async def cmd_health(args: argparse.Namespace) -> int:
     try:
         client = await _client(args)
     except Exception as exc:  # noqa: BLE001
-        print(f"cannot reach NATS at {_url(args)}: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # CliError: one line naming the URL and the fix
         return 2
     try:
         node_id = args.node or (os.environ.get("NODE_ID") if args.ready else None)
@@ -175,6 +175,8 @@ async def cmd_health(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strategy-node", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks and NATS connection errors (accepted after the command too)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="serve strategy.v1.* (embedded nats-server when NATS_URL is unset)")
@@ -213,7 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    from . import cli_connect
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cli_connect.debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     if args.command == "run":
         from .serve import run
 
@@ -226,7 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # e.g. `strategy-node result ID | head`: the reader has had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except KeyboardInterrupt:
+        code = 130
     except Exception as exc:  # noqa: BLE001
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if cli_connect.debug:
+            raise
+        reason = cli_connect.explain(exc, cli_connect.url_of(args))
+        print(f"error: {reason or f'{type(exc).__name__}: {exc}'}", file=sys.stderr)
+        if reason is None:
+            print("(run again with --debug for the traceback)", file=sys.stderr)
         code = 2
     sys.exit(code)

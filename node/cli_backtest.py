@@ -95,12 +95,16 @@ def register(sub: Any) -> None:
 
 # -- bars ---------------------------------------------------------------------------------------
 async def _connect(args: argparse.Namespace):
-    import nats
+    """A connection to a server with JetStream (the bar store lives there), or one clear line why not."""
+    from .cli_connect import connect, require_jetstream, url_of
 
-    from .cli import _url
-    from .nats_auth import connect_options
-
-    return await nats.connect(_url(args), **connect_options(os.environ))
+    nc = await connect(args)
+    try:
+        await require_jetstream(nc, url_of(args))
+    except BaseException:
+        await nc.close()
+        raise
+    return nc
 
 
 async def cmd_bars_load(args: argparse.Namespace) -> int:

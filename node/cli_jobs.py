@@ -20,11 +20,16 @@ def _url(args: argparse.Namespace) -> str:
 
 
 async def _connect(args: argparse.Namespace):
-    import nats
+    """A connection to a server with JetStream (durable jobs live there), or one clear line why not."""
+    from .cli_connect import connect, require_jetstream
 
-    from .nats_auth import connect_options
-
-    return await nats.connect(_url(args), allow_reconnect=False, **connect_options(os.environ))
+    nc = await connect(args)
+    try:
+        await require_jetstream(nc, _url(args))
+    except BaseException:
+        await nc.close()
+        raise
+    return nc
 
 
 def _bars(path: str) -> dict[str, list]:
@@ -68,11 +73,7 @@ async def cmd_result(args: argparse.Namespace) -> int:
     from .cli import _emit_json, print_execute, print_performance
     from .jobs_client import result
 
-    try:
-        nc = await _connect(args)
-    except Exception as exc:  # noqa: BLE001
-        print(f"cannot reach NATS at {_url(args)}: {exc}", file=sys.stderr)
-        return 2
+    nc = await _connect(args)
     try:
         res = await result(nc, args.job_id, wait=args.wait)
     finally:
