@@ -4,7 +4,13 @@ Shape of a request (same as execute): decode → language → limits → compile
 sandbox Job(kind="backtest", options) → reply. The child runs the strategy and the backtest
 engine (sandbox.runtime): a vectorized strategy (one Series/array of signals) is called once;
 a strategy returning one signal string is walked bar by bar over growing prefixes, so the signal
-of bar i can only depend on bars 0..i. Bars reach the child as columnar bytes (`BarArrays`).
+of bar i can only depend on bars 0..i. The first call (the probe, on every bar) tells the two
+apart; when it returns one signal, the child answers `walk` and the node runs the walk in a
+fresh child (`Job.walk`; never a warm worker, never the probe's process), where every call gets
+its own module globals, parameters and frame. Nothing the probe left in its process (numpy's
+error callback, suspended generators, classes, caches) can reach a walk call; a sweep chunk's
+walked points are probed in the chunk's child and each walked in a fresh one.
+Bars reach the child as columnar bytes (`BarArrays`).
 
 Bars
 ----
@@ -25,8 +31,9 @@ one backtest per grid point with the parameters `{**parameters, **point}` and ra
 failed (the rows still say why). `timeout_ms` is the budget of each point, not of the sweep.
 
 Points are run in chunks: one sandbox child runs up to `MAX_CHUNK` points one after another
-(sandbox.runtime.run_points; every point a fresh module, API and frame, so points cannot see
-each other). A fresh child per point costs about as much as the point itself on 100k bars
+(sandbox.runtime.run_points; every point a fresh module, API and frame, and the process
+scrubbed back to its baseline between points by sandbox.hygiene, so points cannot see or
+change each other). A fresh child per point costs about as much as the point itself on 100k bars
 (fork, lock-down, first-touch page faults); chunks amortize that. A chunk whose child dies
 (deadline = min(points × budget, the node's max timeout), crash, memory) or stops short has its
 missing points re-run one per child with their own budget, so no point's result depends on the
@@ -333,9 +340,14 @@ class Backtesting:
                 result = await self._sweep(req, compiled, bars, budget_ms, memory_mb, local_only=not sweeps)
             else:
                 timeout_ms = self.endpoints._remaining_ms(received, budget_ms)
-                outcome = await self.pool.run(self._job(req, compiled, bars, req.parameters,
-                                                        req.options, timeout_ms, memory_mb),
-                                              tenant=req.user_id)
+                job = self._job(req, compiled, bars, req.parameters, req.options, timeout_ms, memory_mb)
+                outcome = await self.pool.run(job, tenant=req.user_id)
+                if outcome.walk:
+                    # the probe saw every bar; the walk runs in a fresh child of its own (never
+                    # a warm worker), with what is left of the request's budget
+                    job = msgspec.structs.replace(
+                        job, walk=True, timeout_ms=self.endpoints._remaining_ms(received, budget_ms))
+                    outcome = await self.pool.run(job)
                 result = BacktestResult(
                     success=outcome.success, performance=outcome.performance,
                     signals_count=outcome.signals_count, bars=bars.count, logs=outcome.logs,
@@ -444,9 +456,11 @@ class Backtesting:
                 return await self.pool.run(job)
             return await run_admitted_patiently(self.points, lambda: self.pool.run(job))
 
-        async def one(point: dict[str, Any]) -> SweepRow:
-            job = msgspec.structs.replace(base, parameters={**merged, **point}, points=None)
+        async def one(point: dict[str, Any], walk: bool = False) -> SweepRow:
+            job = msgspec.structs.replace(base, parameters={**merged, **point}, points=None, walk=walk)
             outcome = await run_job(job)
+            if outcome.walk:  # the probe saw every bar: the walk gets a fresh child of its own
+                outcome = await run_job(msgspec.structs.replace(job, walk=True))
             return SweepRow(parameters=point, performance=outcome.performance, error=outcome.error)
 
         async def chunk_rows(chunk: list[dict[str, Any]]) -> list[SweepRow]:
@@ -459,6 +473,9 @@ class Backtesting:
             done = outcome.points or []
             rows = [SweepRow(parameters=p, performance=o.performance, error=o.error)
                     for p, o in zip(chunk, done)]
+            for k, o in enumerate(done):
+                if o.walk:  # probed in the chunk's child; walked in a fresh one, never there
+                    rows[k] = await one(chunk[k], walk=True)
             for point in chunk[len(rows):]:
                 rows.append(await one(point))
             return rows

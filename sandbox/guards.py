@@ -174,6 +174,10 @@ def check_value(value: Any) -> Any:
         return value
     if vt in _DENIED_VALUE_TYPES:
         raise violation(f"{vt.__name__} objects are not available in strategies")
+    if isinstance(value, _NDARRAY):
+        # an ndarray subclass (np.matrix from np.r_['r', ...], recarray, memmap, chararray):
+        # the policy offers plain arrays only
+        raise violation(f"numpy.{vt.__name__} objects are not available in strategies; use plain arrays")
     if isinstance(value, types.ModuleType):
         return _module_result(value)
     if isinstance(value, type):
@@ -252,9 +256,24 @@ def _decide(owner: type, name: str) -> int:
         if rule == "attribute names must be strings":
             raise TypeError(rule)
         raise violation(rule)
-    if len(_DECISIONS) < _DECISIONS_MAX:
+    # A strategy's own classes are never cached: a cache key would keep the class (and whatever
+    # it holds) alive past its run. Their rule is the cheap first lines of attribute_rule.
+    if len(_DECISIONS) < _DECISIONS_MAX and not _is_user_class(owner):
         _DECISIONS[(owner, name)] = rule
     return rule
+
+
+def decisions_snapshot() -> dict[Any, int]:
+    """A copy of the attribute-decision cache (sandbox.hygiene's baseline)."""
+    return dict(_DECISIONS)
+
+
+def restore_decisions(snapshot: dict[Any, int]) -> None:
+    """Put the decision cache back to `snapshot`: entries added since (whose owner classes may
+    have been created by a strategy, e.g. through a library factory) are dropped."""
+    if len(_DECISIONS) != len(snapshot):
+        _DECISIONS.clear()
+        _DECISIONS.update(snapshot)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,10 @@ class Job(msgspec.Struct, array_like=True):
     # `parameters`), run one after another in this one child; see runtime.run_points.
     points: list[dict[str, Any]] | None = None
     keep: bool = False  # a warm worker: wait for another job after this one instead of exiting
+    # kind "backtest" only: walk the strategy bar by bar without the full-series probe call.
+    # The node sends this to a fresh child after a probe answered `Outcome.walk`, so the walk
+    # never shares a process with a call that saw every bar (runtime.Run._walk).
+    walk: bool = False
 
 
 class PointOutcome(msgspec.Struct, array_like=True):
@@ -55,6 +59,7 @@ class PointOutcome(msgspec.Struct, array_like=True):
     performance: Performance | None = None
     error: ErrorInfo | None = None
     signals_count: int = 0
+    walk: bool = False  # the probe returned one signal: the node walks this point in a fresh child
 
 
 class Outcome(msgspec.Struct, array_like=True):
@@ -69,6 +74,12 @@ class Outcome(msgspec.Struct, array_like=True):
     run_ms: float = 0.0
     points: list[PointOutcome] | None = None  # a sweep chunk's results, in order (may stop short)
     cpu_ms: float = 0.0  # the process's CPU time so far (a warm worker's budget is its lifetime's)
+    # A backtest's probe returned one signal for the last bar: nothing else here is a result; the
+    # node runs the job again with `walk=True` in a fresh child (never in this process).
+    walk: bool = False
+    # A warm worker that could not prove its process clean after this run (sandbox.hygiene):
+    # the node retires it instead of handing it another run.
+    retire: bool = False
 
 
 job_encoder = msgspec.msgpack.Encoder()

@@ -29,7 +29,7 @@ from contracts import BacktestOptions, BarArrays, ErrorCode, ErrorInfo, Executio
 from contracts.bars import ns_to_isos
 
 from .api import SIGNAL_NAMES, OutputLimitExceeded, StrategyApi, signal_code
-from . import guards
+from . import guards, hygiene
 from .compiler import CompiledStrategy
 from .protocol import Job, Outcome, PointOutcome
 from .restricted import build_globals
@@ -145,6 +145,9 @@ class Run:
         self.per_bar: np.ndarray | None = None
         self.raw_signals: Any = None  # a backtest's vectorized return, for its warm-up
         self.result: Any = None
+        self.needs_walk = False  # the probe returned one signal: walk in a fresh child
+        # Every call gets its own copy of the parameters, decoded afresh (nested values too).
+        self._params = msgspec.msgpack.encode(job.parameters)
 
     # -- execution ----------------------------------------------------------------------
     def _globals(self, with_data: bool) -> dict[str, Any]:
@@ -152,8 +155,8 @@ class Run:
             "signal": self.api.signal,
             "indicator": self.api.indicator,
             "log": self.api.log,
-            "params": dict(self.job.parameters),
-            "parameters": dict(self.job.parameters),
+            "params": self.fresh_params(),
+            "parameters": self.fresh_params(),
             "symbol": self.job.symbol,
             "timeframe": self.job.timeframe,
         }
@@ -164,6 +167,9 @@ class Run:
             api.update(self._accessors())
         return build_globals(api, self.api.write_line)
 
+    def fresh_params(self) -> dict[str, Any]:
+        return msgspec.msgpack.decode(self._params)
+
     def _accessors(self) -> dict[str, Any]:
         frames = {(sym, self.job.timeframe): frame_of(arr) for sym, arr in (self.job.universe or {}).items()}
         if self.job.symbol and (self.job.symbol, self.job.timeframe) not in frames:
@@ -173,6 +179,9 @@ class Run:
     def execute(self) -> None:
         style = self.compiled.style
         walking = self.job.kind == "backtest" and style == "function"
+        if walking and self.job.walk:
+            self._walk()
+            return
         env = self._globals(with_data=style == "script" or not walking)
         exec(self.compiled.code, env)
         _raise_violation()
@@ -189,32 +198,46 @@ class Run:
 
     def _call_strategy(self, fn: Any, walking: bool) -> None:
         wants_params = getattr(getattr(fn, "__code__", None), "co_argcount", 1) >= 2
-        params = dict(self.job.parameters)
-        call = (lambda data: fn(data, params)) if wants_params else fn
         n = len(self.frame)
         # Only a walk reads self.frame again (signals and metrics use self.columns): otherwise
         # the strategy may have the frame itself.
-        ret = call(self.frame.copy() if walking else self.frame)
+        data = self.frame.copy() if walking else self.frame
+        ret = fn(data, self.fresh_params()) if wants_params else fn(data)
         if walking:
             self.raw_signals = ret
         if not walking or _per_bar(ret, n) is not None:
             self._take(ret, n)
             return
-        # A per-bar-string strategy: walk it, each call seeing only the bars up to its own.
-        # The probe call above saw every bar, so whatever it left behind (module globals,
-        # marks, logs) is dropped: the walk runs on a freshly executed module, so no signal
-        # can depend on a bar after its own.
+        # One signal for the last bar: the strategy is walked bar by bar. This call saw every
+        # bar, so the walk never runs in this process (whatever this call left behind: numpy's
+        # error callback, suspended generators, classes, caches): the node sends the job again
+        # with `walk=True` to a fresh child (see _walk).
         self.raw_signals = None
-        self.api.marks.clear()
-        self.api.logs.clear()
-        self.api.indicators.clear()
-        env = self._globals(with_data=False)
-        exec(self.compiled.code, env)
-        fn = env["strategy"]
-        call = (lambda data: fn(data, params)) if wants_params else fn
+        self.needs_walk = True
+
+    def _walk(self) -> None:
+        """Call the strategy once per bar, each call on the bars up to its own.
+
+        Every call gets its own module globals (the module is executed again), its own
+        parameters and its own frame, so nothing but what earlier bars' calls left in the
+        process can reach it, and those saw fewer bars. What the module's top level emits
+        (log lines) counts once: the first execution's output is kept, later ones' dropped.
+        """
+        n = len(self.frame)
         codes = np.zeros(n, dtype=np.int8)
+        api = self.api
         for i in range(n):
-            ret = call(self.frame.iloc[: i + 1].copy())
+            lines, log_bytes = len(api.logs), api._log_bytes
+            env = self._globals(with_data=False)
+            exec(self.compiled.code, env)
+            _raise_violation()
+            if i:
+                del api.logs[lines:]
+                api._log_bytes = log_bytes
+            fn = env["strategy"]
+            data = self.frame.iloc[: i + 1].copy()
+            wants_params = getattr(getattr(fn, "__code__", None), "co_argcount", 1) >= 2
+            ret = fn(data, self.fresh_params()) if wants_params else fn(data)
             _raise_violation()
             codes[i] = signal_code(ret.get("signal") if isinstance(ret, dict) else ret)
         self.per_bar = codes
@@ -317,16 +340,22 @@ def _raise_violation() -> None:
 def run_points(job: Job) -> Outcome:
     """A sweep chunk: one backtest per parameter set of `job.points`, in this one child.
 
-    Each point is a separate `run` (fresh module globals, API and frame), so points cannot see
-    each other's state. After a memory-limit failure the rest is not run (the soft address-space
-    limit was lifted to report it); the node runs points missing from `points` on their own.
+    Each point is a separate `run` (fresh module globals, API and frame), and between two points
+    the process is scrubbed back to its baseline (sandbox.hygiene), so points cannot see or
+    change each other's state. A point whose strategy must be walked comes back `walk=True`:
+    the node walks it in a fresh child. After a memory-limit failure, or a scrub that cannot
+    show the process clean, the rest is not run (the soft address-space limit was lifted to
+    report it); the node runs points missing from `points` on their own, each in a fresh child.
     """
     started = time.perf_counter()
     rows: list[PointOutcome] = []
-    for parameters in job.points or []:
+    points = job.points or []
+    for k, parameters in enumerate(points):
+        if k and not hygiene.scrub():
+            break
         one = run(msgspec.structs.replace(job, parameters=parameters, points=None))
         rows.append(PointOutcome(performance=one.performance, error=one.error,
-                                 signals_count=one.signals_count))
+                                 signals_count=one.signals_count, walk=one.walk))
         if one.error is not None and one.error.code == ErrorCode.MEMORY_LIMIT:
             break
     return Outcome(success=True, points=rows, run_ms=(time.perf_counter() - started) * 1000.0)
@@ -349,6 +378,8 @@ def run(job: Job) -> Outcome:
         api = run_state.api
         if api.exceeded:
             raise ExecutionError(ErrorCode.OUTPUT_LIMIT, f"output limit reached: {api.exceeded}")
+        if run_state.needs_walk:
+            return Outcome(success=True, walk=True, run_ms=(time.perf_counter() - started) * 1000.0)
         codes = run_state.codes()
         backtesting = job.kind == "backtest"
         outcome = Outcome(

@@ -7,6 +7,7 @@ import resource
 
 import numpy as np
 
+from . import hygiene
 from .lockdown import limit_run
 from .protocol import HEADER, MAX_FRAME, Job, frame, job_decoder, job_encoder
 from .runtime import run
@@ -52,14 +53,23 @@ def _cpu_ms() -> float:
 def serve(fd: int, baseline: int, prewarm: Job | None = None) -> None:
     if prewarm is not None:
         run(prewarm)  # our own trusted job: takes the first-run page faults off the request path
+    captured = False
     while True:
         job = _read_job(fd)
         if job is None:
             return
+        if not captured and (job.keep or job.points):
+            # What every later run of this process (a warm worker's, a sweep point's) starts
+            # from: taken before any untrusted code ran here. A one-shot run does not need it.
+            hygiene.capture()
+            captured = True
         limit_run(baseline, job.memory_mb, job.timeout_ms / 1000.0)
         _reseed()
         outcome = run(job)
         if job.keep:
+            # Before the reply, under this run's deadline: whatever the run left behind is
+            # finalized and reset now, not during the next run (sandbox.hygiene).
+            outcome.retire = not hygiene.scrub()
             outcome.cpu_ms = _cpu_ms()
         _write_all(fd, frame(job_encoder.encode(outcome)))
         if not job.keep:

@@ -87,7 +87,7 @@ class TenantWorkers:
         worker.runs += 1
         worker.cpu_ms = outcome.cpu_ms
         worker.last_used = time.monotonic()
-        damaged = outcome.error is not None and outcome.error.code in RETIRING_ERRORS
+        damaged = outcome.retire or (outcome.error is not None and outcome.error.code in RETIRING_ERRORS)
         if last or not answered or damaged:
             self._retire(worker)
         else:
