@@ -8,7 +8,8 @@ import os
 import sys
 
 from .config import Settings
-from .embedded import EmbeddedServer, free_port
+from . import local
+from .embedded import EmbeddedServer
 from .logs import setup
 from .service import Node
 
@@ -18,19 +19,18 @@ log = logging.getLogger("node")
 async def serve(settings: Settings) -> int:
     embedded: EmbeddedServer | None = None
     url = settings.nats_url
-    if url is None:
-        port = settings.embedded_port
-        if port:
-            try:
-                import socket
-
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    port = free_port()  # something already listens there
-            except OSError:
-                pass
-        embedded = EmbeddedServer(port=port or None, store_dir=settings.embedded_store).start()
-        url = embedded.url
-        print(f"embedded nats-server (JetStream) listening: NATS_URL={url}", flush=True)
+    if url is None:  # node/local.py: a persistent data directory, or join the server on the port
+        try:
+            found = local.broker(settings, os.environ)
+        except local.PortTaken as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        embedded, url = found.server, found.url
+        print(found.message, flush=True)
+    configured = settings.heartbeat_file
+    settings, heartbeat = local.claim_heartbeat(settings)  # each node's heartbeat file is its own
+    if heartbeat.path != configured:
+        print(f"heartbeat file {heartbeat.path} (another node holds the configured one)", flush=True)
     try:  # a heartbeat left by a previous container (/tmp survives restarts in a pod) is not ours
         os.unlink(settings.heartbeat_file)
     except OSError:
@@ -41,12 +41,14 @@ async def serve(settings: Settings) -> int:
     except Exception as exc:  # noqa: BLE001
         log.error("node failed to start: %s", exc)
         await node.pool.close()
+        heartbeat.release()
         if embedded:
             embedded.close()
         return 1
     node.install_signal_handlers()
     print(f"strategy node {settings.node_id} ready on {url} (subjects strategy.v1.*)", flush=True)
     await node.wait_stopped()
+    heartbeat.release()
     if embedded:
         embedded.close()
     return 0

@@ -140,7 +140,9 @@ class SandboxPool:
             "NUMEXPR_NUM_THREADS": "1",
         }
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.zygote"], env=env, pass_fds=[zygote_end.fileno()],
+            # not `-m sandbox.zygote`: importing the package already imports the module (this
+            # pool needs its constants), and runpy would warn about it on every node start
+            [sys.executable, "-c", "from sandbox.zygote import main; main()"], env=env, pass_fds=[zygote_end.fileno()],
             stdin=subprocess.DEVNULL, start_new_session=True, cwd="/",
         )
         zygote_end.close()

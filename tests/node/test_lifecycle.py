@@ -67,9 +67,10 @@ async def test_sigterm_answers_every_request_in_flight_then_exits_zero():
         assert "draining" in output
 
 
-async def test_without_nats_url_the_node_embeds_a_nats_server_and_prints_its_url():
+async def test_without_nats_url_the_node_embeds_a_nats_server_and_prints_its_url(tmp_path):
     port = free_port()
-    proc = start_node({"EMBEDDED_NATS_PORT": str(port), "NODE_ID": "embedded"})
+    proc = start_node({"EMBEDDED_NATS_PORT": str(port), "NODE_ID": "embedded",
+                       "EMBEDDED_NATS_STORE": str(tmp_path / "store")})
     try:
         url = None
         deadline = time.monotonic() + 60
