@@ -58,6 +58,9 @@ class StrategyApi:
         self.logs: list[str] = []
         self._log_bytes = 0
         self.exceeded: str | None = None
+        # A walk call sees bars 0..n_bars-1 and may mark only its own bar, `floor` (runtime._walk):
+        # marking an earlier bar would let it rewrite a past signal with what it sees now.
+        self.floor = 0
 
     # -- limits -------------------------------------------------------------------------
     def _exceed(self, what: str) -> None:
@@ -73,13 +76,19 @@ class StrategyApi:
             i = i + self.n_bars if i < 0 else i
             if not 0 <= i < self.n_bars:
                 raise ExecutionError(ErrorCode.RUNTIME_ERROR, f"signal(at={at}) is outside the {self.n_bars} bars")
-            return i
+            return self._not_past(i)
         stamp = getattr(at, "value", None)  # pandas Timestamp -> epoch ns
         if isinstance(stamp, (int, np.integer)):
-            i = int(np.searchsorted(self.index_ns, stamp))
+            i = int(np.searchsorted(self.index_ns[: self.n_bars], stamp))
             if i < self.n_bars and self.index_ns[i] == stamp:
-                return i
+                return self._not_past(i)
         raise ExecutionError(ErrorCode.RUNTIME_ERROR, "signal(at=...) takes a bar position or one of the bars' timestamps")
+
+    def _not_past(self, i: int) -> int:
+        if i < self.floor:
+            raise ExecutionError(ErrorCode.RUNTIME_ERROR,
+                                 f"signal(at=...) for bar {i}: a walked call may only signal its own bar ({self.floor})")
+        return i
 
     def signal(self, type: Any, reason: Any = None, price: Any = None, quantity: Any = None, at: Any = None) -> None:
         if self.n_bars == 0:

@@ -47,6 +47,7 @@ from . import guards
 MAX_PASSES = 4
 
 _EXTOBJ = _ufunc_config._extobj_contextvar
+_BASE_EXTOBJ = _EXTOBJ.get()
 _UNSTABLE = (
     "ADX", "ATR", "CMO", "DX", "EMA", "HT_DCPERIOD", "HT_DCPHASE", "HT_PHASOR", "HT_SINE",
     "HT_TRENDLINE", "HT_TRENDMODE", "KAMA", "MAMA", "MINUS_DI", "MINUS_DM", "NATR",
@@ -98,6 +99,16 @@ def capture() -> None:
         decisions=guards.decisions_snapshot(),
         decimal_context=decimal.getcontext().copy() if decimal is not None else None,
     )
+
+
+def reset_numpy() -> None:
+    """numpy's error modes, error callback and buffer size back to the baseline.
+
+    Called after every strategy call, before the runtime computes anything from its return, so
+    an `np.errstate` left open by the strategy (a suspended generator) cannot make the signal
+    and metric code raise, or hand its floating-point events to a strategy callback.
+    """
+    _EXTOBJ.set(_BASE_EXTOBJ if _baseline is None else _baseline.extobj)
 
 
 def _collect() -> bool:

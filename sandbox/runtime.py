@@ -203,6 +203,7 @@ class Run:
         # the strategy may have the frame itself.
         data = self.frame.copy() if walking else self.frame
         ret = fn(data, self.fresh_params()) if wants_params else fn(data)
+        hygiene.reset_numpy()
         if walking:
             self.raw_signals = ret
         if not walking or _per_bar(ret, n) is not None:
@@ -227,6 +228,7 @@ class Run:
         codes = np.zeros(n, dtype=np.int8)
         api = self.api
         for i in range(n):
+            api.n_bars, api.floor = i + 1, i  # signal() sees this call's bars and marks only bar i
             lines, log_bytes = len(api.logs), api._log_bytes
             env = self._globals(with_data=False)
             exec(self.compiled.code, env)
@@ -238,8 +240,10 @@ class Run:
             data = self.frame.iloc[: i + 1].copy()
             wants_params = getattr(getattr(fn, "__code__", None), "co_argcount", 1) >= 2
             ret = fn(data, self.fresh_params()) if wants_params else fn(data)
+            hygiene.reset_numpy()
             _raise_violation()
             codes[i] = signal_code(ret.get("signal") if isinstance(ret, dict) else ret)
+        api.n_bars, api.floor = n, 0
         self.per_bar = codes
 
     def _take(self, ret: Any, n: int) -> None:
@@ -311,6 +315,8 @@ class Run:
         `indicator()` series has a value, whichever is latest. A walked per-bar strategy and a
         script that registers no indicator have no warm-up (0)."""
         n = len(self.frame)
+        if self.job.walk:
+            return 0  # the walk's last call saw every bar: its indicators must not pick the start
         firsts = [0]
         raw = self.raw_signals
         if isinstance(raw, pd.DataFrame):
@@ -374,6 +380,7 @@ def run(job: Job) -> Outcome:
             run_state.execute()
         except OutputLimitExceeded:
             pass
+        hygiene.reset_numpy()  # nothing the strategy left open applies to the signal/metric code
         _raise_violation()
         api = run_state.api
         if api.exceeded:
