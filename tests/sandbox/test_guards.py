@@ -442,3 +442,84 @@ def test_metaclass_refuses_library_and_builtin_bases(base: type) -> None:
 def test_metaclass_refuses_private_namespace_entries() -> None:
     refused(guards.sandbox_metaclass, "X", (), {"__module__": "m", "__array_interface__": {}})
     refused(guards.sandbox_metaclass, "X", (), {"__module__": "m", "__getattr__": len})
+
+
+# --- nothing a strategy creates outlives its run in the guards' caches ------------------------
+
+
+def test_the_decision_cache_never_keeps_a_strategy_class() -> None:
+    import gc
+    import weakref
+
+    cls = user_class("class Holder:\n    blob = [1, 2, 3]\n    def __init__(self):\n        self.value = 1\n",
+                     "Holder")
+    instance = cls()
+    assert guards.guarded_getattr(instance, "value") == 1
+    assert guards.guarded_getattr(cls, "blob") == [1, 2, 3]
+    assert not any(owner is cls for owner, _ in guards.decisions_snapshot())
+    ref = weakref.ref(cls)
+    del cls, instance
+    gc.collect()
+    assert ref() is None
+
+
+def test_restoring_the_decision_cache_drops_entries_added_since_the_snapshot() -> None:
+    class Made:  # as a library factory could build one on a strategy's behalf
+        value = 1
+
+    snapshot = guards.decisions_snapshot()
+    guards.guarded_getattr(Made, "value")
+    assert any(owner is Made for owner, _ in guards.decisions_snapshot())
+    guards.restore_decisions(snapshot)
+    assert guards.decisions_snapshot() == snapshot
+
+
+def test_an_ndarray_subclass_is_refused_wherever_a_guard_sees_it() -> None:
+    matrix = np.r_["r", [1, 2]]
+    assert type(matrix) is np.matrix
+    refused(guards.check_value, matrix)
+    refused(guards.guarded_getitem, np.r_, ("r", [1, 2]))
+    refused(guards.guarded_getitem, np.c_, ("c", [1, 2]))
+    refused(guards.guarded_getitem, np.r_, ("c", [1, 2], [3, 4]))
+    assert type(guards.guarded_getitem(np.r_, ([1], [2]))) is np.ndarray
+
+
+def test_no_module_surface_exposes_a_shared_mutable_object() -> None:
+    """What strategies can reach through the proxies (two class levels deep) holds no list,
+    dict, set or array that every run would share: a place one run could leave data for the
+    next (or poison it). Values rebuilt on each access (ufunc.types) are not shared."""
+    from sandbox.proxies import ModuleProxy, proxy_surface
+
+    mutable = (list, dict, set, bytearray, np.ndarray, pd.DataFrame, pd.Series)
+    seen: set[int] = set()
+    shared: list[str] = []
+
+    def scan(path: str, obj: object, depth: int) -> None:
+        if id(obj) in seen or depth > 2:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, mutable):
+            shared.append(path)
+            return
+        if isinstance(obj, ModuleProxy):
+            for key, value in proxy_surface(obj).items():
+                scan(f"{path}.{key}", value, depth)
+            return
+        owner = obj if isinstance(obj, type) else type(obj)
+        for name in dir(obj):
+            if name.startswith("_") or type(guards.attribute_rule(owner, name)) is str:
+                continue
+            try:
+                with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+                    __import__("warnings").simplefilter("ignore")
+                    first, again = getattr(obj, name), getattr(obj, name)
+            except Exception:  # noqa: BLE001 - a property that needs an instance
+                continue
+            if isinstance(first, mutable) and not callable(first) and first is again:
+                shared.append(f"{path}.{name}")
+            elif isinstance(first, (type, ModuleProxy)):
+                scan(f"{path}.{name}", first, depth + 1)
+
+    for path, proxy in MODULE_PROXIES.items():
+        scan(path, proxy, 0)
+    assert shared == []
