@@ -13,7 +13,7 @@ import msgspec
 
 from contracts import ExecuteResult, Performance
 
-from . import cli_backtest, cli_jobs
+from . import cli_backtest, cli_jobs, cli_run, cli_screen
 
 
 def _parse_value(text: str) -> Any:
@@ -28,9 +28,35 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--param takes key=value, got {item!r}")
+            raise SystemExit(f"error: --param takes key=value, got {item!r}")
         params[key] = _parse_value(value)
     return params
+
+
+def param_hint(params: dict[str, Any]) -> str | None:
+    """Why a strategy may have failed on a --param: text where a number was probably meant."""
+    texts = [f"{k}={v!r}" for k, v in params.items() if isinstance(v, str)]
+    if not texts:
+        return None
+    return (f"note: {', '.join(texts)} reached the strategy as text; --param values are read as JSON "
+            f"(fast=10, ratio=0.5, on=true, xs=[1,2]), anything else stays a string")
+
+
+def read_strategy(path: str) -> str:
+    """A strategy file's source; a readable refusal for an empty one (before any request)."""
+    with open(path, encoding="utf-8") as fh:
+        code = fh.read()
+    if not code.strip():
+        raise SystemExit(f"error: {path} is empty: a strategy defines strategy(data), "
+                         f"classify_symbol(symbol), or top-level code over df")
+    return code
+
+
+def error_line(error: Any) -> str:
+    """An error's message with its strategy line, named once."""
+    if error.line and f"line {error.line}" not in error.message:
+        return f"{error.message} (line {error.line})"
+    return error.message
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -52,12 +78,26 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_execute(result: ExecuteResult, out=sys.stdout) -> None:
+def metrics_mean_something(result: ExecuteResult, last_bar: str | None = None) -> bool:
+    """Backtest metrics are shown for trades, not for a lone signal on the last bar."""
+    p = result.performance
+    if p is None or not result.signals or not p.total_trades:
+        return False
+    return not (last_bar is not None and all(s.timestamp == last_bar for s in result.signals))
+
+
+def print_execute(result: ExecuteResult, out=None, *, last_bar: str | None = None,
+                  params: dict[str, Any] | None = None) -> None:
+    out = out or sys.stdout
     status = "ok" if result.success else f"FAILED {result.error.code}"
     print(f"{status}  ({result.execution_time_ms:.2f} ms on {result.node_id})", file=out)
     if result.error:
-        where = f" (line {result.error.line})" if result.error.line else ""
-        print(f"  error: {result.error.message}{where}", file=out)
+        print(f"  error: {error_line(result.error)}", file=out)
+        hint = param_hint(params or {}) if result.error.code == "RUNTIME_ERROR" else None
+        if hint:
+            print(f"  {hint}", file=out)
+    if result.success and not result.signals and result.result is None:
+        print("no signals", file=out)
     if result.signals:
         print(f"signals ({len(result.signals)}):", file=out)
         for s in result.signals[-20:]:
@@ -68,15 +108,21 @@ def print_execute(result: ExecuteResult, out=sys.stdout) -> None:
     if result.indicators:
         print("indicators: " + ", ".join(f"{k} (last {_fmt(v[-1] if v else None)})"
                                          for k, v in result.indicators.items()), file=out)
-    if result.performance:
+    if metrics_mean_something(result, last_bar):
         print_performance(result.performance, out)
+    elif result.signals:
+        print("performance: not shown (no completed trade from one signal on the last bar; return a "
+              "Series/array per bar, or use `strategy-node backtest`, for metrics)"
+              if last_bar is not None and all(s.timestamp == last_bar for s in result.signals)
+              else "performance: no trades from these signals", file=out)
     if result.result is not None:
         print(f"result: {json.dumps(result.result)[:500]}", file=out)
     for line in result.logs[-20:]:
         print(f"  log: {line}", file=out)
 
 
-def print_performance(p: Performance, out=sys.stdout) -> None:
+def print_performance(p: Performance, out=None) -> None:
+    out = out or sys.stdout
     rows = [
         ("total return %", p.total_return), ("buy & hold %", p.buy_and_hold_return),
         ("max drawdown %", p.max_drawdown), ("sharpe", p.sharpe_ratio), ("sortino", p.sortino_ratio),
@@ -92,28 +138,53 @@ def _emit_json(obj: Any) -> None:
     sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
 
 
-async def cmd_exec(args: argparse.Namespace) -> int:
-    from backtest.loader import read_bars
+CLASSIFY_NEEDS = (
+    "{path} defines classify_symbol(symbol), a raw-data strategy that reads bars by symbol. Run it over "
+    "stored bars with `strategy-node screen {path} --symbols SYMBOL [...] --timeframe 1d` (store them first "
+    "with `strategy-node bars load FILE.csv --symbol SYMBOL --timeframe 1d`), or give exec --symbol SYMBOL "
+    "(with --bars FILE.csv to use that file as SYMBOL's bars)"
+)
 
-    code = open(args.strategy, encoding="utf-8").read()
-    arrays = read_bars(args.bars)
-    ts = arrays.column("timestamp")
-    bars = {
-        "timestamp": (ts // 1_000_000).tolist(),
-        **{k: arrays.column(k).tolist() for k in ("open", "high", "low", "close", "volume")},
-    }
+
+async def cmd_exec(args: argparse.Namespace) -> int:
+    from .cli_backtest import _inline_bars
+    from .cli_screen import defines, print_screen, screen
+
+    code = read_strategy(args.strategy)
+    params = parse_params(args.param)
+    classify = defines(code, "classify_symbol") and not defines(code, "strategy")
+    if classify and not args.symbol:
+        raise SystemExit("error: " + CLASSIFY_NEEDS.format(path=args.strategy))
+    if classify and not args.bars:  # the symbol's stored bars: a one-symbol screen
+        result = await screen(args, code, [args.symbol])
+        _emit_json(result) if args.json else print_screen(result, args.timeframe or "1d")
+        return 0 if result.success and not result.results[0].error else 1
+    if not args.bars:
+        raise SystemExit("error: exec needs --bars FILE.csv (timestamp,open,high,low,close[,volume]); "
+                         "for bars already in the store use `strategy-node backtest FILE --symbol S`")
+    bars = _inline_bars(args.bars)
+    timeframe = args.timeframe or ("1d" if classify else "")
     client = await _client(args)
     try:
-        result = await client.execute(code, bars, symbol=args.symbol or "", timeframe=args.timeframe or "",
-                                      parameters=parse_params(args.param), timeout_ms=args.timeout_ms)
+        result = await client.execute(code, bars, symbol=args.symbol or "", timeframe=timeframe,
+                                      parameters=params, timeout_ms=args.timeout_ms)
     finally:
         await client.close()
-    _emit_json(result) if args.json else print_execute(result)
+    if args.json:
+        _emit_json(result)
+        return 0 if result.success else 1
+    from contracts import ns_to_iso, to_epoch_ns
+
+    last_bar = ns_to_iso(int(to_epoch_ns(bars.timestamp[-1:])[0])) if bars.timestamp else None
+    print_execute(result, last_bar=last_bar, params=params)
+    if classify and result.success:
+        verdict = "passes" if result.result else "does not pass"
+        print(f"classify_symbol({args.symbol!r}) returned {json.dumps(result.result)}: {args.symbol} {verdict}")
     return 0 if result.success else 1
 
 
 async def cmd_validate(args: argparse.Namespace) -> int:
-    code = open(args.strategy, encoding="utf-8").read()
+    code = read_strategy(args.strategy)
     client = await _client(args)
     try:
         result = await client.validate(code)
@@ -124,22 +195,18 @@ async def cmd_validate(args: argparse.Namespace) -> int:
     elif result.valid:
         print(f"valid: {result.style} style; imports: {', '.join(result.imports) or 'none'}")
     else:
-        line = f" (line {result.error.line})" if result.error.line else ""
-        print(f"invalid: {result.error.code}: {result.error.message}{line}")
+        print(f"invalid: {result.error.code}: {error_line(result.error)}")
     return 0 if result.valid else 1
 
 
 def local_liveness(path: str, max_age: float) -> int:
-    """0 when this pod's node touched its heartbeat recently: alive without asking NATS."""
-    import time
+    """0 when this pod's node is alive: its heartbeat is fresh and it is on NATS (or has been
+    off it for less than NATS_DISCONNECTED_EXIT_SECONDS). Reads only the file; never NATS."""
+    from .connectivity import check_heartbeat
 
-    try:
-        age = time.time() - os.stat(path).st_mtime
-    except OSError:
-        print(f"no heartbeat at {path}", file=sys.stderr)
-        return 1
-    print(f"heartbeat {age:.1f}s old")
-    return 0 if age <= max_age else 1
+    alive, why = check_heartbeat(path, max_age)
+    print(why, file=sys.stdout if alive else sys.stderr)
+    return 0 if alive else 1
 
 
 async def cmd_health(args: argparse.Namespace) -> int:
@@ -179,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show full tracebacks and NATS connection errors (accepted after the command too)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("run", help="serve strategy.v1.* (embedded nats-server when NATS_URL is unset)")
+    cli_run.register(sub)  # run: its help lists every environment variable
 
     def client_parser(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
@@ -187,17 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the reply as JSON")
         return p
 
-    p = client_parser("exec", "run a strategy file over a CSV of bars")
-    p.add_argument("strategy")
-    p.add_argument("--bars", required=True, help="CSV with timestamp,open,high,low,close[,volume]")
-    p.add_argument("--symbol")
-    p.add_argument("--timeframe")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE")
-    p.add_argument("--timeout-ms", type=int)
+    p = client_parser("exec", "run a strategy file over a CSV of bars (any of the three styles)")
+    p.add_argument("strategy", help="a .py file: strategy(data), script code over df, or classify_symbol(symbol)")
+    p.add_argument("--bars", help="CSV/Parquet with timestamp,open,high,low,close[,volume] (required, except "
+                                  "for a classify_symbol file given --symbol: then the stored bars)")
+    p.add_argument("--symbol", help="the bars' symbol (what classify_symbol receives; its stored series without --bars)")
+    p.add_argument("--timeframe", help="the bars' timeframe, e.g. 1d (default 1d for classify_symbol)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a strategy parameter (value parsed as JSON, else text); repeatable")
+    p.add_argument("--timeout-ms", type=int, help="wall-clock limit of the run (default: the node's)")
     p.set_defaults(func=cmd_exec)
 
     p = client_parser("validate", "compile and policy-check a strategy file")
-    p.add_argument("strategy")
+    p.add_argument("strategy", help="a .py strategy file")
     p.set_defaults(func=cmd_validate)
 
     p = client_parser("health", "ask a node for its health")
@@ -205,12 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 only when status is ok; asks this pod's node ($NODE_ID) when set (readiness probe)")
     p.add_argument("--node", help="ask this node id only (strategy.v1.health.<id>)")
     p.add_argument("--local", action="store_true",
-                   help="liveness without NATS: check this node's heartbeat file is fresh")
+                   help="liveness without asking NATS: this node's heartbeat file is fresh and says it is "
+                        "connected (or disconnected for less than NATS_DISCONNECTED_EXIT_SECONDS)")
     p.add_argument("--max-age", type=float, default=20.0, help="with --local: seconds (default 20)")
-    p.add_argument("--timeout", type=float, default=3.0)
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a reply (default 3)")
     p.set_defaults(func=cmd_health)
     cli_jobs.register(sub)  # submit, result (durable jobs)
     cli_backtest.register(sub)  # bars load/ls, backtest
+    cli_screen.register(sub)  # screen (classify_symbol over stored symbols)
     return parser
 
 

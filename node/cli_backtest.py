@@ -53,11 +53,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     """Add the `bars` and `backtest` commands to the CLI's subparsers."""
     bars = sub.add_parser("bars", help="load and list bar series in the BARS stream")
-    bars_sub = bars.add_subparsers(dest="bars_command", required=True)
+    bars_sub = bars.add_subparsers(dest="bars_command", required=True, metavar="load|ls",
+                                   title="commands", help="load: store a file of bars; ls: list the stored series")
 
     p = bars_sub.add_parser("load", help="store a CSV/Parquet file of bars (idempotent)")
     p.add_argument("file", help="CSV or Parquet: timestamp/date, open, high, low, close[, volume]")
-    p.add_argument("--symbol", required=True)
+    p.add_argument("--symbol", required=True, help="the series' symbol, e.g. AAPL")
     p.add_argument("--timeframe", required=True, help="e.g. 1m, 1h, 1d")
     p.add_argument("--unit", default="auto", choices=["auto", "s", "ms", "us", "ns"],
                    help="unit of numeric epoch times (default: guessed)")
@@ -70,20 +71,22 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_bars_ls)
 
     p = sub.add_parser("backtest", help="backtest a strategy file over stored or CSV bars, or sweep a grid")
-    p.add_argument("strategy")
+    p.add_argument("strategy", help="a .py strategy file (strategy(data) or script style)")
     p.add_argument("--symbol", help="series in the bar store (required unless --bars)")
-    p.add_argument("--timeframe", default="1d")
+    p.add_argument("--timeframe", default="1d", help="timeframe of the stored series (default 1d)")
     p.add_argument("--start", help="first bar time (ISO-8601 or epoch ms), inclusive")
     p.add_argument("--end", help="last bar time, inclusive (a date means that whole day)")
     p.add_argument("--bars", help="send this CSV/Parquet inline instead of replaying the store")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a strategy parameter (value parsed as JSON, else text); repeatable")
     p.add_argument("--grid", nargs="+", action="extend", metavar="NAME=SPEC",
                    help="sweep: name=start:stop:step (stop inclusive), name=a,b,c or name=value")
     p.add_argument("--rank-by", default="sharpe_ratio", help="sweep ranking metric (default sharpe_ratio)")
-    p.add_argument("--mode", choices=["native", "backtesting_py"], default="native")
+    p.add_argument("--mode", choices=["native", "backtesting_py"], default="native",
+                   help="metric definitions: native (default) or backtesting.py's figures")
     p.add_argument("--cash", type=float, default=10_000.0, help="initial cash")
     p.add_argument("--commission", type=float, default=0.0, help="commission rate per fill, e.g. 0.001")
-    p.add_argument("--allow-short", action="store_true")
+    p.add_argument("--allow-short", action="store_true", help="SELL opens a short position (default: long only)")
     p.add_argument("--timeout-ms", type=int, help="per backtest (per grid point in a sweep)")
     p.add_argument("--concurrency", type=int, default=None,
                    help="sweep requests in flight (default: $SWEEP_CONCURRENCY or 32)")
@@ -273,11 +276,11 @@ async def run_sweep(client, req: BacktestRequest, grid: dict[str, list[Any]], co
 async def cmd_backtest(args: argparse.Namespace) -> int:
     from backtest.loader import ProgressBar
 
-    from .cli import _client
+    from .cli import _client, read_strategy
     from .report import backtest_report, sweep_report
     from .sweep import parse_grid_spec, sweep_concurrency
 
-    code = open(args.strategy, encoding="utf-8").read()
+    code = read_strategy(args.strategy)
     req = _request(args, code)
     grid = None
     if args.grid:
@@ -331,13 +334,12 @@ async def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _print(result: BacktestResult, rank_by: str, sweep: bool) -> None:
-    from .cli import _fmt, print_performance
+    from .cli import _fmt, error_line, print_performance
 
     status = "ok" if result.success else f"FAILED {result.error.code}"
     print(f"{status}  ({result.execution_time_ms:.1f} ms on {result.node_id or 'the fleet'})")
     if result.error:
-        line = f" (line {result.error.line})" if result.error.line else ""
-        print(f"  error: {result.error.message}{line}")
+        print(f"  error: {error_line(result.error)}")
     if not sweep:
         if result.success:
             print(f"bars {result.bars:,}, signals {result.signals_count:,}")

@@ -44,11 +44,11 @@ def _bars(path: str) -> dict[str, list]:
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
-    from .cli import parse_params
+    from .cli import parse_params, read_strategy
     from .jobs_client import submit
 
     request: dict[str, Any] = {
-        "code": open(args.strategy, encoding="utf-8").read(),
+        "code": read_strategy(args.strategy),
         "bars": _bars(args.bars),
         "parameters": parse_params(args.param),
     }
@@ -102,13 +102,15 @@ async def cmd_result(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add `submit` and `result` to the `strategy-node` sub-commands."""
     p = sub.add_parser("submit", help="submit a durable job (STRATEGY_JOBS); prints its job id")
-    p.add_argument("strategy")
+    p.add_argument("strategy", help="a .py strategy file")
     p.add_argument("--bars", required=True, help="CSV with timestamp,open,high,low,close[,volume]")
-    p.add_argument("--kind", choices=("execute", "backtest"), default="execute")
-    p.add_argument("--symbol")
-    p.add_argument("--timeframe")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE")
-    p.add_argument("--timeout-ms", type=int)
+    p.add_argument("--kind", choices=("execute", "backtest"), default="execute",
+                   help="what the job runs (default execute)")
+    p.add_argument("--symbol", help="the bars' symbol")
+    p.add_argument("--timeframe", help="the bars' timeframe, e.g. 1d")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="a strategy parameter (value parsed as JSON, else text); repeatable")
+    p.add_argument("--timeout-ms", type=int, help="wall-clock limit of the run (default: the node's)")
     p.add_argument("--job-id", help="your own id (letters, digits, - and _); default: a random UUID")
     p.add_argument("--reply-to", help="an inbox subject that also receives the result")
     p.add_argument("--url", help="NATS URL (default: $NATS_URL or nats://127.0.0.1:4222)")
@@ -116,7 +118,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("result", help="print a durable job's stored result (exit 3: none yet)")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the id `submit` printed")
     p.add_argument("--wait", type=float, default=None, metavar="SECONDS",
                    help="wait up to this long for the result")
     p.add_argument("--url", help="NATS URL (default: $NATS_URL or nats://127.0.0.1:4222)")
