@@ -63,6 +63,8 @@ class Settings:
     embedded_store: str | None = None
     role: str = "all"
     heartbeat_file: str = "/tmp/strategy-node.heartbeat"
+    # Exit (status 1) after this long disconnected from NATS; the liveness probe fails first.
+    nats_disconnected_exit_seconds: float = 60.0
     # Durable jobs (node/durable.py): replicas of STRATEGY_JOBS/RESULTS/DEAD, redelivery policy.
     jobs_replicas: int = 1
     jobs_ack_wait_seconds: float = 30.0
@@ -111,6 +113,7 @@ class Settings:
             embedded_store=env.get("EMBEDDED_NATS_STORE") or None,
             role=role,
             heartbeat_file=env.get("HEARTBEAT_FILE") or "/tmp/strategy-node.heartbeat",
+            nats_disconnected_exit_seconds=_float(env, "NATS_DISCONNECTED_EXIT_SECONDS", 60.0, 0.5, 86_400.0),
             **_jobs_settings(env),
             **_warm_settings(env, workers),
         )

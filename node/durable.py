@@ -58,6 +58,7 @@ from contracts.health import JobsState
 from contracts import subjects
 from contracts.subjects import CONTENT_TYPE
 
+from . import nats_internals, sizing
 from .admission import Admission
 from .config import Settings
 from .endpoints import error_headers
@@ -86,6 +87,13 @@ DELIVERIES = "Strategy-Deliveries"
 JOB_SUBJECT = "Strategy-Job-Subject"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 WRONG_LAST_SEQUENCE = 10071  # JetStream err_code of a failed expected-last-sequence check
+NO_MESSAGE_FOUND = 10037  # JetStream err_code of a get for a subject with no message
+BODY_DROPPED = "Strategy-Body-Dropped"
+LOOKUP_ATTEMPTS = 5  # pre-run result lookup: tries, with a doubling pause from LOOKUP_PAUSE_S
+LOOKUP_PAUSE_S = 0.1
+TRANSIENT = (asyncio.TimeoutError, nats.errors.ConnectionReconnectingError, nats.errors.NoRespondersError,
+             nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError,
+             nats.errors.OutboundBufferLimitError)
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 RETRYABLE = frozenset({ErrorCode.INTERNAL, ErrorCode.OVERLOADED})
@@ -176,18 +184,47 @@ def _differs(have: StreamConfig, want: StreamConfig) -> bool:
     return False
 
 
+def _fitted_dead_letter(nc: Any, data: bytes, dead_headers: dict[str, str],
+                        job_headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+    """The dead letter as it can be published: the job's body and headers plus ours may not
+    fit max_payload; then the body is left out (its size said in a header), and if that is not
+    enough, the job's own headers too (the job id, error and delivery count always stay)."""
+    if sizing.fits(nc, data, dead_headers):
+        return data, dead_headers
+    dead_headers = {**dead_headers, BODY_DROPPED: str(len(data))}
+    if sizing.fits(nc, b"", dead_headers):
+        return b"", dead_headers
+    return b"", {k: v for k, v in dead_headers.items() if k not in job_headers or k == REPLY_TO}
+
+
 class ResultStore:
     """STRATEGY_RESULTS as a map job id → the one stored result message."""
 
-    def __init__(self, js: Any) -> None:
+    def __init__(self, js: Any, max_payload: Any = sizing.DEFAULT_MAX_PAYLOAD) -> None:
         self.js = js
+        self.max_payload = max_payload  # the connection (its INFO's max_payload) or an int
 
     async def get(self, job_id: str) -> Any | None:
-        """The stored result message (RawStreamMsg) or None; errors other than 'absent' raise."""
+        """The stored result message (RawStreamMsg) or None; errors other than 'absent' raise
+        (a missing STRATEGY_RESULTS stream is not an absent result)."""
         try:
             return await self.js.get_last_msg(RESULTS_STREAM, results_subject(job_id))
-        except nats.js.errors.NotFoundError:
+        except nats.js.errors.NotFoundError as exc:
+            if exc.err_code not in (None, NO_MESSAGE_FOUND):
+                raise
             return None
+
+    async def lookup(self, job_id: str, attempts: int = LOOKUP_ATTEMPTS, pause: float = LOOKUP_PAUSE_S) -> Any | None:
+        """`get`, retried with a doubling pause while JetStream does not answer; the last
+        failure raises (the caller must not run a job whose completion it cannot check)."""
+        for attempt in range(attempts):
+            try:
+                return await self.get(job_id)
+            except (*TRANSIENT, nats.js.errors.APIError):
+                if attempt == attempts - 1:
+                    raise
+            await asyncio.sleep(pause * 2 ** attempt)
+        return None
 
     async def put(self, job_id: str, payload: bytes, headers: dict[str, str], run_id: str,
                   deadline: float) -> bool:
@@ -197,6 +234,7 @@ class ResultStore:
         makes a retry after a lost PubAck safe (the stored run id tells whose result it is).
         """
         headers = {**headers, RUN_ID: run_id, EXPECTED_LAST_SUBJECT_SEQ: "0"}
+        sizing.check(self.max_payload, payload, headers, "the job's result")  # never a max-payload violation
         delay = 0.1
         while True:
             try:
@@ -234,7 +272,7 @@ class JobConsumer:
         self.admission = admission
         self.handler_for = handler_for
         self.js = nc.jetstream(timeout=API_TIMEOUT_S)
-        self.results = ResultStore(self.js)
+        self.results = ResultStore(self.js, nc)
         self.backoff = tuple(settings.jobs_backoff_seconds) or (settings.jobs_ack_wait_seconds,)
         self.heartbeat_s = max(0.05, settings.jobs_ack_wait_seconds / 3)
         self.state = "starting"
@@ -391,9 +429,10 @@ class JobConsumer:
 
     async def _return_buffered(self) -> None:
         """Nak jobs that arrived after we stopped taking work, so a peer gets them at once."""
-        sub = self._sub
-        queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
-        while queue is not None and not queue.empty():
+        if self._sub is None:
+            return
+        queue = nats_internals.pending_messages(self._sub)
+        while not queue.empty():
             msg = queue.get_nowait()
             if msg.headers and msg.headers.get("Status"):
                 continue
@@ -442,7 +481,15 @@ class JobConsumer:
                 await msg.ack()
                 self.completed += 1
                 return
-            if await self.results.get(job_id) is not None:
+            try:
+                stored = await self.results.lookup(job_id)
+            except Exception as exc:  # noqa: BLE001 - the store stayed unreachable through the retries
+                # Without the lookup a redelivered job could run twice, and its result could not be
+                # stored anyway: hand it back (or dead-letter it on its last delivery), do not run it.
+                await self._failed(msg, job_id, kind, ctype, headers, delivered,
+                                   f"INTERNAL: result store unreachable ({type(exc).__name__}: {exc})")
+                return
+            if stored is not None:
                 self.skipped_duplicates += 1  # completed on an earlier delivery: never run twice
                 await msg.ack()
                 return
@@ -482,8 +529,12 @@ class JobConsumer:
         await msg.ack()
 
     async def _complete(self, job_id: str, kind: str, ctype: str, reply_to: str | None, result: Any) -> None:
-        """Store the job's result (first one wins), then reply if it was ours."""
-        payload = encode(result, ctype)
+        """Store the job's result (first one wins), then reply if it was ours.
+
+        A result too large for the server becomes OUTPUT_LIMIT by the same rule as a request's
+        reply (node/sizing.py): stored as the job's result, never retried.
+        """
+        result, payload = sizing.fit_reply(result, ctype, self.nc)
         run_id = uuid.uuid4().hex
         headers = {CONTENT_TYPE: ctype, JOB_ID: job_id, JOB_KIND: kind[:64], NODE: self.settings.node_id}
         deadline = time.monotonic() + max(10.0, self.settings.jobs_ack_wait_seconds)
@@ -499,6 +550,11 @@ class JobConsumer:
             log.warning("job %s: not replying to non-inbox subject %r", job_id, reply_to[:80])
             return
         headers = {**error_headers(error, ctype), JOB_ID: job_id}
+        try:
+            sizing.check(self.nc, payload, headers, "the job's reply")
+        except sizing.TooLarge as exc:  # the stored result stays the source of truth
+            log.error("job %s: reply not sent: %s", job_id, exc)
+            return
         await self._safe(self.nc.publish(reply_to, payload, headers=headers))
 
     async def _dead_letter(self, data: bytes, headers: Mapping[str, str], job_id: str, kind: str,
@@ -508,8 +564,9 @@ class JobConsumer:
             JOB_ID: job_id, JOB_KIND: kind[:64], JOB_SUBJECT: subject[:200], ERROR: _header_text(error_text),
             DELIVERIES: str(delivered), NODE: self.settings.node_id, MSG_ID: f"dead-{job_id}",
         })
+        data, dead_headers = _fitted_dead_letter(self.nc, data or b"", dead_headers, headers)
         try:
-            await self.js.publish(dead_subject(job_id), data or b"", timeout=API_TIMEOUT_S, headers=dead_headers)
+            await self.js.publish(dead_subject(job_id), data, timeout=API_TIMEOUT_S, headers=dead_headers)
         except Exception as exc:  # noqa: BLE001 - the final error result below still ends the job
             log.error("job %s: could not publish its dead letter (%s: %s)", job_id, type(exc).__name__, exc)
         final = result_type(kind)(success=False, node_id=self.settings.node_id, error=ErrorInfo(

@@ -51,7 +51,7 @@ async def serve(settings: Settings) -> int:
     heartbeat.release()
     if embedded:
         embedded.close()
-    return 0
+    return node.exit_code  # 1 when the node stopped because it lost NATS: the orchestrator restarts it
 
 
 def run() -> int:

@@ -18,7 +18,7 @@ import nats
 from nats.micro import add_service
 from nats.micro.request import Request
 
-from contracts import encode, subjects
+from contracts import subjects
 from contracts.codec import content_type
 from sandbox.pool import SandboxPool
 from sandbox.warm import WarmPolicy
@@ -27,8 +27,10 @@ from . import __version__
 from .admission import Admission
 from .backtesting import Backtesting
 from .config import Settings
+from .connectivity import Connectivity, write_heartbeat
 from .durable import JobConsumer
-from .endpoints import Endpoints, error_headers, too_large
+from . import nats_internals, sizing
+from .endpoints import Endpoints, error_headers
 from .metrics import Metrics
 from .nats_auth import connect_options, is_inbox_subject
 from .telemetry import Telemetry
@@ -62,6 +64,8 @@ class Node:
         self.backtesting: Backtesting | None = None
         self.jobs: JobConsumer | None = None  # durable jobs (node/durable.py) when role is all|jobs
         self._heartbeat: asyncio.Future | None = None
+        self.connectivity = Connectivity(exit_after_s=settings.nats_disconnected_exit_seconds)
+        self.exit_code = 0  # 1 when the node stopped because it lost NATS (serve() exits with it)
 
     # -- start --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -74,8 +78,9 @@ class Node:
             name=f"strategy-node {self.settings.node_id}",
             max_reconnect_attempts=-1, reconnect_time_wait=0.5, allow_reconnect=True,
             error_cb=self._on_error, disconnected_cb=self._on_disconnect,
-            reconnected_cb=self._on_reconnect, **options,
+            reconnected_cb=self._on_reconnect, closed_cb=self._on_closed, **options,
         )
+        self.connectivity.on_connected()
         self.endpoints.nats_connected = lambda: bool(self.nc and self.nc.is_connected)
         self.service = await add_service(
             self.nc, name=subjects.SERVICE_NAME, version=__version__,
@@ -132,19 +137,18 @@ class Node:
                                         queue_group=subjects.QUEUE_GROUP)
 
     async def _respond(self, req: Request, reply: Any, kind: str) -> None:
-        if not is_inbox_subject(req._msg.reply):
+        reply_to = nats_internals.reply_subject(req)
+        if not is_inbox_subject(reply_to):
             # No inbox (a plain publish), or a reply subject that names something else, such as
             # a JetStream API or result subject: answering it would make the node a confused deputy.
-            if req._msg.reply:
-                log.warning("refused to reply to non-inbox subject %r", req._msg.reply[:80])
+            if reply_to:
+                log.warning("refused to reply to non-inbox subject %r", reply_to[:80])
             return
         try:
-            body = encode(reply, kind)
-            if len(body) > self.nc.max_payload - 4096:  # leave room for headers
-                reply = too_large(reply, len(body), self.nc.max_payload)
-                body = encode(reply, kind)
-            headers = error_headers(getattr(reply, "error", None), kind)
+            reply, body = sizing.fit_reply(reply, kind, self.nc)  # the same rule as job results
+            headers = dict(error_headers(getattr(reply, "error", None), kind))
             self.telemetry.inject(headers)  # traceparent of the node's span, when there is one
+            sizing.check(self.nc, body, headers, "the reply")  # never a max-payload violation
             await req.respond(body, headers=headers)
         except Exception:  # noqa: BLE001 - a lost connection: nothing else to do for this one
             log.warning("could not send a reply", exc_info=True)
@@ -165,27 +169,51 @@ class Node:
                 health.status = "degraded"  # a jobs-only node without its consumer does no work
         await self._respond(req, health, kind)
 
+    def _write_heartbeat(self) -> None:
+        try:
+            write_heartbeat(self.settings.heartbeat_file, self.connectivity)
+        except OSError:
+            log.debug("cannot write heartbeat %s", self.settings.heartbeat_file, exc_info=True)
+
     async def _beat(self) -> None:
-        """Touch the heartbeat file: liveness that needs neither NATS nor any other node."""
-        path = self.settings.heartbeat_file
-        while not self._stopping:
-            try:
-                with open(path, "w") as fh:
-                    fh.write(f"{time.time():.3f}\n")
-            except OSError:
-                log.debug("cannot write heartbeat %s", path, exc_info=True)
-            await asyncio.sleep(2.0)
+        """Rewrite the heartbeat file (event loop alive + NATS connectivity, node/connectivity.py)
+        every second; stop the node when it has been disconnected longer than the limit."""
+        while not self._stopped.is_set():
+            self._write_heartbeat()
+            if self.connectivity.beyond_limit() and not self._stopping:
+                self._lost(f"disconnected from NATS for more than {self.connectivity.exit_after_s:g}s")
+            await asyncio.sleep(1.0)
+
+    def _lost(self, reason: str) -> None:
+        """Serve or stop: without NATS this node is useless; exit 1 so the orchestrator replaces it."""
+        log.error("%s: stopping (exit status 1)", reason)
+        self.exit_code = 1
+        self._write_heartbeat()
+        asyncio.ensure_future(self.stop())
 
     # -- NATS callbacks -----------------------------------------------------------------
     async def _on_error(self, exc: Exception) -> None:
         log.warning("NATS error: %s", exc)
 
     async def _on_disconnect(self) -> None:
+        self.connectivity.on_disconnected()
+        self._write_heartbeat()
         if not self._stopping:
-            log.warning("disconnected from NATS; reconnecting")
+            log.warning("disconnected from NATS; reconnecting (exit after %gs without NATS)",
+                        self.connectivity.exit_after_s)
 
     async def _on_reconnect(self) -> None:
+        self.connectivity.on_connected()
+        self._write_heartbeat()
         log.info("reconnected to NATS at %s", self.nc.connected_url.netloc if self.nc else "?")
+
+    async def _on_closed(self) -> None:
+        """nats-py closed the connection for good: after our own drain, or after a fatal error."""
+        error = self.nc.last_error if self.nc is not None else None
+        self.connectivity.on_closed(f"{type(error).__name__}: {error}" if error else "closed")
+        self._write_heartbeat()
+        if not self._stopping:
+            self._lost(f"NATS closed the connection for good ({self.connectivity.reason})")
 
     # -- stop ---------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -203,9 +231,10 @@ class Node:
         log.info("draining: no new requests; %d in flight", self.admission.in_flight)
         if self.jobs is not None:
             await self.jobs.stop_fetching()  # no new jobs; those running finish with the admission drain
-        for endpoint in list(getattr(self.service, "_endpoints", []) or []):
-            sub = getattr(endpoint, "_subscription", None)
-            if sub is not None and not endpoint._subject.startswith(subjects.HEALTH):
+        lost = self.nc is None or self.nc.is_closed  # closed for good: nothing can be delivered
+        online = not lost and self.nc.is_connected
+        for subject, sub in (nats_internals.endpoint_subscriptions(self.service) if online and self.service else []):
+            if not subject.startswith(subjects.HEALTH):
                 try:
                     await sub.drain()  # delivers what is buffered, then unsubscribes
                 except Exception:  # noqa: BLE001
@@ -216,11 +245,13 @@ class Node:
             except Exception:  # noqa: BLE001
                 pass
         await asyncio.sleep(0)  # let drained callbacks submit their work
-        finished = await self.admission.drain(self.settings.drain_timeout_seconds)
+        # A closed connection can deliver nothing: give running work a moment, not the whole drain.
+        drain_s = min(self.settings.drain_timeout_seconds, 2.0) if lost else self.settings.drain_timeout_seconds
+        finished = await self.admission.drain(drain_s)
         if self.backtesting is not None:
-            finished = await self.backtesting.drain(self.settings.drain_timeout_seconds) and finished
+            finished = await self.backtesting.drain(drain_s) and finished
         if not finished:
-            log.error("drain timeout: some requests did not finish in %.0fs", self.settings.drain_timeout_seconds)
+            log.error("drain timeout: some requests did not finish in %.0fs", drain_s)
         if self.jobs is not None:
             await self.jobs.close()
         if self.nc is not None and not self.nc.is_closed:
