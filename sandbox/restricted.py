@@ -184,11 +184,24 @@ def build_globals(api: Mapping[str, object], print_sink: Callable[[str], None]) 
     may build globals more than once): after running strategy code, check
     `sandbox.guards.first_violation()` and fail the run with it even if the code caught it.
     """
+    return globals_for(wrap_api(api), print_sink)
+
+
+def wrap_api(api: Mapping[str, object]) -> dict[str, Any]:
+    """The API names checked and their callables wrapped (see build_globals); reusable across
+    globals dicts when the values are the same (a walk's API functions)."""
     wrapped: dict[str, Any] = {}
     for name, value in api.items():
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
             raise ValueError(f"invalid strategy API name {name!r}")
         wrapped[name] = _wrap_api_value(name, value)
+    return wrapped
+
+
+def globals_for(wrapped: Mapping[str, Any], print_sink: Callable[[str], None]) -> dict[str, Any]:
+    """A fresh globals dict (own builtins table, importer and API module) for API values
+    already passed through `wrap_api`."""
+    wrapped = dict(wrapped)
     builtins_table = dict(SAFE_BUILTINS)
     builtins_table["__import__"] = _make_importer(make_api_proxy(STRATEGY_MODULE_NAME, wrapped))
     namespace = dict(_GLOBALS_TEMPLATE)

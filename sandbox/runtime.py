@@ -32,7 +32,7 @@ from .api import SIGNAL_NAMES, OutputLimitExceeded, StrategyApi, signal_code
 from . import guards, hygiene
 from .compiler import CompiledStrategy
 from .protocol import Job, Outcome, PointOutcome
-from .restricted import build_globals
+from .restricted import build_globals, globals_for, wrap_api
 
 STRATEGY_FILE = "<strategy>"
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-+@~]+)+(?:\.py[cw]?|\.so)?")
@@ -151,6 +151,9 @@ class Run:
 
     # -- execution ----------------------------------------------------------------------
     def _globals(self, with_data: bool) -> dict[str, Any]:
+        return build_globals(self._api_values(with_data), self.api.write_line)
+
+    def _api_values(self, with_data: bool) -> dict[str, Any]:
         api = {
             "signal": self.api.signal,
             "indicator": self.api.indicator,
@@ -165,7 +168,7 @@ class Run:
             api["data"] = api["df"]
         if self.job.kind == "classify" or self.compiled.style == "classify":
             api.update(self._accessors())
-        return build_globals(api, self.api.write_line)
+        return api
 
     def fresh_params(self) -> dict[str, Any]:
         return msgspec.msgpack.decode(self._params)
@@ -227,10 +230,14 @@ class Run:
         n = len(self.frame)
         codes = np.zeros(n, dtype=np.int8)
         api = self.api
+        values = self._api_values(with_data=False)
+        del values["params"], values["parameters"]
+        shared = wrap_api(values)  # immutable wrappers of the API functions: reused, not state
         for i in range(n):
             api.n_bars, api.floor = i + 1, i  # signal() sees this call's bars and marks only bar i
             lines, log_bytes = len(api.logs), api._log_bytes
-            env = self._globals(with_data=False)
+            env = globals_for({**shared, "params": self.fresh_params(), "parameters": self.fresh_params()},
+                              api.write_line)
             exec(self.compiled.code, env)
             _raise_violation()
             if i:
