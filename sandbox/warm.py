@@ -5,13 +5,17 @@ part of it for throughput, for operators who ask for it (`TENANT_WARM_RUNS`). Wh
 every layer of the lockdown (a warm worker is an ordinary ready child, locked down before it
 saw any code), fresh module globals per run, per-run time and memory limits, and a worker is
 bound to one tenant (`user_id`) for life: it is never handed to another tenant, and it is killed,
-not recycled, when it retires. What it gives up: process-level state may carry from one run of
-a tenant to the next (library globals such as numpy's random state, caches, memory growth that
-counts against the next run's limit), and a worker's CPU limit covers its whole life.
+not recycled, when it retires. Between two runs the worker scrubs its process back to the state
+it had before its first run (sandbox.hygiene: garbage collected, numpy's error state and callback
+reset, the guards' caches restored, the global setters checked; numpy's global generator is
+reseeded), and a worker that cannot show it is clean is retired. What it gives up: state no
+scrub reaches may carry from one run of a tenant to the next (library caches of values, memory
+growth that counts against the next run's limit), and a worker's CPU limit covers its whole life.
 
 A worker retires after `runs` runs, after `idle_seconds` without work, when its next run might
 not fit its remaining CPU, when a run ends in an error that may have damaged the process (time,
-memory, security, internal), or to make room for another tenant's worker.
+memory, security, internal) or leaves it unscrubbable (`Outcome.retire`), or to make room for
+another tenant's worker.
 """
 
 from __future__ import annotations
