@@ -214,3 +214,52 @@ async def test_a_warm_worker_that_cannot_be_shown_clean_is_retired(warm):
                                                       "parameters": {"mode": "poison"}})
     assert reply["success"] is True, reply["error"]
     assert tenant not in node.pool.warm_children()  # a kept worker would still be listed (see above)
+
+
+# -- screens (one fresh child per symbol: a poisoned symbol cannot reach the next) -------------
+
+
+SCREEN_CODE = '''
+import numpy as np
+def classify_symbol(symbol):
+    if symbol == params['poison']:
+        def cb(kind, flag):
+            raise ValueError('poisoned by an earlier symbol')
+        def arm():
+            with np.errstate(all='call', call=cb):
+                yield 1
+                yield 2
+        g = arm()
+        next(g)
+        loop = [g]
+        loop.append(loop)
+        return False
+    close = get_price_data(symbol)['close'].to_numpy()
+    ratio = np.float64(1.0) / np.float64(0.0)
+    return {'ratio': str(ratio), 'log0': str(np.log(np.zeros(1))[0]), 'last': float(close[-1]),
+            'rising': bool(close[-1] > close[0])}
+'''
+
+
+async def test_screen_symbols_after_a_poisoning_symbol_match_a_fresh_screen(nc):
+    import numpy as np
+
+    from backtest.store import BarStore
+    from contracts import BarArrays
+
+    tag = uuid.uuid4().hex[:6].upper()
+    symbols = [f"PZ{tag}", f"HA{tag}", f"HB{tag}"]
+    store = BarStore(nc.jetstream())
+    for k, symbol in enumerate(symbols):
+        close = 100 + (k - 1) * 0.3 * np.arange(80, dtype=np.float64)
+        ts = (1_704_067_200_000 + np.arange(80, dtype=np.int64) * 86_400_000) * 1_000_000
+        await store.load(symbol, "1d", BarArrays.from_numpy(ts, open=close, high=close + 1, low=close - 1,
+                                                            close=close, volume=np.ones(80)))
+    params = {"poison": symbols[0]}
+    after = await request_json(nc, subjects.SCREEN, {"code": SCREEN_CODE, "symbols": symbols,
+                                                     "parameters": params}, timeout=30)
+    fresh = await request_json(nc, subjects.SCREEN, {"code": SCREEN_CODE, "symbols": symbols[1:],
+                                                     "parameters": params}, timeout=30)
+    assert after["success"] is True and fresh["success"] is True, (after["error"], fresh["error"])
+    assert json.dumps(after["results"][1:], sort_keys=True) == json.dumps(fresh["results"], sort_keys=True)
+    assert fresh["results"][0]["result"]["ratio"] == "inf"
