@@ -14,7 +14,9 @@ set) and a tenant's warm worker (`serve` with `Job.keep`). Between two of their 
 * the guards' attribute-decision cache goes back to its baseline entries, so no class created
   during a run stays alive as a key (with everything it holds);
 * the per-execution violation record is cleared; the decimal context (if the module is loaded)
-  is replaced by a copy of the baseline one;
+  is replaced by a copy of the baseline one; numpy's legacy global generator is reseeded from
+  OS entropy (as every child's is before its first run), so no run draws from where the
+  previous one left it;
 * the global setters strategies cannot reach (the policy denies them) are checked anyway:
   numpy print options, pandas options, talib compatibility and unstable periods, warnings
   filters, the interpreter's recursion limit, int-string limit and switch interval, gc
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -128,6 +131,7 @@ def scrub() -> bool:
     settled = _collect()
     # After the collection: finalizers run above may have changed any of these.
     _EXTOBJ.set(base.extobj)
+    np.random.seed(int.from_bytes(os.urandom(4), "little"))
     guards.restore_decisions(base.decisions)
     guards.reset_violations()
     decimal = sys.modules.get("decimal")
