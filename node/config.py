@@ -48,6 +48,8 @@ class Settings:
     nats_url: str | None = None
     max_workers: int = 4
     max_queue: int = 256
+    # Payload bytes a node holds for admitted work (requests, grid points, jobs); 0 = unbounded.
+    max_inflight_bytes: int = 64 * 1024 * 1024
     max_timeout_seconds: float = 30.0
     max_memory_mb: int = 512
     default_timeout_ms: int = 10_000
@@ -96,6 +98,7 @@ class Settings:
             nats_url=env.get("NATS_URL") or None,
             max_workers=workers,
             max_queue=_int(env, "MAX_QUEUE", workers * 64, 0, 1_000_000),
+            max_inflight_bytes=_int(env, "MAX_INFLIGHT_BYTES", 64 * 1024 * 1024, 0, 1 << 40),
             max_timeout_seconds=max_timeout,
             max_memory_mb=max_memory,
             default_timeout_ms=min(_int(env, "DEFAULT_TIMEOUT_MS", 10_000, 1, contract_limits.MAX_TIMEOUT_MS),

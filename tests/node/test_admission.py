@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import time
 
 import nats
 import pytest_asyncio
@@ -69,3 +71,115 @@ async def test_a_child_killed_from_outside_is_an_internal_error(tiny_node):
     assert "signal 15" in reply["error"]["message"]
     again = await request_json(conn, subjects.EXECUTE, {"code": QUICK, "bars": bars})
     assert again["success"] is True
+
+
+# -- admission by bytes -----------------------------------------------------------------------
+async def test_the_byte_budget_refuses_work_that_would_pass_it_and_frees_bytes_when_work_ends():
+    from node.admission import Admission, ByteBudget
+
+    admission = Admission(max_workers=8, max_queue=8, budget=ByteBudget(100))
+    release = asyncio.Event()
+
+    async def work() -> None:
+        await release.wait()
+
+    assert admission.submit(work, 60)
+    assert not admission.submit(work, 60)  # 120 > 100: refused, nothing started
+    assert admission.in_flight == 1
+    assert admission.submit(work, 40)  # exactly the budget
+    release.set()
+    await asyncio.sleep(0.01)
+    assert admission.budget.used == 0
+    assert admission.submit(work, 100)
+
+
+async def test_a_request_larger_than_the_whole_byte_budget_runs_when_nothing_else_holds_bytes():
+    from node.admission import Admission, ByteBudget
+
+    admission = Admission(max_workers=2, max_queue=2, budget=ByteBudget(10))
+    ran = asyncio.Event()
+
+    async def work() -> None:
+        ran.set()
+
+    assert admission.submit(work, 1000)
+    await asyncio.wait_for(ran.wait(), 1)
+
+
+async def test_large_requests_past_the_node_byte_budget_get_overloaded_at_once(tmp_path):
+    """A node with a 1 MiB budget: a 0.7 MB request that runs holds its bytes; a second one
+    is refused OVERLOADED while the first runs, though the worker count has room."""
+    server = EmbeddedServer(jetstream=False).start()
+    settings = Settings.from_env({"MAX_WORKERS": "4", "MAX_QUEUE": "8", "SANDBOX_READY": "1",
+                                  "MAX_INFLIGHT_BYTES": str(1024 * 1024), "NODE_ID": "bytes"})
+    node = Node(settings, server.url)
+    await node.start()
+    conn = await nats.connect(server.url)
+    try:
+        bars = columnar_bars(12_000, step_ms=60_000)
+        busy = asyncio.ensure_future(request_json(conn, subjects.EXECUTE, {"code": LOOP, "bars": bars, "timeout_ms": 2000}))
+        await asyncio.sleep(0.5)
+        refused = await request_json(conn, subjects.EXECUTE, {"code": QUICK, "bars": bars}, timeout=5)
+        small = await request_json(conn, subjects.EXECUTE, {"code": QUICK, "bars": columnar_bars(5)}, timeout=5)
+        assert refused["error"]["code"] == "OVERLOADED"
+        assert small["success"] is True  # the count has room and 5 bars fit beside the 0.7 MB
+        assert (await busy)["error"]["code"] == "TIMEOUT"
+        after = await request_json(conn, subjects.EXECUTE, {"code": QUICK, "bars": bars}, timeout=10)
+        assert after["success"] is True  # the bytes were given back
+    finally:
+        await conn.drain()
+        await node.stop()
+        server.close()
+
+
+BURST = 40
+BURST_BYTES = 7_600_000
+BURST_RSS_MB = 350  # the node's peak resident memory through the burst (VmHWM); 426 MB measured unbounded
+
+
+async def test_a_burst_of_large_requests_is_answered_without_a_slow_consumer_disconnect(tmp_path):
+    """The cluster's `max_payload 8MB`, 40 concurrent 7.6 MB execute requests at one node
+    (MAX_WORKERS=2, default MAX_INFLIGHT_BYTES 64 MiB): every request gets a reply, success or
+    OVERLOADED; nats-server never drops the node (one connection in /connz, never closed); the
+    node's peak RSS stays under BURST_RSS_MB.
+
+    The server's `max_pending` is raised from its 64 MB default to hold the burst, as in
+    deploy/README: 300 MB sent at once to one connection exceeds 64 MB faster than any nats-py
+    client reads (a bare nats-py echo subscriber is dropped the same way), so "waits in the
+    server" needs room in the server; what the node holds stays bounded by its byte budget.
+    """
+    from tests.node.memory import NodeOnServer
+
+    setup = NodeOnServer(tmp_path, "burst", "max_payload: 8MB\nmax_pending: 512MB",
+                         MAX_WORKERS="2", SANDBOX_READY="2")
+    conn = await nats.connect(setup.server.url)
+    try:
+        await setup.ready(conn)
+        n = BURST_BYTES // 58
+        body = json.dumps({"code": QUICK, "bars": columnar_bars(n, step_ms=60_000)}).encode()
+        assert 7_000_000 < len(body) < 8 * 1024 * 1024 - 4096
+        codes: dict[str, int] = {}
+
+        async def one() -> None:
+            try:
+                msg = await conn.request(subjects.EXECUTE, body, timeout=60)
+                reply = json.loads(msg.data)
+                code = "success" if reply["success"] else reply["error"]["code"]
+            except Exception as exc:  # noqa: BLE001 - counted: must not happen
+                code = type(exc).__name__
+            codes[code] = codes.get(code, 0) + 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(one() for _ in range(BURST)))
+        took = time.monotonic() - started
+        memory = setup.memory_kb()
+        print(f"\n[burst] {BURST} x {len(body):,} B in {took:.1f}s: {codes}; node VmHWM {memory['VmHWM'] // 1024} MB")
+        assert set(codes) <= {"success", "OVERLOADED"}, codes
+        assert sum(codes.values()) == BURST
+        assert codes.get("success", 0) >= 2
+        conns = setup.connections()
+        assert len(conns) == 1 and not conns[0].get("reason"), conns  # never dropped, never reconnected
+        assert memory["VmHWM"] < BURST_RSS_MB * 1024
+    finally:
+        await conn.close()
+        setup.close()
