@@ -11,6 +11,7 @@ from .errors import ErrorInfo
 from .execute import Code, Id, MemoryMb, Parameters, TimeoutMs
 from .limits import MAX_BARS, MAX_GRID_POINTS
 from .performance import Performance
+from .values import check_grid, check_parameters
 
 
 class BacktestOptions(msgspec.Struct, kw_only=True):
@@ -64,6 +65,7 @@ class BacktestRequest(msgspec.Struct, kw_only=True):
         given = sum(x is not None for x in (self.bars, self.market_data, self.source))
         if given > 1:
             raise ValueError("give bars one way: `bars`, `market_data` or `source`")
+        parameters_size = check_parameters(self.parameters)
         if self.grid is not None:
             points = 1
             for name, values in self.grid.items():
@@ -72,6 +74,7 @@ class BacktestRequest(msgspec.Struct, kw_only=True):
                 points *= len(values)
             if points > MAX_GRID_POINTS:
                 raise ValueError(f"grid has {points} points; the limit is {MAX_GRID_POINTS}")
+            check_grid(self.grid, parameters_size)
 
 
 class SweepRow(msgspec.Struct, kw_only=True):
@@ -84,6 +87,8 @@ class BacktestResult(msgspec.Struct, kw_only=True):
     success: bool
     performance: Performance | None = None
     sweep: list[SweepRow] | None = None
+    # True when `sweep` holds only the best rows that fit the reply (error OUTPUT_LIMIT says how many).
+    truncated: bool = False
     signals_count: int = 0
     bars: int = 0
     logs: list[str] = []

@@ -88,31 +88,58 @@ def _iso_to_ns(value: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
+# Times a bar may carry: what int64 epoch-nanoseconds (and so pandas) can hold, with a margin
+# (1678-01-01 up to, not including, 2262-01-01 UTC). Outside it a time would wrap or turn NaT.
+MIN_EPOCH_MS = -9_214_560_000_000
+MAX_EPOCH_MS = 9_214_646_400_000  # exclusive
+MIN_EPOCH_NS = MIN_EPOCH_MS * 1_000_000
+MAX_EPOCH_NS = MAX_EPOCH_MS * 1_000_000
+TIME_RANGE = "1678-01-01 to 2261-12-31 UTC"
+
+
+def _out_of_range(field: str, i: int, value: Timestamp) -> ValueError:
+    shown = f"{value:g} ms" if isinstance(value, (int, float)) else repr(str(value)[:40])
+    return ValueError(f"{field}[{i}] is out of range ({shown}); times must lie in {TIME_RANGE}")
+
+
 def to_epoch_ns(values: list[Timestamp], field: str = "timestamp") -> np.ndarray:
-    """Normalize wire timestamps to int64 epoch-ns; raises ValueError naming the bad item."""
+    """Normalize wire timestamps to int64 epoch-ns; raises ValueError naming the bad item
+    (unparseable, non-finite, or outside `TIME_RANGE`)."""
     if not values:
         return np.empty(0, dtype=np.int64)
     first = values[0]
     if not isinstance(first, str):
         try:
             millis = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             millis = None
-        if millis is not None:
-            if not np.isfinite(millis).all():
-                raise ValueError(f"{field} contains a non-finite epoch value")
+        if millis is not None and millis.ndim == 1:
+            finite = np.isfinite(millis)
+            if not finite.all():
+                i = int(np.flatnonzero(~finite)[0])
+                raise ValueError(f"{field}[{i}] is {values[i]!r}; times must be finite epoch milliseconds")
+            outside = (millis < MIN_EPOCH_MS) | (millis >= MAX_EPOCH_MS)
+            if outside.any():
+                i = int(np.flatnonzero(outside)[0])
+                raise _out_of_range(field, i, values[i])
             return (millis * 1_000_000).astype(np.int64)
     out = np.empty(len(values), dtype=np.int64)
     for i, value in enumerate(values):
         try:
             if isinstance(value, str):
-                out[i] = _iso_to_ns(value)
+                ns = _iso_to_ns(value)
             else:
-                out[i] = int(float(value) * 1_000_000)
+                millis = float(value)
+                if millis != millis or millis in (float("inf"), float("-inf")):
+                    raise ValueError
+                ns = int(millis * 1_000_000)
         except (ValueError, OverflowError):
             raise ValueError(
                 f"{field}[{i}] is not an ISO-8601 time or epoch milliseconds: {str(value)[:40]!r}"
             ) from None
+        if not MIN_EPOCH_NS <= ns < MAX_EPOCH_NS:
+            raise _out_of_range(field, i, value)
+        out[i] = ns
     return out
 
 

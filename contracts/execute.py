@@ -18,6 +18,7 @@ from .limits import (
     MIN_MEMORY_MB,
 )
 from .performance import Performance
+from .values import check_parameters
 
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CODE_CHARS)]
 Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
@@ -46,6 +47,7 @@ class ExecuteRequest(msgspec.Struct, kw_only=True):
     def __post_init__(self) -> None:
         if self.bars is not None and self.market_data is not None:
             raise ValueError("send bars either as `bars` (columnar) or `market_data` (rows), not both")
+        check_parameters(self.parameters)
 
 
 class Signal(msgspec.Struct, kw_only=True):

@@ -23,6 +23,7 @@ from .bars import Timestamp
 from .errors import ErrorInfo
 from .execute import Code, Id, MemoryMb, Parameters, TimeoutMs
 from .limits import MAX_BARS, MAX_SYMBOLS
+from .values import check_parameters
 
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Timeframe = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9]+$")]
@@ -49,6 +50,7 @@ class ScreenRequest(msgspec.Struct, kw_only=True):
             raise ValueError("symbols lists a symbol more than once")
         if self.universe is not None and len(set(self.symbols) | set(self.universe)) > MAX_SYMBOLS:
             raise ValueError(f"symbols and universe name more than {MAX_SYMBOLS} symbols together")
+        check_parameters(self.parameters)
 
 
 class ScreenRow(msgspec.Struct, kw_only=True):
@@ -64,6 +66,9 @@ class ScreenResult(msgspec.Struct, kw_only=True):
     passed: list[str] = []
     results: list[ScreenRow] = []
     logs: list[str] = []
+    # True when the node stopped screening because the reply could not hold more rows: `results`
+    # and `passed` cover only the symbols screened, and error OUTPUT_LIMIT says how many.
+    truncated: bool = False
     error: ErrorInfo | None = None
     execution_time_ms: float = 0.0
     node_id: str = ""

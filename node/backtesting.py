@@ -103,6 +103,7 @@ from .jobs import bars_of, check_language, run_limits
 from .sweep import (
     check_rank_by,
     chunk_size,
+    fit_table,
     fan_out,
     grid_points,
     grid_size,
@@ -371,22 +372,11 @@ class Backtesting:
         that fit, with OUTPUT_LIMIT saying so; a single backtest whose trades/equity curve do not
         fit fails with OUTPUT_LIMIT (lower options.max_trades / equity_points)."""
         limit = self.max_reply()
+        if result.sweep:
+            return fit_table(result, kind, limit)  # row by row, never the whole table first
         size = len(encode(result, kind))
         if size <= limit:
             return result
-        total = len(result.sweep or [])
-        if total:
-            lo, hi = 0, total  # the most rows that fit
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if len(encode(msgspec.structs.replace(result, sweep=result.sweep[:mid]), kind)) <= limit:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            return msgspec.structs.replace(result, success=False, sweep=result.sweep[:lo], error=ErrorInfo(
-                code=ErrorCode.OUTPUT_LIMIT,
-                message=f"the ranked table of {total:,} rows is {size:,} bytes; the broker's max_payload "
-                        f"allows {limit:,}: the best {lo:,} rows are included (send fewer points, or msgpack)"))
         return BacktestResult(
             success=False, bars=result.bars, signals_count=result.signals_count,
             node_id=result.node_id, request_id=result.request_id, execution_time_ms=result.execution_time_ms,

@@ -5,8 +5,6 @@ Everything a client can get wrong is caught here, before a child process is spen
 
 from __future__ import annotations
 
-import msgspec
-
 from contracts import (
     BarArrays,
     ErrorCode,
@@ -15,6 +13,7 @@ from contracts import (
     from_columns,
     from_rows,
 )
+from contracts.values import check_parameters as shared_check_parameters
 from sandbox.compiler import CompileCache, CompiledStrategy
 from sandbox.protocol import Job, OutputLimits
 
@@ -49,17 +48,12 @@ def bars_of(req) -> BarArrays | None:
     return arrays
 
 
-_params_encoder = msgspec.msgpack.Encoder()
-
-
 def check_parameters(parameters: dict) -> None:
-    """Parameters must survive the trip to the sandbox (64-bit integers, bounded nesting)."""
+    """The shared value check (contracts.values; every request type also runs it at decode)."""
     try:
-        raw = _params_encoder.encode(parameters)
-    except (msgspec.EncodeError, OverflowError, RecursionError, ValueError, TypeError) as exc:
+        shared_check_parameters(parameters)
+    except (ValueError, RecursionError) as exc:
         raise ExecutionError(ErrorCode.INVALID_REQUEST, f"invalid parameters: {exc}") from None
-    if len(raw) > 1024 * 1024:
-        raise ExecutionError(ErrorCode.INVALID_REQUEST, "invalid parameters: larger than 1 MiB")
 
 
 def run_limits(req, settings: Settings) -> tuple[int, int]:

@@ -38,7 +38,7 @@ from contracts import (
 __all__ = [
     "ASCENDING", "RANKABLE", "DEFAULT_CONCURRENCY", "sweep_concurrency", "grid_points",
     "check_rank_by", "rank", "fan_out", "grid_size", "split_grid", "chunk_size", "request_subgrid",
-    "parse_grid_spec",
+    "parse_grid_spec", "fit_table",
 ]
 
 T = TypeVar("T")
@@ -277,3 +277,47 @@ def parse_grid_spec(items: Sequence[str]) -> dict[str, list[Any]]:
                         values.append(part)
         grid[name] = values
     return grid
+
+
+def fit_table(result: BacktestResult, kind: str, limit: int) -> BacktestResult:
+    """The sweep reply within `limit` encoded bytes, built row by row, best row first.
+
+    Rows are measured one at a time (never the whole table encoded and then cut), and the
+    envelope is measured with the OUTPUT_LIMIT error it will carry, so a table just over the
+    limit keeps every row that fits beside that error (the old trim measured without it, and the
+    reply then failed the size check again and lost every row). When every row fits, `result`
+    is returned unchanged.
+    """
+    rows = result.sweep or []
+    sizes = [len(encode(row, kind)) for row in rows]
+
+    def framing(n: int) -> int:
+        """Bytes a list of n rows adds beyond its rows, over an empty list's."""
+        if kind == subjects.MSGPACK:
+            return 0 if n < 16 else (2 if n < 65_536 else 4)  # fixarray / array16 / array32 header
+        return max(0, n - 1)  # JSON commas
+
+    plain = len(encode(msgspec.structs.replace(result, sweep=[]), kind))
+    table = plain + sum(sizes) + framing(len(rows))
+    if table <= limit:
+        return result
+
+    def trimmed(kept: int) -> BacktestResult:
+        return msgspec.structs.replace(result, success=False, truncated=True, sweep=rows[:kept], error=ErrorInfo(
+            code=ErrorCode.OUTPUT_LIMIT,
+            message=f"the ranked table of {len(rows):,} rows would be {table:,} bytes; the broker's "
+                    f"max_payload allows {limit:,}: the best {kept:,} rows are included (send fewer "
+                    f"points, or msgpack)"))
+
+    envelope = len(encode(msgspec.structs.replace(trimmed(len(rows)), sweep=[]), kind))  # largest message
+    kept, used = 0, envelope
+    for size in sizes:
+        if used + size + framing(kept + 1) > limit:
+            break
+        used += size
+        kept += 1
+    out = trimmed(kept)
+    while kept and len(encode(out, kind)) > limit:  # only if a measurement above was short
+        kept -= 1
+        out = trimmed(kept)
+    return out

@@ -205,3 +205,70 @@ async def test_point_subject_refuses_a_grid_larger_than_one_chunk(nc):
         "code": SMA, "bars": columnar_bars(30), "grid": {"fast": list(range(1, 34)), "slow": [20]}})
     assert reply["error"]["code"] == "INVALID_REQUEST"
     assert "at most 32 grid points" in reply["error"]["message"]
+
+
+# -- fitting the ranked table into max_payload -------------------------------------------------
+def _table(n: int) -> "BacktestResult":
+    from contracts import BacktestResult
+
+    rows = [SweepRow(parameters={"fast": i, "slow": 20 + i, "label": "p" * 40},
+                     performance=Performance(sharpe_ratio=1.0 / (i + 1), trades=i))
+            for i in range(n)]
+    return BacktestResult(success=True, sweep=rows, bars=300, node_id="n", request_id="r")
+
+
+@pytest.mark.parametrize("kind", [subjects.JSON, subjects.MSGPACK])
+@pytest.mark.parametrize("over", [1, 50, 400])
+def test_a_table_just_over_the_limit_keeps_every_row_that_fits(kind, over):
+    from contracts import encode
+    from node.sweep import fit_table
+
+    result = _table(500)
+    limit = len(encode(result, kind)) - over
+    out = fit_table(result, kind, limit)
+    assert len(encode(out, kind)) <= limit
+    assert out.truncated is True and out.success is False and out.error.code == "OUTPUT_LIMIT"
+    kept = len(out.sweep)
+    assert kept >= 490, kept  # not 0: the rows that fit beside the error message
+    assert out.sweep == result.sweep[:kept]  # the best rows, in rank order
+    assert f"the best {kept:,} rows" in out.error.message
+    bigger = msgspec.structs.replace(out, sweep=result.sweep[:kept + 1])
+    assert len(encode(bigger, kind)) > limit  # one more row would not fit
+
+
+def test_a_table_that_fits_is_returned_untouched():
+    from contracts import encode
+    from node.sweep import fit_table
+
+    result = _table(50)
+    assert fit_table(result, subjects.JSON, len(encode(result))) is result
+
+
+async def test_a_sweep_just_over_max_payload_comes_back_with_the_rows_that_fit(tmp_path):
+    """Through NATS, on a server whose max_payload the table just exceeds: the reply carries
+    the best rows that fit (with OUTPUT_LIMIT and truncated), not an empty table."""
+    from node.config import Settings
+    from node.embedded import EmbeddedServer
+    from node.service import Node
+
+    conf = tmp_path / "small.conf"
+    conf.write_text("max_payload: 40000\n")
+    server = EmbeddedServer(jetstream=False, config_file=str(conf)).start()
+    node = Node(Settings.from_env({"MAX_WORKERS": "2", "SANDBOX_READY": "2", "NODE_ID": "trim"}), server.url)
+    await node.start()
+    conn = await nats.connect(server.url)
+    try:
+        grid = {"fast": list(range(2, 12)), "slow": list(range(20, 32)), "tag": ["t" * 60]}
+        reply = await request_json(conn, subjects.BACKTEST, {"code": SMA, "bars": columnar_bars(120), "grid": grid},
+                                   timeout=120)
+        assert reply["error"]["code"] == "OUTPUT_LIMIT", reply["error"]
+        assert reply["truncated"] is True
+        kept = len(reply["sweep"])
+        assert 0 < kept < 120, kept
+        assert f"the best {kept:,} rows" in reply["error"]["message"]
+        sharpes = [r["performance"]["sharpe_ratio"] for r in reply["sweep"] if r["performance"]["sharpe_ratio"] is not None]
+        assert sharpes == sorted(sharpes, reverse=True)
+    finally:
+        await conn.drain()
+        await node.stop()
+        server.close()
