@@ -11,6 +11,11 @@ Bounds: at most `contracts.limits.MAX_SYMBOLS` symbols (checked at decode) and a
 `MAX_UNIVERSE_BARS` bars in the universe together, since every run receives all of it.
 A symbol with no stored bars in the range gets a row with INVALID_REQUEST and does not run;
 a universe-only symbol without bars is simply not available to the accessors.
+
+Memory: rows and log lines are kept only while the reply can still carry them (`ReplyBudget`,
+the broker's max_payload less header room). When a row no longer fits, the node stops starting
+symbols and answers with the rows it has, `truncated: true` and OUTPUT_LIMIT naming how many of
+the symbols were screened; so a screen never holds more results than one reply.
 """
 
 from __future__ import annotations
@@ -60,6 +65,38 @@ def _passes(value: Any) -> bool:
     return bool(value)
 
 
+class ReplyBudget:
+    """What a screen keeps, measured as it is collected: rows (with their `passed` entry) and
+    log lines are added only while the encoded reply stays within `limit`, so a node never holds
+    more per screen than one reply can carry, whatever the number of symbols. Logs may take at
+    most a quarter of it. Once a row does not fit the budget is `full` and screening stops."""
+
+    ENVELOPE = 1024  # success, error (OUTPUT_LIMIT message), ids, timing, list framing
+
+    def __init__(self, limit: int, kind: str) -> None:
+        self.limit = limit
+        self.kind = kind
+        self.used = self.ENVELOPE
+        self.log_bytes = 0
+        self.full = False
+
+    def add_row(self, rows: dict[str, ScreenRow], row: ScreenRow) -> None:
+        size = len(encode(row, self.kind)) + len(row.symbol) + 8  # the row, its `passed` entry, commas
+        if self.used + size > self.limit:
+            self.full = True
+            return
+        self.used += size
+        rows[row.symbol] = row
+
+    def add_log(self, logs: list[str], line: str) -> None:
+        size = len(line.encode()) + 8
+        if self.log_bytes + size > self.limit // 4 or self.used + size > self.limit:
+            return
+        self.log_bytes += size
+        self.used += size
+        logs.append(line)
+
+
 class Screening:
     def __init__(self, backtesting: Any) -> None:
         self.bt = backtesting
@@ -70,7 +107,7 @@ class Screening:
         try:
             req = decode(data, ScreenRequest, kind)
             request_id = req.request_id
-            result = await self._screen(req)
+            result = await self._screen(req, kind)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
             result = ScreenResult(success=False, error=error_of(exc, "screen"))
         result.request_id = request_id
@@ -98,7 +135,7 @@ class Screening:
         return ScreenResult(success=False, error=error, node_id=result.node_id, request_id=result.request_id,
                             execution_time_ms=result.execution_time_ms)
 
-    async def _screen(self, req: ScreenRequest) -> ScreenResult:
+    async def _screen(self, req: ScreenRequest, kind: str) -> ScreenResult:
         bt = self.bt
         check_language(req.language)
         budget_ms, memory_mb = run_limits(req, bt.settings)
@@ -141,10 +178,11 @@ class Screening:
         rows: dict[str, ScreenRow] = {}
         logs: list[str] = []
         todo = iter([s for s in req.symbols])
+        reply = ReplyBudget(self.bt.max_reply(), kind)
 
         async def run_one(symbol: str) -> None:
             if symbol in missing:
-                rows[symbol] = ScreenRow(symbol=symbol, error=missing[symbol])
+                reply.add_row(rows, ScreenRow(symbol=symbol, error=missing[symbol]))
                 return
             job = Job(kind="classify", code=code, bars=bars[symbol], symbol=symbol,
                       timeframe=req.timeframe, parameters=req.parameters, timeout_ms=budget_ms,
@@ -152,22 +190,31 @@ class Screening:
             try:
                 outcome = await run_admitted_patiently(bt.points, lambda: bt.pool.run(job))
             except (Overloaded, SandboxUnavailable):
-                rows[symbol] = ScreenRow(symbol=symbol, bars=bars[symbol].count, error=ErrorInfo(
-                    code=ErrorCode.OVERLOADED, message="no capacity left to run this symbol"))
+                reply.add_row(rows, ScreenRow(symbol=symbol, bars=bars[symbol].count, error=ErrorInfo(
+                    code=ErrorCode.OVERLOADED, message="no capacity left to run this symbol")))
                 return
             for line in outcome.logs:
                 if len(logs) < MAX_LOG_LINES:
-                    logs.append(f"{symbol}: {line}")
-            rows[symbol] = ScreenRow(
+                    reply.add_log(logs, f"{symbol}: {line}")
+            reply.add_row(rows, ScreenRow(
                 symbol=symbol, bars=bars[symbol].count, result=outcome.result, error=outcome.error,
                 passed=outcome.success and _passes(outcome.result),
-            )
+            ))
 
         async def worker() -> None:
             for symbol in todo:
+                if reply.full:
+                    return  # the reply cannot hold another row: stop screening
                 await run_one(symbol)
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(bt.concurrency, len(req.symbols))))))
-        ordered = [rows[s] for s in req.symbols]
-        return ScreenResult(success=True, passed=[r.symbol for r in ordered if r.passed],
-                            results=ordered, logs=logs)
+        ordered = [rows[s] for s in req.symbols if s in rows]
+        result = ScreenResult(success=True, passed=[r.symbol for r in ordered if r.passed],
+                              results=ordered, logs=logs)
+        if reply.full:
+            result.success, result.truncated = False, True
+            result.error = ErrorInfo(code=ErrorCode.OUTPUT_LIMIT, message=(
+                f"the reply holds at most {reply.limit:,} bytes (the broker's max_payload): screening "
+                f"stopped after {len(ordered):,} of {len(req.symbols):,} symbols; the others were not "
+                f"run — screen fewer symbols per request or return smaller values from classify_symbol"))
+        return result

@@ -111,3 +111,31 @@ async def test_screen_with_start_after_end_is_an_invalid_request(nc, universe):
 async def test_client_screen(client, universe):
     result = await client.screen(RISING, [universe["up"], universe["down"]])
     assert result.success and result.passed == [universe["up"]]
+
+
+BIG = "def classify_symbol(symbol):\n    return 'x' * 60_000\n"
+
+
+async def test_a_screen_whose_results_outgrow_the_reply_stops_and_says_it_was_truncated(nc):
+    """40 symbols each returning 60 KB cannot fit one reply (max_payload 1 MB): the node stops
+    starting symbols once a row no longer fits and answers with the rows it kept."""
+    tag = uuid.uuid4().hex[:6].upper()
+    store = BarStore(nc.jetstream())
+    symbols = [f"TR{tag}{i:02d}" for i in range(40)]
+    for symbol in symbols:
+        await store.load(symbol, "1d", trend(20, 0.1))
+    reply = await screen(nc, code=BIG, symbols=symbols)
+    assert reply["success"] is False
+    assert reply["truncated"] is True
+    assert reply["error"]["code"] == "OUTPUT_LIMIT"
+    kept = [r["symbol"] for r in reply["results"]]
+    assert 5 <= len(kept) < 40, len(kept)
+    assert all(r["result"] == "x" * 60_000 for r in reply["results"])  # kept rows are whole
+    assert kept == [s for s in symbols if s in kept]  # request order
+    assert reply["passed"] == kept
+    assert f"after {len(kept):,} of 40 symbols" in reply["error"]["message"]
+
+
+async def test_a_screen_that_fits_is_not_truncated(nc, universe):
+    reply = await screen(nc, code=RISING, symbols=[universe["up"]])
+    assert reply["success"] is True and reply["truncated"] is False
