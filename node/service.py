@@ -23,8 +23,8 @@ from contracts.codec import content_type
 from sandbox.pool import SandboxPool
 from sandbox.warm import WarmPolicy
 
-from . import __version__, identity
-from .admission import Admission
+from . import __version__
+from .admission import Admission, ByteBudget, PendingLimited
 from .backtesting import Backtesting
 from .config import Settings
 from .connectivity import Connectivity, write_heartbeat
@@ -53,7 +53,8 @@ class Node:
                             total=settings.tenant_warm_max, idle_seconds=settings.tenant_warm_idle_seconds),
         )
         self.endpoints = Endpoints(settings, self.pool, self.metrics)
-        self.admission = Admission(settings.max_workers, settings.max_queue)
+        self.budget = ByteBudget(settings.max_inflight_bytes)  # one per node: requests, points, jobs
+        self.admission = Admission(settings.max_workers, settings.max_queue, self.budget)
         self.endpoints.admission_state = lambda: (self.admission.in_flight, self.admission.queued)
         self.telemetry = telemetry or Telemetry(settings)  # OTEL_* env; spans, metrics
         self.telemetry.bind(self)
@@ -83,7 +84,7 @@ class Node:
         self.connectivity.on_connected()
         self.endpoints.nats_connected = lambda: bool(self.nc and self.nc.is_connected)
         self.service = await add_service(
-            self.nc, name=subjects.SERVICE_NAME, version=__version__,
+            PendingLimited(self.nc, self.settings), name=subjects.SERVICE_NAME, version=__version__,
             description="Runs untrusted trading strategies in a locked-down sandbox",
             queue_group=subjects.QUEUE_GROUP,
             metadata={"node_id": self.settings.node_id, "environment": self.settings.environment},
@@ -93,6 +94,7 @@ class Node:
             await self._endpoint("execute", subjects.EXECUTE, self.endpoints.execute)
             await self._endpoint("validate", subjects.VALIDATE, self.endpoints.validate)
             self.backtesting = await Backtesting.create(self.settings, self.endpoints, self.nc)
+            self.backtesting.points.budget = self.budget
             await self._endpoint("backtest", subjects.BACKTEST, self.backtesting.backtest)
             await self._endpoint("backtest-point", subjects.BACKTEST_POINT, self.backtesting.point,
                                  admission=self.backtesting.points)  # own slots: no sweep deadlock
@@ -100,6 +102,7 @@ class Node:
         if self.settings.role in ("all", "jobs"):
             if self.backtesting is None:  # role "jobs": backtest jobs need the engine, not its endpoints
                 self.backtesting = await Backtesting.create(self.settings, self.endpoints, self.nc)
+                self.backtesting.points.budget = self.budget
             self.jobs = JobConsumer(self.nc, self.settings, self.admission, self._job_handler)
             self.jobs.start()  # declares the streams and consumer in the background, then pulls
         await self.service.add_endpoint(name="health", subject=subjects.HEALTH, handler=self._health,
@@ -120,17 +123,14 @@ class Node:
             received = time.monotonic()
             kind = content_type(req.headers)
             scope = self.telemetry.request(subject, req.headers)  # span from the caller's traceparent
-            # The tenant NATS vouches for (node/identity.py), never the body alone.
-            caller = identity.from_request(req.headers, nats_internals.reply_subject(req),
-                                           self.settings.trust_body_user_id)
 
             async def work() -> None:
-                with scope, identity.acting_for(caller):
+                with scope:
                     reply = await handler(req.data, kind, received)
                     scope.finish(reply)
                     await self._respond(req, reply, kind)
 
-            if not admission.submit(work):
+            if not admission.submit(work, len(req.data)):
                 with scope:
                     reply = self.endpoints.refused(subject)
                     scope.finish(reply)
