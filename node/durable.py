@@ -74,6 +74,9 @@ JOBS_PREFIX = subjects.JOBS
 RESULTS_PREFIX = subjects.RESULTS
 DEAD_PREFIX = subjects.DEAD
 MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{CONSUMER}"
+MAX_DELIVERIES_TYPE = "io.nats.jetstream.advisory.v1.max_deliver"
+LEASES_STREAM = "STRATEGY_LEASES"
+LEASES_PREFIX = "strategy.leases"
 DEAD_LETTER_GROUP = "strategy-dead-letter"
 
 MSG_ID = "Nats-Msg-Id"
@@ -155,6 +158,29 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             description="Jobs that failed on every delivery, with their last error",
         ),
     ]
+
+
+def lease_ttl(settings: Settings) -> float:
+    """How long a running job's lease lasts: two heartbeats' time, less than the ack wait after
+    which the server would give the job up (so a genuine MAX_DELIVERIES advisory never finds
+    the dead node's last lease, and a running job always has a fresh one)."""
+    return max(0.1, settings.jobs_ack_wait_seconds * 2 / 3)
+
+
+def lease_stream_config(settings: Settings) -> StreamConfig:
+    """Leases of running jobs (`strategy.leases.<stream seq>`, one message each, expiring):
+    what lets a node tell a genuine MAX_DELIVERIES advisory from one about a job still running."""
+    ttl = lease_ttl(settings)
+    return StreamConfig(
+        name=LEASES_STREAM, subjects=[f"{LEASES_PREFIX}.>"], retention=RetentionPolicy.LIMITS,
+        storage=StorageType.MEMORY, num_replicas=settings.jobs_replicas, max_msgs_per_subject=1,
+        max_age=ttl, duplicate_window=ttl, allow_direct=True,
+        description="Leases of running durable jobs by stream sequence (refreshed while they run)",
+    )
+
+
+def lease_subject(seq: int) -> str:
+    return f"{LEASES_PREFIX}.{seq}"
 
 
 def consumer_config(settings: Settings) -> ConsumerConfig:
@@ -284,6 +310,8 @@ class JobConsumer:
         self.skipped_duplicates = 0
         self._sub: Any = None
         self._advisories: Any = None
+        self._leases = False  # STRATEGY_LEASES declared: running jobs hold leases
+        self.ignored_advisories = 0
         self._task: asyncio.Task | None = None
         self._stop = asyncio.Event()
         self._capacity = asyncio.Event()
@@ -347,6 +375,13 @@ class JobConsumer:
         except Exception as exc:  # noqa: BLE001 - e.g. no permission to declare it
             log.warning("dead-letter stream %s unavailable (%s: %s); failed jobs still get an error result",
                         DEAD_STREAM, type(exc).__name__, exc)
+        try:  # without it a MAX_DELIVERIES advisory cannot be checked against running jobs
+            await self._ensure_stream(lease_stream_config(self.settings))
+            self._leases = True
+        except Exception as exc:  # noqa: BLE001
+            self._leases = False
+            log.warning("lease stream %s unavailable (%s: %s); MAX_DELIVERIES advisories are ignored",
+                        LEASES_STREAM, type(exc).__name__, exc)
         try:
             await self.js.add_consumer(JOBS_STREAM, config=consumer_config(self.settings))
         except nats.js.errors.BadRequestError as exc:
@@ -459,9 +494,18 @@ class JobConsumer:
             self._spawn(self._safe(msg.nak()))
 
     async def _heartbeat(self, msg: Any) -> None:
+        seq = msg.metadata.sequence.stream
+        await self._safe(self._lease(seq))
         while True:
             await asyncio.sleep(self.heartbeat_s)
             await self._safe(msg.in_progress())
+            await self._safe(self._lease(seq))
+
+    async def _lease(self, seq: int) -> None:
+        """Say (for two heartbeats' time) that this node is running the job at `seq`."""
+        if self._leases:
+            await self.js.publish(lease_subject(seq), b"", timeout=API_TIMEOUT_S,
+                                  headers={NODE: self.settings.node_id})
 
     # -- one job ---------------------------------------------------------------------------
     async def _process(self, msg: Any) -> None:
@@ -580,14 +624,46 @@ class JobConsumer:
         """The last delivery of a job was never acked (its node died): dead-letter it here."""
         self._spawn(self._handle_advisory(advisory.data))
 
+    async def _verified(self, event: Any) -> tuple[int, int] | None:
+        """(stream seq, deliveries) when the advisory agrees with the server's own state, else
+        None. Anyone allowed to publish on the advisory subject could send one, so nothing in
+        it is taken on trust: it must name this stream and consumer, the consumer must have
+        delivered that sequence and not had it acked, its count must have reached the
+        consumer's max_deliver, and no node may hold a lease on the job (one that is running
+        refreshes its lease every heartbeat)."""
+        if not isinstance(event, dict) or event.get("type") != MAX_DELIVERIES_TYPE:
+            return None
+        if event.get("stream") != JOBS_STREAM or event.get("consumer") != CONSUMER:
+            return None
+        seq, deliveries = event.get("stream_seq"), event.get("deliveries")
+        if not isinstance(seq, int) or not isinstance(deliveries, int) or seq <= 0 or not self._leases:
+            return None
+        info = await self.js.consumer_info(JOBS_STREAM, CONSUMER)
+        if deliveries < (info.config.max_deliver or 0) or info.config.max_deliver in (None, -1):
+            return None
+        if not (info.ack_floor.stream_seq < seq <= info.delivered.stream_seq):
+            return None  # never delivered yet, or already acked
+        try:
+            await self.js.get_last_msg(LEASES_STREAM, lease_subject(seq))
+            return None  # a node is running it right now
+        except nats.js.errors.NotFoundError as exc:
+            if exc.err_code not in (None, NO_MESSAGE_FOUND):
+                raise
+        return seq, deliveries
+
     async def _handle_advisory(self, data: bytes) -> None:
+        seq = 0
         try:
-            event = json.loads(data)
-            seq = int(event["stream_seq"])
-            deliveries = int(event.get("deliveries") or self.settings.jobs_max_deliver)
-        except (ValueError, KeyError, TypeError):
-            return
-        try:
+            try:
+                verified = await self._verified(json.loads(data))
+            except (ValueError, TypeError):
+                verified = None
+            if verified is None:
+                self.ignored_advisories += 1
+                log.warning("ignored a MAX_DELIVERIES advisory that the consumer's state does not confirm: %s",
+                            _header_text(data.decode(errors="replace"), 300))
+                return
+            seq, deliveries = verified
             try:
                 raw = await self.js.get_msg(JOBS_STREAM, seq)
             except nats.js.errors.NotFoundError:

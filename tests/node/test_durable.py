@@ -346,8 +346,8 @@ async def test_a_job_whose_node_died_on_its_last_delivery_is_dead_lettered_from_
         await hold.wait()
     admission.submit(busy)  # no free worker: this consumer only listens for advisories
     calls: list[float] = []
-    await consumer_with(failing(ErrorCode.INTERNAL, calls), admission,
-                        JOBS_MAX_DELIVER="2", JOBS_BACKOFF_SECONDS="0.3")
+    consumer = await consumer_with(failing(ErrorCode.INTERNAL, calls), admission,
+                                   JOBS_MAX_DELIVER="2", JOBS_BACKOFF_SECONDS="0.3")
     js = nc.jetstream()
     dying = await js.pull_subscribe_bind(durable=CONSUMER, stream=JOBS_STREAM)  # takes jobs, never acks
     job_id = await jobs_client.submit(nc, "execute", job())
@@ -363,6 +363,7 @@ async def test_a_job_whose_node_died_on_its_last_delivery_is_dead_lettered_from_
     assert "crashed" in dead.headers[ERROR]
     assert (await js.stream_info(JOBS_STREAM)).state.messages == 0
     assert calls == []
+    assert consumer.ignored_advisories == 0  # the server's own advisory is confirmed by its state
 
 
 async def test_the_consumer_pulls_only_when_a_worker_is_free(bare):
@@ -490,3 +491,89 @@ async def test_an_idle_consumer_stays_consuming(bare):
         states.add((consumer.state, consumer.last_error))
         await asyncio.sleep(0.05)
     assert states == {("consuming", None)}
+
+
+# -- advisories are checked against the server's state ----------------------------------------
+def forged_advisory(seq: int, deliveries: int = 5, **fields) -> bytes:
+    """What nats-server publishes on MAX_DELIVERIES, as a client could fake it."""
+    event = {"type": "io.nats.jetstream.advisory.v1.max_deliver", "id": uuid.uuid4().hex,
+             "timestamp": "2026-01-01T00:00:00Z", "stream": JOBS_STREAM, "consumer": CONSUMER,
+             "stream_seq": seq, "deliveries": deliveries, **fields}
+    return json.dumps(event).encode()
+
+
+async def job_seq(nc, job_id: str) -> int:
+    msg = await nc.jetstream().get_last_msg(JOBS_STREAM, "strategy.jobs.execute")
+    assert msg.headers["Nats-Msg-Id"] == job_id
+    return msg.seq
+
+
+async def test_a_forged_advisory_about_a_running_job_does_nothing(bare):
+    nc, consumer_with = bare
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(data: bytes, kind: str, received: float):
+        started.set()
+        await release.wait()
+        return ExecuteResult(success=True, result="finished")
+    consumer = await consumer_with(slow, JOBS_ACK_WAIT_SECONDS="0.6")
+    job_id = await jobs_client.submit(nc, "execute", job())
+    seq = await job_seq(nc, job_id)
+    await asyncio.wait_for(started.wait(), 5)
+    # Everything a client can fake is right: the type, stream, consumer, sequence, and a count
+    # at max_deliver; only the server's state (the job's lease) says the job is running.
+    await nc.publish(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{CONSUMER}", forged_advisory(seq))
+    await wait_for(lambda: asyncio.sleep(0, consumer.ignored_advisories == 1))
+    release.set()
+    assert (await jobs_client.result(nc, job_id, wait=10)).result == "finished"
+    assert consumer.dead_lettered == 0
+    assert (await nc.jetstream().stream_info(DEAD_STREAM)).state.messages == 0
+
+
+@pytest.mark.parametrize("fields", [
+    {}, {"consumer": "someone-else"}, {"stream": "OTHER"}, {"type": "io.nats.jetstream.advisory.v1.nak"},
+    {"deliveries": 1}, {"stream_seq": "1"},
+], ids=["undelivered", "other-consumer", "other-stream", "other-type", "below-max-deliver", "seq-not-int"])
+async def test_a_forged_advisory_about_a_queued_job_does_nothing(bare, fields):
+    nc, consumer_with = bare
+    admission = Admission(1, 0)
+    hold = asyncio.Event()
+
+    async def busy() -> None:
+        await hold.wait()
+    admission.submit(busy)  # no free worker: the job waits in the queue, undelivered
+    calls: list[float] = []
+    consumer = await consumer_with(failing(ErrorCode.INTERNAL, calls), admission)
+    job_id = await jobs_client.submit(nc, "execute", job())
+    seq = await job_seq(nc, job_id)
+    await nc.publish(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{CONSUMER}",
+                     forged_advisory(seq, **fields))
+    await wait_for(lambda: asyncio.sleep(0, consumer.ignored_advisories == 1))
+    hold.set()
+    js = nc.jetstream()
+    assert (await js.stream_info(JOBS_STREAM)).state.messages == 1  # still queued, not removed
+    assert (await js.stream_info(DEAD_STREAM)).state.messages == 0
+    assert await jobs_client.result(nc, job_id) is None and consumer.dead_lettered == 0
+
+
+# -- the pre-run result lookup ------------------------------------------------------------------
+async def test_a_job_whose_result_store_is_unreachable_is_handed_back_not_run_then_runs_once(bare):
+    from node.durable import stream_configs
+
+    nc, consumer_with = bare
+    calls: list[float] = []
+
+    async def handler(data: bytes, kind: str, received: float):
+        calls.append(time.monotonic())
+        return ExecuteResult(success=True, result="ran")
+    consumer = await consumer_with(handler, JOBS_MAX_DELIVER="4", JOBS_BACKOFF_SECONDS="0.5,0.5,0.5")
+    js = nc.jetstream()
+    await js.delete_stream(RESULTS_STREAM)  # the store is gone: the lookup cannot tell
+    job_id = await jobs_client.submit(nc, "execute", job())
+    await wait_for(lambda: asyncio.sleep(0, consumer.retried >= 1), timeout=20)
+    assert calls == []  # never run while the lookup could not be made
+    assert "result store unreachable" in consumer.last_error
+    await js.add_stream(stream_configs(consumer.settings)[1])  # the store is back
+    stored = await jobs_client.result(nc, job_id, wait=20)
+    assert stored.result == "ran" and len(calls) == 1
+    assert consumer.dead_lettered == 0
