@@ -1,8 +1,10 @@
 """What a one-shot child does to itself before any strategy code reaches it.
 
-The zygote decides once, at start, which layers this machine permits (`detect`); every child
-then applies all of them (`apply`) and dies rather than run with a layer missing that was
-reported active. Per-run limits (`limit_run`) can only be lowered afterwards.
+The zygote enters its namespaces before it imports anything (`enter_namespaces`, see
+sandbox/namespaces.py), decides once which layers this machine permits (`detect`) and, once
+warm, locks itself into the empty root without capabilities (`lock_zygote`). Every child then
+applies the rest (`apply`) and dies rather than run with a layer missing that was reported
+active. Per-run limits (`limit_run`) can only be lowered afterwards.
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ from dataclasses import dataclass, field
 
 from contracts import IsolationLayer
 
-from . import landlock, seccomp
+from . import landlock, namespaces, seccomp
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
-NOBODY = 65534
+NOBODY = namespaces.SANDBOX_ID
 CHANNEL_FD = 3
 _HEADROOM_MB = 48  # room above the run's limit for reporting MEMORY_LIMIT cleanly
 
@@ -33,12 +33,16 @@ class Plan:
     max_memory_mb: int
     max_cpu_seconds: int
     disabled: frozenset[str] = frozenset()
-    netns: tuple[bool, str] = (False, "")
-    chroot_dir: str | None = None
+    entered: namespaces.Entered = namespaces.Entered("none", False, 0, 0, "not entered")
+    root_fd: int | None = None  # the empty root, entered by the zygote itself (`lock_zygote`)
     drop_uid: bool = False
     landlock_abi: int = 0
     seccomp: tuple[bool, str] = (False, "")
     layers: list[IsolationLayer] = field(default_factory=list)
+
+    @property
+    def netns(self) -> tuple[bool, str]:
+        return self.entered.net, _netns_detail(self.entered, self.disabled)
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -48,47 +52,60 @@ def _libc() -> ctypes.CDLL:
     return _LIBC
 
 
-def enter_network_namespace(disabled: frozenset[str]) -> tuple[bool, str]:
-    """Called by the zygote before it imports anything: its children inherit an empty netns."""
+def enter_namespaces(disabled: frozenset[str]) -> namespaces.Entered:
+    """Called by the zygote before it imports anything: its children are forked into them."""
+    return namespaces.enter(disabled)
+
+
+def _netns_detail(entered: namespaces.Entered, disabled: frozenset[str]) -> str:
+    if entered.net:
+        where = " inside an unprivileged user namespace" if entered.mode == "user" else ""
+        return f"empty network namespace (only a down loopback){where}; own IPC and UTS namespaces"
     if "netns" in disabled:
-        return False, "disabled by SANDBOX_DISABLE"
-    libc = _libc()
-    if os.geteuid() == 0 and libc.unshare(CLONE_NEWNET) == 0:
-        return True, "empty network namespace (only a down loopback)"
-    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
-        return True, "empty network namespace inside an unprivileged user namespace"
-    err = ctypes.get_errno()
-    return False, f"unshare(CLONE_NEWNET) not permitted here ({os.strerror(err)})"
+        return "disabled by SANDBOX_DISABLE"
+    return entered.detail or "not entered"
 
 
-def detect(max_memory_mb: int, max_cpu_seconds: int, netns: tuple[bool, str],
-           disabled: frozenset[str], empty_dir: str) -> Plan:
+def _uid_detail(plan: Plan) -> str:
+    entered = plan.entered
+    if not plan.drop_uid:
+        return "disabled by SANDBOX_DISABLE" if "uid" in plan.disabled else (entered.detail or "not entered")
+    if entered.mode == "host":
+        return f"runs as uid/gid {NOBODY}, a different kernel uid from the node, with no capabilities"
+    return (f"runs as uid/gid {NOBODY} of its own user namespace, where no other id is mapped, with every "
+            f"capability dropped; outside it that is the node's uid {entered.outside_uid}, so the node is "
+            "out of reach through the empty root, seccomp and Landlock rather than through the uid")
+
+
+def detect(max_memory_mb: int, max_cpu_seconds: int, entered: namespaces.Entered,
+           disabled: frozenset[str], empty_dir: str | None = None) -> Plan:
+    """Decide every child's layers; `empty_dir` is ignored (the root needs no directory now)."""
     plan = Plan(max_memory_mb=max_memory_mb, max_cpu_seconds=max_cpu_seconds,
-                disabled=disabled, netns=netns)
-    root = os.geteuid() == 0
-    in_userns = netns[0] and "user namespace" in netns[1]
-    if "chroot" not in disabled and root and not in_userns:
-        plan.chroot_dir = empty_dir
-    plan.drop_uid = "uid" not in disabled and root and not in_userns
+                disabled=disabled, entered=entered)
+    root_detail = ""
+    if "chroot" not in disabled and entered.mode in ("host", "user"):
+        plan.root_fd, root_detail = namespaces.empty_root()
+    plan.drop_uid = "uid" not in disabled and entered.mode in ("host", "user") and entered.inside_uid == NOBODY
     if "landlock" not in disabled:
         plan.landlock_abi = landlock.abi_version()
     plan.seccomp = (False, "disabled by SANDBOX_DISABLE") if "seccomp" in disabled else seccomp.supported()
     if plan.seccomp[0]:
         seccomp.prepare()
-    why_root = "needs root" if not root else ("inside a user namespace" if in_userns else "disabled by SANDBOX_DISABLE")
+    no_root = "disabled by SANDBOX_DISABLE" if "chroot" in disabled else (entered.detail or "not entered")
     plan.layers = [
         IsolationLayer(name="fresh_process", active=True,
                        detail="one forked child per run, killed at the wall deadline"),
-        IsolationLayer(name="network_namespace", active=netns[0], detail=netns[1]),
+        IsolationLayer(name="network_namespace", active=entered.net, detail=_netns_detail(entered, disabled)),
         IsolationLayer(name="seccomp", active=plan.seccomp[0], detail=plan.seccomp[1]),
-        IsolationLayer(name="chroot", active=plan.chroot_dir is not None,
-                       detail="empty read-only root" if plan.chroot_dir else why_root),
+        IsolationLayer(name="chroot", active=plan.root_fd is not None,
+                       detail=f"empty read-only root: {root_detail}" if plan.root_fd is not None else no_root),
         IsolationLayer(name="landlock", active=plan.landlock_abi > 0,
                        detail=landlock.describe(plan.landlock_abi) if plan.landlock_abi
                        else ("disabled by SANDBOX_DISABLE" if "landlock" in disabled
                              else "kernel without Landlock")),
-        IsolationLayer(name="uid_drop", active=plan.drop_uid,
-                       detail=f"runs as uid/gid {NOBODY}" if plan.drop_uid else why_root),
+        IsolationLayer(name="uid_drop", active=plan.drop_uid, detail=_uid_detail(plan)),
+        IsolationLayer(name="no_capabilities", active=True,
+                       detail="effective, permitted, inheritable, ambient and bounding sets empty"),
         IsolationLayer(name="no_new_privs", active=True, detail="PR_SET_NO_NEW_PRIVS"),
         IsolationLayer(name="rlimits", active=True,
                        detail="address space, CPU, open files, processes, file size, core"),
@@ -99,6 +116,23 @@ def detect(max_memory_mb: int, max_cpu_seconds: int, netns: tuple[bool, str],
                        detail="RestrictedPython compile, AST policy, guarded attributes, module proxies"),
     ]
     return plan
+
+
+def lock_zygote(plan: Plan) -> None:
+    """The zygote, once warm: into the empty root, down to the capabilities its children need.
+
+    After this the zygote cannot reach the node's files (NATS credentials under /etc/nats,
+    the virtualenv, /proc) any more than its children can. In host mode it keeps CAP_SETUID and
+    CAP_SETGID so that each child can become uid 65534, and CAP_KILL to end those children when
+    the node goes away; in user mode it keeps nothing.
+    """
+    if plan.root_fd is not None:
+        namespaces.enter_root(plan.root_fd)
+        os.close(plan.root_fd)
+        plan.root_fd = -1  # entered: still reported active, nothing left to open
+    keep = (namespaces.CAP_SETUID, namespaces.CAP_SETGID, namespaces.CAP_KILL) \
+        if plan.drop_uid and plan.entered.mode == "host" else ()
+    namespaces.drop_capabilities(keep)
 
 
 def vm_bytes() -> int:
@@ -124,6 +158,10 @@ def apply(plan: Plan, channel_fd: int, devnull_fd: int, baseline: int | None = N
     signal.set_wakeup_fd(-1)
     if channel_fd < CHANNEL_FD:
         raise OSError("the channel must not be a standard stream")
+    if baseline is None:
+        baseline = _vm_bytes()  # before the root is gone (with it /proc)
+    if plan.root_fd is not None and plan.root_fd >= 0:
+        namespaces.enter_root(plan.root_fd)  # a parent that did not `lock_zygote` itself
     # stdio onto /dev/null *before* the channel takes fd 3: the zygote's devnull is often fd 3
     # itself, and dup'ing it afterwards would make stdin/stdout/stderr the node's channel (any
     # warning a library prints would then corrupt the protocol).
@@ -133,8 +171,6 @@ def apply(plan: Plan, channel_fd: int, devnull_fd: int, baseline: int | None = N
         os.dup2(channel_fd, CHANNEL_FD)
     os.closerange(CHANNEL_FD + 1, 1 << 20)
     os.environ.clear()
-    if baseline is None:
-        baseline = _vm_bytes()
     ceiling = baseline + (plan.max_memory_mb + _HEADROOM_MB) * 1024 * 1024
     _setlimit(resource.RLIMIT_AS, ceiling)
     _setlimit(resource.RLIMIT_CPU, plan.max_cpu_seconds, plan.max_cpu_seconds + 1)
@@ -143,13 +179,9 @@ def apply(plan: Plan, channel_fd: int, devnull_fd: int, baseline: int | None = N
     _setlimit(resource.RLIMIT_CORE, 0)
     _setlimit(resource.RLIMIT_MEMLOCK, 0)
     _setlimit(resource.RLIMIT_MSGQUEUE, 0)
-    if plan.chroot_dir:
-        os.chroot(plan.chroot_dir)
-        os.chdir("/")
-    if plan.drop_uid:
-        os.setgroups([])
-        os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)
+    if plan.drop_uid and plan.entered.mode == "host":
+        namespaces.become_sandbox_user()
+    namespaces.drop_capabilities()
     _setlimit(resource.RLIMIT_NPROC, 0)
     if libc.prctl(seccomp.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")

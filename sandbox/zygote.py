@@ -24,7 +24,6 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 
 CONTROL_FD_ENV = "SANDBOX_CONTROL_FD"
 
@@ -81,21 +80,24 @@ def main() -> None:
 
     from . import lockdown
 
-    netns = lockdown.enter_network_namespace(disabled)  # before any thread could exist
+    entered = lockdown.enter_namespaces(disabled)  # before any thread could exist
 
     prewarm_job = _warm_up()
     if os.environ.get("SANDBOX_PREWARM", "1") == "0":
         prewarm_job = None
     from .runtime import run  # noqa: F401  (imported: children inherit it)
     from .serve import serve
+    from . import timezones
 
-    empty_dir = tempfile.mkdtemp(prefix="sandbox-root-")
-    os.chmod(empty_dir, 0o555)
-    plan = lockdown.detect(max_memory_mb, max_cpu, netns, disabled, empty_dir)
+    timezones.preload()  # every zone in memory: the children (and soon we) have no files
+    plan = lockdown.detect(max_memory_mb, max_cpu, entered, disabled)
     devnull = os.open(os.devnull, os.O_RDWR)
     gc.collect()
     gc.freeze()  # children must not touch (copy) the parent's objects during collection
     vm_baseline = lockdown.vm_bytes()
+    # From here on the zygote sees only the empty root and holds no capability its children do
+    # not need: the node's files and credentials are out of its reach too.
+    lockdown.lock_zygote(plan)
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -149,20 +151,16 @@ def main() -> None:
         _serve(sel, control, wake_r, spawn, reap)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the node went away mid-message: same as EOF
-    _shutdown(children, empty_dir)
+    _shutdown(children)
 
 
-def _shutdown(children: set[int], empty_dir: str) -> None:
+def _shutdown(children: set[int]) -> None:
     """The node is gone: so are we, and our children with us (they also have PDEATHSIG)."""
     for pid in children:
         try:
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        os.rmdir(empty_dir)
-    except OSError:
-        pass
+        except OSError:
+            pass  # gone already; and every child has PDEATHSIG in any case
     sys.exit(0)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from contracts import subjects
+from tests.sandbox import manifest_conditions
 from tests.support import columnar_bars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,63 +50,99 @@ RUNNER = textwrap.dedent(r'''
     import json, os, sys
     cfg = json.loads(sys.argv[1])
     sys.path.insert(0, cfg["root"])
+    if cfg.get("manifest"):                   # the pod's securityContext, before anything else
+        from tests.sandbox import manifest_conditions
+        manifest_conditions.enter(profile=cfg["manifest"])
     from sandbox import lockdown              # what the zygote imports first
     disabled = frozenset(cfg["disabled"])
-    netns = lockdown.enter_network_namespace(disabled)   # before any thread exists
-    import ctypes, errno, fcntl, mmap, resource, signal, socket, stat, tempfile, time
-    empty = tempfile.mkdtemp(prefix="lockdown-test-root-")
-    os.chmod(empty, 0o555)
-    plan = lockdown.detect(256, 5, netns, disabled, empty)
+    entered = lockdown.enter_namespaces(disabled)   # before any thread exists
+    import ctypes, errno, fcntl, mmap, resource, signal, socket, stat, time, traceback
+    plan = lockdown.detect(256, 5, entered, disabled)
     layers = {l.name: {"active": l.active, "detail": l.detail} for l in plan.layers}
-    received = []
-    signal.signal(signal.SIGUSR1, lambda *a: received.append(1))
     devnull = os.open(os.devnull, os.O_RDWR)
     libc = ctypes.CDLL(None, use_errno=True)
+    report_r, report_w = os.pipe()
 
-    def locked_child(body):
-        parent_end, child_end = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                parent_end.close()
-                lockdown.apply(plan, child_end.fileno(), devnull)
-                body()
-            except BaseException:
-                code = 70
-            os._exit(code)
-        child_end.close()
-        return pid, parent_end
+    def zygote():
+        # the zygote's part, as sandbox/zygote.py plays it: lock itself, then fork the children
+        received = []
+        signal.signal(signal.SIGUSR1, lambda *a: received.append(1))
+        baseline = lockdown.vm_bytes()
+        lockdown.lock_zygote(plan)
 
-    # a sibling run: another locked child that only waits (the victim of sibling probes)
-    victim, victim_end = locked_child(lambda: time.sleep(30))
-    time.sleep(0.1)
+        def locked_child(body):
+            parent_end, child_end = socket.socketpair()
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    parent_end.close()
+                    lockdown.apply(plan, child_end.fileno(), devnull, baseline)
+                    body()
+                except BaseException:
+                    code = 70
+                os._exit(code)
+            child_end.close()
+            return pid, parent_end
 
-    def attacker():
-        ns = {"os": os, "socket": socket, "ctypes": ctypes, "libc": libc, "resource": resource,
-              "signal": signal, "mmap": mmap, "fcntl": fcntl, "stat": stat, "errno": errno,
-              "P": dict(cfg["params"], victim=victim, parent=os.getppid())}
-        for name, source in cfg["probes"]:
-            try:
-                ns["result"] = None
-                exec(source, ns)
-                out = {"ok": repr(ns["result"])[:300]}
-            except BaseException as exc:
-                out = {"err": type(exc).__name__, "errno": getattr(exc, "errno", None), "msg": str(exc)[:200]}
-            os.write(3, (json.dumps({name: out}) + "\n").encode())
+        # a sibling run: another locked child that only waits (the victim of sibling probes)
+        victim, victim_end = locked_child(lambda: time.sleep(30))
+        time.sleep(0.1)
 
-    pid, end = locked_child(attacker)
-    _, status = os.waitpid(pid, 0)
-    lines = b""
-    end.settimeout(5)
+        def attacker():
+            ns = {"os": os, "socket": socket, "ctypes": ctypes, "libc": libc, "resource": resource,
+                  "signal": signal, "mmap": mmap, "fcntl": fcntl, "stat": stat, "errno": errno,
+                  "P": dict(cfg["params"], victim=victim, parent=os.getppid())}
+            for name, source in cfg["probes"]:
+                try:
+                    ns["result"] = None
+                    exec(source, ns)
+                    out = {"ok": repr(ns["result"])[:300]}
+                except BaseException as exc:
+                    out = {"err": type(exc).__name__, "errno": getattr(exc, "errno", None), "msg": str(exc)[:200]}
+                os.write(3, (json.dumps({name: out}) + "\n").encode())
+
+        pid, end = locked_child(attacker)
+        _, status = os.waitpid(pid, 0)
+        lines = b""
+        end.settimeout(5)
+        while True:
+            chunk = end.recv(65536)
+            if not chunk:
+                break
+            lines += chunk
+        results = {}
+        for line in lines.decode().splitlines():
+            results.update(json.loads(line))
+        os.write(report_w, json.dumps({
+            "victim": victim, "results": results, "parent_signals": len(received),
+            "exit": {"signaled": os.WIFSIGNALED(status),
+                     "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                     "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None},
+        }).encode())
+        os.close(report_w)
+        os.waitpid(victim, 0)  # the runner looks at the victim, then kills it
+
+    zpid = os.fork()
+    if zpid == 0:
+        try:
+            os.close(report_r)
+            zygote()
+            os._exit(0)
+        except BaseException:
+            os.write(report_w, json.dumps({"zygote_error": traceback.format_exc()}).encode())
+            os._exit(70)
+    os.close(report_w)
+    raw = b""
     while True:
-        chunk = end.recv(65536)
+        chunk = os.read(report_r, 1 << 20)
         if not chunk:
             break
-        lines += chunk
-    results = {}
-    for line in lines.decode().splitlines():
-        results.update(json.loads(line))
+        raw += chunk
+    report = json.loads(raw)
+    if "zygote_error" in report:
+        raise SystemExit(report["zygote_error"])
+    victim = report["victim"]
     with open(f"/proc/{victim}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     victim_state = {"alive": fields[0] not in ("Z", "X"), "nice": int(fields[16]), "policy": int(fields[38]),
@@ -113,12 +150,10 @@ RUNNER = textwrap.dedent(r'''
                     "expected_nice": os.getpriority(os.PRIO_PROCESS, 0),
                     "expected_affinity": sorted(os.sched_getaffinity(0))}
     os.kill(victim, signal.SIGKILL)
-    os.waitpid(victim, 0)
-    os.rmdir(empty)
+    os.waitpid(zpid, 0)
     print(json.dumps({
-        "layers": layers, "results": results, "parent_signals": len(received), "victim": victim_state,
-        "exit": {"signaled": os.WIFSIGNALED(status), "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                 "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None},
+        "layers": layers, "results": report["results"], "parent_signals": report["parent_signals"],
+        "victim": victim_state, "exit": report["exit"],
     }))
 ''')
 
@@ -229,8 +264,12 @@ def _ipc_objects(key: int) -> list[str]:
     return found
 
 
-def run_probes(probes: dict[str, str], disabled: frozenset[str] = frozenset()) -> Run:
-    """Run `probes` in a locked-down child of a fresh process; collect what happened."""
+def run_probes(probes: dict[str, str], disabled: frozenset[str] = frozenset(), manifest: str | None = None) -> Run:
+    """Run `probes` in a locked-down child of a fresh process; collect what happened.
+
+    With `manifest` (a seccomp profile path) the process first takes the pod's securityContext
+    from deploy/k8s: uid/gid 10001, no capabilities, NO_NEW_PRIVS and that profile.
+    """
     work = tempfile.mkdtemp(prefix="lockdown-traps-", dir="/tmp")
     os.chmod(work, 0o777)  # readable and writable by anyone: only the lockdown may stop access
     canary = os.path.join(work, "canary.txt")
@@ -245,13 +284,19 @@ def run_probes(probes: dict[str, str], disabled: frozenset[str] = frozenset()) -
     listener.setblocking(False)
     ipc_key = 0x5A000000 | secrets.randbelow(1 << 20)
     cfg = {
-        "root": ROOT, "disabled": sorted(disabled), "probes": list(probes.items()),
+        "root": ROOT, "disabled": sorted(disabled), "probes": list(probes.items()), "manifest": manifest,
         "params": {"canary": canary, "out": out, "host": "127.0.0.1", "port": listener.getsockname()[1],
                    "secret_env": SECRET_ENV, "ipc_key": ipc_key},
     }
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **{SECRET_ENV: secret})
+    exe = sys.executable
+    if manifest:
+        found = manifest_conditions.interpreter()
+        assert found is not None, "no Python interpreter uid 10001 can run"
+        exe, extra = found
+        env.update(extra)
     try:
-        proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(cfg)], env=env, cwd=work,
+        proc = subprocess.run([exe, "-c", RUNNER, json.dumps(cfg)], env=env, cwd=work,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]
         report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -309,6 +354,70 @@ def test_full_lockdown_left_nothing_behind(full: Run):
     assert victim["alive"], "a locked child killed its sibling"
     assert (victim["nice"], victim["policy"], victim["affinity"]) == (
         victim["expected_nice"], os.SCHED_OTHER, victim["expected_affinity"]), f"a locked child reached its sibling: {victim}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The pod's securityContext (deploy/k8s): uid 10001, no capabilities, the Localhost profile
+# ---------------------------------------------------------------------------------------------
+
+NAMESPACE_LAYERS = ("network_namespace", "chroot", "uid_drop")
+
+
+def _pod_conditions_or_skip() -> None:
+    if not IS_ROOT:
+        pytest.skip("taking the pod's uid needs a root test process")
+    if manifest_conditions.libseccomp() is None:
+        pytest.skip("libseccomp is not installed: cannot compile the pod's seccomp profile")
+    possible, why = manifest_conditions.userns_possible()
+    if not possible:
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def as_pod() -> Run:
+    _pod_conditions_or_skip()
+    return run_probes(PROBES, manifest=str(manifest_conditions.NODE_PROFILE))
+
+
+def test_pod_conditions_report_the_same_active_layers_as_root(full: Run, as_pod: Run):
+    print("\nprocess layers as the manifests run the node (uid 10001, no capabilities, Localhost profile):")
+    for name, layer in as_pod.layers.items():
+        print(f"  {name:18} {'active  ' if layer['active'] else 'INACTIVE'}  {layer['detail']}")
+    active = lambda run: sorted(n for n, layer in run.layers.items() if layer["active"])  # noqa: E731
+    assert active(as_pod) == active(full)
+    for name in NAMESPACE_LAYERS:
+        assert as_pod.layers[name]["active"], as_pod.layers[name]
+    assert as_pod.exit == {"signaled": False, "signal": None, "code": 0}, as_pod.exit
+
+
+@pytest.mark.parametrize("probe", list(PROBES))
+def test_pod_conditions_lockdown_denies(as_pod: Run, probe: str):
+    out = as_pod.results.get(probe)
+    assert out is not None, f"{probe}: no report (the child was replaced or died)"
+    if probe == "uid":
+        # Inside its own user namespace only 65534 is mapped: the pod's supplementary group
+        # (fsGroup 10001) shows as 65534 too, and an unprivileged namespace cannot drop it.
+        assert out.get("ok") in (repr((NOBODY,) * 4 + ([],)), repr((NOBODY,) * 4 + ([NOBODY],))), out
+        return
+    assert CHECKS[probe](out), f"{probe} was not contained under the pod's conditions: {out}"
+
+
+def test_pod_conditions_left_nothing_behind(as_pod: Run):
+    assert as_pod.pending_connections == 0
+    assert as_pod.parent_signals == 0
+    assert as_pod.leftovers == [], as_pod.leftovers
+    assert as_pod.victim["alive"]
+
+
+def test_runtime_default_without_the_profile_additions_turns_the_namespace_layers_off_and_says_why():
+    # The same pod with plain RuntimeDefault: unshare is refused, and Health must say so rather
+    # than claim the layers. This is why the manifests carry their own Localhost profile.
+    _pod_conditions_or_skip()
+    run = run_probes({"uid": PROBES["uid"]}, manifest=str(manifest_conditions.RUNTIME_DEFAULT_LIKE))
+    for name in NAMESPACE_LAYERS:
+        assert not run.layers[name]["active"], run.layers[name]
+    assert "unshare(CLONE_NEWUSER) not permitted here" in run.layers["network_namespace"]["detail"]
+    assert run.layers["seccomp"]["active"] and run.layers["landlock"]["active"]
 
 
 @pytest.mark.parametrize("probe", list(ARCH_PROBES))
@@ -453,9 +562,9 @@ async def test_a_ready_child_is_locked_down_before_any_code_arrives(node):
     status = _status(pid)
     layers = {layer.name: layer.active for layer in node.pool.layers}
     assert status["NoNewPrivs"].strip() == "1"
-    if layers["uid_drop"]:
-        assert status["CapEff"].strip() == "0000000000000000"
-        assert status["CapPrm"].strip() == "0000000000000000"
+    assert layers["no_capabilities"]
+    for capability_set in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
+        assert status[capability_set].strip() == "0000000000000000", (capability_set, status[capability_set])
     if layers["seccomp"]:
         assert status["Seccomp"].strip() == "2"  # filter mode
     if layers["uid_drop"]:
@@ -465,8 +574,10 @@ async def test_a_ready_child_is_locked_down_before_any_code_arrives(node):
     if layers["network_namespace"]:
         assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
     if layers["chroot"]:
-        root = os.readlink(f"/proc/{pid}/root")
-        assert root != "/" and os.listdir(f"/proc/{pid}/root") == []
+        # a tmpfs attached nowhere reads as "/" through readlink: compare the inodes instead
+        root = os.stat(f"/proc/{pid}/root")
+        assert (root.st_dev, root.st_ino) != (os.stat("/").st_dev, os.stat("/").st_ino)
+        assert os.listdir(f"/proc/{pid}/root") == []
     fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
     assert sorted(fds) == [0, 1, 2, 3], fds
     assert [fds[0], fds[1], fds[2]] == ["/dev/null"] * 3, f"stdio must be /dev/null, not the channel: {fds}"
