@@ -132,6 +132,9 @@ def scrub() -> bool:
     # After the collection: finalizers run above may have changed any of these.
     _EXTOBJ.set(base.extobj)
     np.random.seed(int.from_bytes(os.urandom(4), "little"))
+    stdlib_random = sys.modules.get("sandbox.stdlib.safe_random")  # the `random` strategies import
+    if stdlib_random is not None:
+        stdlib_random.reseed()
     guards.restore_decisions(base.decisions)
     guards.reset_violations()
     decimal = sys.modules.get("decimal")
