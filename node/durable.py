@@ -26,7 +26,13 @@ Wire protocol (any NATS client can produce jobs; node/jobs_client.py is the Pyth
   its headers, body and `Strategy-Error`; its stored result is an INTERNAL error naming the
   last error. When the node holding the last delivery dies, the server's MAX_DELIVERIES
   advisory is handled by a surviving node (queue group), which does the same and removes the
-  job from the work queue.
+  job from the work queue, but only after checking the advisory against the server's state
+  (anyone who may publish on the advisory subject could forge one): the consumer delivered that
+  sequence and has not had it acked, the count reached the consumer's max_deliver, and no node
+  holds a lease on the job (running jobs refresh one in STRATEGY_LEASES every heartbeat).
+* Every message published here is sized first (node/sizing.py): a result too large for the
+  server's max_payload is stored as OUTPUT_LIMIT, exactly as the request path answers, in one
+  run; a dead letter too large keeps its headers and leaves the job's body out.
 * No stream here captures `strategy.v1.*`: a stream's PubAck would race the service's reply.
 """
 
@@ -380,7 +386,8 @@ class JobConsumer:
             self._leases = True
         except Exception as exc:  # noqa: BLE001
             self._leases = False
-            log.warning("lease stream %s unavailable (%s: %s); MAX_DELIVERIES advisories are ignored",
+            log.warning("lease stream %s unavailable (%s: %s); a MAX_DELIVERIES advisory about a job "
+                        "still running elsewhere cannot be told from a genuine one",
                         LEASES_STREAM, type(exc).__name__, exc)
         try:
             await self.js.add_consumer(JOBS_STREAM, config=consumer_config(self.settings))
@@ -636,13 +643,15 @@ class JobConsumer:
         if event.get("stream") != JOBS_STREAM or event.get("consumer") != CONSUMER:
             return None
         seq, deliveries = event.get("stream_seq"), event.get("deliveries")
-        if not isinstance(seq, int) or not isinstance(deliveries, int) or seq <= 0 or not self._leases:
+        if not isinstance(seq, int) or not isinstance(deliveries, int) or seq <= 0:
             return None
         info = await self.js.consumer_info(JOBS_STREAM, CONSUMER)
         if deliveries < (info.config.max_deliver or 0) or info.config.max_deliver in (None, -1):
             return None
         if not (info.ack_floor.stream_seq < seq <= info.delivered.stream_seq):
             return None  # never delivered yet, or already acked
+        if not self._leases:  # no lease stream (e.g. no permission): the checks above only
+            return seq, deliveries
         try:
             await self.js.get_last_msg(LEASES_STREAM, lease_subject(seq))
             return None  # a node is running it right now
