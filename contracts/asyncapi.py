@@ -235,6 +235,18 @@ def build() -> dict[str, Any]:
                          f"the result pushed, `{subjects.JOB_REPLY_HEADER}: <inbox>`. The result is also "
                          f"stored under `{subjects.RESULTS}.<job id>` (stream STRATEGY_RESULTS); a job "
                          f"whose deliveries run out lands on `{subjects.DEAD}.<job id>`."))
+        add(f"tenantJob{kind.title()}", subjects.tenant_jobs("{account}", kind), request, reply,
+            f"Durable {kind} job of a tenant account, as the server stores it.", "strategy-workers",
+            parameters={"account": {
+                "description": "The publishing tenant's NATS account, put there by the server: the "
+                               f"tenant publishes `{subjects.JOBS}.{kind}` through its import of an "
+                               "export guarded by `account_token_position`, so it cannot name "
+                               "another account. The job runs as that tenant.",
+                "examples": ["TENANT_A"],
+            }},
+            description=(f"Same headers and results as `{subjects.JOBS}.{kind}`. JetStream drops "
+                         f"`{subjects.REQUEST_INFO_HEADER}` from stored messages; this subject "
+                         "token is the job's verified tenant (deploy/nats/permissions.conf)."))
 
     service = subjects.SERVICE_NAME
     for verb, (type_, summary) in SRV_VERBS.items():

@@ -58,3 +58,7 @@ class Health(msgspec.Struct, kw_only=True):
     pool: PoolState
     isolation: list[IsolationLayer]
     jobs: JobsState | None = None
+    # True when the operator set TRUST_BODY_USER_ID: a request's body `user_id` then picks its
+    # tenant (warm worker) even without an identity NATS vouches for. False: only a verified
+    # NATS identity (Nats-Request-Info of an imported request, a job's account token) does.
+    trust_body_user_id: bool = False

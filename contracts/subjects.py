@@ -17,6 +17,13 @@ JOBS = "strategy.jobs"
 RESULTS = "strategy.results"
 DEAD = "strategy.dead"
 JOB_REPLY_HEADER = "Strategy-Reply-To"
+# A tenant in an account of its own publishes JOBS.<kind> through its import; the server stores it
+# under JOBS.<account>.<kind> (export guarded by account_token_position; node/identity.py).
+TENANT_JOBS = f"{JOBS}.{{account}}.{{kind}}"
+
+# Stamped by nats-server on a request that crossed a service import: JSON with `acc` (and `user`
+# when the import has `share: true`). The node trusts only that, never a body field alone.
+REQUEST_INFO_HEADER = "Nats-Request-Info"
 
 CONTENT_TYPE = "Content-Type"
 MSGPACK = "application/msgpack"
@@ -27,3 +34,8 @@ def node_health(node_id: str) -> str:
     """One node's own health subject (for probes): `strategy.v1.health.<node_id>`."""
     token = "".join(c if c.isalnum() or c in "-_" else "_" for c in node_id)
     return f"{HEALTH}.{token}"
+
+
+def tenant_jobs(account: str, kind: str) -> str:
+    """Where a tenant's durable job is stored: `strategy.jobs.<account>.<kind>`."""
+    return TENANT_JOBS.format(account=account, kind=kind)

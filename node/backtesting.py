@@ -97,6 +97,7 @@ from sandbox.compiler import CompiledStrategy
 from sandbox.protocol import Job, OutputLimits, Outcome
 
 from .admission import Admission
+from . import identity
 from .config import Settings
 from .failures import Overloaded, error_of
 from .jobs import bars_of, check_language, run_limits
@@ -342,7 +343,7 @@ class Backtesting:
             else:
                 timeout_ms = self.endpoints._remaining_ms(received, budget_ms)
                 job = self._job(req, compiled, bars, req.parameters, req.options, timeout_ms, memory_mb)
-                outcome = await self.pool.run(job, tenant=req.user_id)
+                outcome = await self.pool.run(job, tenant=identity.tenant_of(req.user_id))
                 if outcome.walk:
                     # the probe saw every bar; the walk runs in a fresh child of its own (never
                     # a warm worker), with what is left of the request's budget

@@ -80,6 +80,9 @@ class Settings:
     tenant_warm_workers: int = 2
     tenant_warm_max: int = 4
     tenant_warm_idle_seconds: float = 60.0
+    # Trust a request's body `user_id` as its tenant when NATS proves none (node/identity.py);
+    # for closed networks only, and reported in Health.
+    trust_body_user_id: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -129,6 +132,7 @@ def _warm_settings(env: Mapping[str, str], workers: int) -> dict:
         tenant_warm_workers=_int(env, "TENANT_WARM_WORKERS", 2, 1, 1024),
         tenant_warm_max=_int(env, "TENANT_WARM_MAX", workers, 1, 4096),
         tenant_warm_idle_seconds=_float(env, "TENANT_WARM_IDLE_SECONDS", 60.0, 0.1, 86_400.0),
+        trust_body_user_id=_flag(env, "TRUST_BODY_USER_ID", False),
     )
 
 

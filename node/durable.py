@@ -6,6 +6,9 @@ Wire protocol (any NATS client can produce jobs; node/jobs_client.py is the Pyth
   per `Content-Type`) to `strategy.jobs.<kind>` (`execute`, `backtest`) with the job id as
   `Nats-Msg-Id` (the stream drops a duplicate id inside its duplicate window) and, optionally,
   a reply subject in `Strategy-Reply-To` (JetStream does not store a message's reply subject).
+* A tenant in an account of its own publishes the same `strategy.jobs.<kind>` through its import;
+  the server stores it as `strategy.jobs.<account>.<kind>` (an export guarded by
+  `account_token_position`), and the job runs as that verified tenant (node/identity.py).
 * One durable pull consumer `strategy-workers` is shared by every node (explicit ack, ack wait,
   max deliveries with a backoff schedule). A node pulls only as many jobs as it has idle
   workers: jobs share the node's `Admission` with the request path and only fill capacity that
@@ -65,6 +68,7 @@ from contracts import subjects
 from contracts.subjects import CONTENT_TYPE
 
 from . import nats_internals, sizing
+from . import identity
 from .admission import Admission
 from .config import Settings
 from .endpoints import error_headers
@@ -520,7 +524,8 @@ class JobConsumer:
             meta = msg.metadata
             headers = dict(msg.headers or {})
             seq, delivered = meta.sequence.stream, meta.num_delivered
-            kind = msg.subject[len(JOBS_PREFIX) + 1:]
+            # strategy.jobs.[<account>.]<kind>: the account token is the verified tenant (node/identity.py).
+            caller, kind = identity.from_job_subject(msg.subject, self.settings.trust_body_user_id)
             job_id = headers.get(MSG_ID) or f"seq-{seq}"
             ctype = content_type(headers)
             reply_to = headers.get(REPLY_TO)
@@ -550,7 +555,8 @@ class JobConsumer:
                     code=ErrorCode.INVALID_REQUEST,
                     message=f"job kind {kind[:64]!r} not supported by this node"))
             else:
-                result = await handler(msg.data, ctype, time.monotonic())
+                with identity.acting_for(caller):
+                    result = await handler(msg.data, ctype, time.monotonic())
             error = getattr(result, "error", None)
             if error is not None and error.code in RETRYABLE:
                 await self._failed(msg, job_id, kind, ctype, headers, delivered, f"{error.code}: {error.message}")
@@ -679,7 +685,7 @@ class JobConsumer:
                 return  # acked meanwhile, or another node handled the advisory
             headers = dict(raw.headers or {})
             job_id = headers.get(MSG_ID) or f"seq-{seq}"
-            kind = (raw.subject or "")[len(JOBS_PREFIX) + 1:]
+            _caller, kind = identity.from_job_subject(raw.subject or "")
             if valid_job_id(job_id) and await self.results.get(job_id) is None:
                 await self._dead_letter(
                     raw.data or b"", headers, job_id, kind, content_type(headers), deliveries,

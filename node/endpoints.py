@@ -29,7 +29,7 @@ from contracts import (
 from sandbox.compiler import CompileCache
 from sandbox.pool import SandboxPool
 
-from . import __version__
+from . import __version__, identity
 from .config import Settings
 from .failures import error_of
 from .jobs import check_language, execute_job
@@ -72,7 +72,7 @@ class Endpoints:
             self.metrics.compile(hit)
             job = execute_job(req, self.settings, compiled, budget_ms)
             job.timeout_ms = self._remaining_ms(received, budget_ms)
-            outcome = await self.pool.run(job, tenant=req.user_id)
+            outcome = await self.pool.run(job, tenant=identity.tenant_of(req.user_id))
             result = ExecuteResult(
                 success=outcome.success, signals=outcome.signals, indicators=outcome.indicators,
                 performance=outcome.performance, result=outcome.result, logs=outcome.logs,
@@ -118,7 +118,7 @@ class Endpoints:
             limits=Limits(max_workers=s.max_workers, max_queue=s.max_queue,
                           max_timeout_seconds=s.max_timeout_seconds, max_memory_mb=s.max_memory_mb,
                           max_code_chars=contract_limits.MAX_CODE_CHARS, max_bars=contract_limits.MAX_BARS),
-            pool=pool, isolation=list(self.pool.layers),
+            pool=pool, isolation=list(self.pool.layers), trust_body_user_id=s.trust_body_user_id,
         )
 
     def refused(self, subject: str) -> Any:

@@ -26,7 +26,7 @@ import os
 import ssl
 from typing import Any, Mapping
 
-__all__ = ["connect_options", "is_inbox_subject", "AuthConfigError"]
+__all__ = ["connect_options", "is_inbox_subject", "AuthConfigError", "RESPONSE_PREFIX"]
 
 
 class AuthConfigError(ValueError):
@@ -116,7 +116,8 @@ def connect_options(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def is_inbox_subject(subject: str | None) -> bool:
-    """True when `subject` is safe to publish a reply to: its first token starts with _INBOX.
+    """True when `subject` is safe to publish a reply to: an inbox, or the server's reply
+    subject of an imported request.
 
     A requester chooses the reply subject (of a request, or in a durable job's reply header).
     Answering whatever it names makes the node a confused deputy: a client could set the
@@ -124,9 +125,17 @@ def is_inbox_subject(subject: str | None) -> bool:
     would store the client's output as that job's result. The server's permissions stop
     replies into the JetStream API (deploy/nats/permissions.conf) but cannot tell a reply
     from the node's own result publishing, so the node must refuse non-inbox reply subjects.
-    Every NATS client's inboxes, including custom prefixes such as `_INBOX_client`, pass.
+    Every NATS client's inboxes, including custom prefixes such as `_INBOX_client`, pass, and
+    so does `_R_.<id>...`: the subject nats-server gives a request that reached the node's
+    account through a service import (the tenant's own reply subject stays in its account).
     """
     if not subject:
         return False
     first = subject.split(".", 1)[0]
-    return first.startswith("_INBOX") and "." in subject and not subject.endswith(".")
+    if not (first.startswith("_INBOX") or first == RESPONSE_PREFIX):
+        return False
+    return "." in subject and not subject.endswith(".")
+
+
+# First token of the reply subject the server puts on a request that crossed a service import.
+RESPONSE_PREFIX = "_R_"

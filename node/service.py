@@ -23,7 +23,7 @@ from contracts.codec import content_type
 from sandbox.pool import SandboxPool
 from sandbox.warm import WarmPolicy
 
-from . import __version__
+from . import __version__, identity
 from .admission import Admission, ByteBudget, PendingLimited
 from .backtesting import Backtesting
 from .config import Settings
@@ -123,9 +123,12 @@ class Node:
             received = time.monotonic()
             kind = content_type(req.headers)
             scope = self.telemetry.request(subject, req.headers)  # span from the caller's traceparent
+            # The tenant NATS vouches for (node/identity.py), never the body alone.
+            caller = identity.from_request(req.headers, nats_internals.reply_subject(req),
+                                           self.settings.trust_body_user_id)
 
             async def work() -> None:
-                with scope:
+                with scope, identity.acting_for(caller):
                     reply = await handler(req.data, kind, received)
                     scope.finish(reply)
                     await self._respond(req, reply, kind)

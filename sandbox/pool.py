@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Hashable
 
 from contracts import ErrorCode, ErrorInfo, IsolationLayer, PoolState
 
@@ -271,11 +272,12 @@ class SandboxPool:
         return child
 
     # -- running ------------------------------------------------------------------------
-    async def run(self, job: Job, tenant: str | None = None) -> Outcome:
+    async def run(self, job: Job, tenant: Hashable | None = None) -> Outcome:
         """Run one job; never raises for anything the strategy does.
 
-        With a `tenant` and warm workers enabled, an execute or single backtest may run in that
-        tenant's warm worker; otherwise (and always for sweep chunks) in a fresh child.
+        With a `tenant` (a key from the verified identity, node/identity.py) and warm workers
+        enabled, an execute or single backtest may run in that tenant's warm worker; otherwise
+        (and always for sweep chunks) in a fresh child.
         """
         if self.tracer is None:
             return await self._dispatch(job, tenant, None)
@@ -284,7 +286,7 @@ class SandboxPool:
             span.set_attribute("sandbox.outcome", str(outcome.error.code) if outcome.error else "OK")
             return outcome
 
-    async def _dispatch(self, job: Job, tenant: str | None, span) -> Outcome:
+    async def _dispatch(self, job: Job, tenant: Hashable | None, span) -> Outcome:
         started = time.perf_counter()
         try:
             if tenant and self.warm is not None and job.points is None and job.kind != "classify":

@@ -4,13 +4,19 @@ Off by default. A fresh process per run is the isolation the service promises; t
 part of it for throughput, for operators who ask for it (`TENANT_WARM_RUNS`). What it keeps:
 every layer of the lockdown (a warm worker is an ordinary ready child, locked down before it
 saw any code), fresh module globals per run, per-run time and memory limits, and a worker is
-bound to one tenant (`user_id`) for life: it is never handed to another tenant, and it is killed,
-not recycled, when it retires. Between two runs the worker scrubs its process back to the state
+bound to one tenant for life: it is never handed to another tenant, and it is killed, not
+recycled, when it retires. The tenant is the key the node derives from the identity NATS vouches
+for (node/identity.py: the account, its user, then the body's `user_id` within them); a request
+without one never gets here. Between two runs the worker scrubs its process back to the state
 it had before its first run (sandbox.hygiene: garbage collected, numpy's error state and callback
 reset, the guards' caches restored, the global setters checked; numpy's global generator is
 reseeded), and a worker that cannot show it is clean is retired. What it gives up: state no
 scrub reaches may carry from one run of a tenant to the next (library caches of values, memory
 growth that counts against the next run's limit), and a worker's CPU limit covers its whole life.
+
+A run that finds its tenant's workers all busy waits at most `wait_seconds` (and never past its
+own deadline) for one, then runs in a fresh child with what is left of its time; time spent
+waiting counts against the run's `timeout_ms`, so a run never succeeds after its deadline.
 
 A worker retires after `runs` runs, after `idle_seconds` without work, when its next run might
 not fit its remaining CPU, when a run ends in an error that may have damaged the process (time,
@@ -24,11 +30,11 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Hashable
 
 import msgspec
 
-from contracts import ErrorCode
+from contracts import ErrorCode, ErrorInfo
 
 from .protocol import Job, Outcome, frame, job_encoder
 
@@ -46,12 +52,18 @@ class WarmPolicy:
     per_tenant: int = 2  # warm workers one tenant may hold at once
     total: int = 4  # warm workers on this node, all tenants together
     idle_seconds: float = 60.0
+    # Longest a run waits for one of its tenant's busy workers before it runs fresh instead.
+    wait_seconds: float = 0.1
+
+
+class _Late(Exception):
+    """The run's deadline passed before it could start."""
 
 
 @dataclass(eq=False)
 class _Worker:
     child: "_Child"
-    tenant: str
+    tenant: Hashable
     runs: int = 0
     cpu_ms: float = 0.0
     last_used: float = 0.0
@@ -63,17 +75,27 @@ class TenantWorkers:
     def __init__(self, pool: "SandboxPool", policy: WarmPolicy) -> None:
         self.pool = pool
         self.policy = policy
-        self._idle: dict[str, list[_Worker]] = {}
-        self._all: dict[str, set[_Worker]] = {}
-        self._waiters: dict[str, collections.deque[asyncio.Future]] = {}
+        self._idle: dict[Hashable, list[_Worker]] = {}
+        self._all: dict[Hashable, set[_Worker]] = {}
+        self._waiters: dict[Hashable, collections.deque[asyncio.Future]] = {}
         self._reaper: asyncio.Task | None = None
         self.retired = 0
 
     # -- running ------------------------------------------------------------------------
-    async def run(self, job: Job, tenant: str, span=None) -> Outcome:
-        worker = await self._acquire(tenant, job)
+    async def run(self, job: Job, tenant: Hashable, span=None) -> Outcome:
+        deadline = time.monotonic() + job.timeout_ms / 1000.0
+        try:
+            worker = await self._acquire(tenant, job, deadline)
+        except _Late:
+            return _late(job)
+        left_ms = int((deadline - time.monotonic()) * 1000.0)
+        if left_ms <= 0:
+            if worker is not None:
+                self._release(worker)
+            return _late(job)
+        job = msgspec.structs.replace(job, timeout_ms=left_ms)  # waiting counts against the run
         if worker is None:
-            return await self.pool.run_fresh(job, span)
+            return await self._run_fresh(job, deadline, span)
         if span is not None:
             span.set_attribute("sandbox.child_pid", worker.child.pid)
             span.set_attribute("sandbox.warm_run", worker.runs + 1)
@@ -98,13 +120,35 @@ class TenantWorkers:
             self._release(worker)
         return outcome
 
+    async def _run_fresh(self, job: Job, deadline: float, span) -> Outcome:
+        """A one-shot child, as SandboxPool.run_fresh, taken before the run's deadline."""
+        payload = frame(job_encoder.encode(job))
+        try:
+            child = await asyncio.wait_for(self.pool.acquire_child(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            return _late(job)
+        if span is not None:
+            span.set_attribute("sandbox.child_pid", child.pid)
+        try:
+            left_ms = int((deadline - time.monotonic()) * 1000.0)
+            if left_ms <= 0:
+                return _late(job)
+            job = msgspec.structs.replace(job, timeout_ms=left_ms)
+            outcome, _alive = await self.pool.exchange(child, job, payload)
+            return outcome
+        finally:
+            child.kill()  # a child never outlives its request
+            child.close()
+
     def _fits(self, worker: _Worker, job: Job) -> bool:
         """Whether the run's whole CPU allowance fits under the worker's lifetime hard limit."""
         hard_ms = (self.pool.max_cpu_seconds + 1) * 1000.0
         return worker.cpu_ms + job.timeout_ms + 1000.0 <= hard_ms
 
-    async def _acquire(self, tenant: str, job: Job) -> _Worker | None:
-        """The tenant's idle worker, a new one, or None (no warm room: run in a fresh child)."""
+    async def _acquire(self, tenant: Hashable, job: Job, deadline: float) -> _Worker | None:
+        """The tenant's idle worker, a new one, or None (no warm room, or its workers stayed
+        busy past the wait: run in a fresh child). Raises _Late when the deadline passes."""
+        give_up = min(deadline, time.monotonic() + self.policy.wait_seconds)
         while True:
             idle = self._idle.get(tenant)
             while idle:
@@ -116,24 +160,40 @@ class TenantWorkers:
             if len(mine) < self.policy.per_tenant:
                 if self._total() >= self.policy.total and not self._evict_other(tenant):
                     return None
-                return await self._new_worker(tenant, mine)
+                return await self._new_worker(tenant, mine, deadline)
+            wait = give_up - time.monotonic()
+            if wait <= 0:
+                return None
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(tenant, collections.deque()).append(waiter)
             try:
-                await waiter
+                await asyncio.wait((waiter,), timeout=wait)
             except asyncio.CancelledError:
-                queue = self._waiters.get(tenant)
-                if queue is not None and waiter in queue:
-                    queue.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    self._wake(tenant)  # we were woken but leave: pass the turn on
+                self._leave(tenant, waiter)
                 raise
+            if not waiter.done():
+                self._leave(tenant, waiter)
+                return None  # its workers stayed busy: run fresh rather than past the deadline
 
-    async def _new_worker(self, tenant: str, mine: set[_Worker]) -> _Worker:
+    def _leave(self, tenant: Hashable, waiter: asyncio.Future) -> None:
+        """Stop waiting; a turn this waiter was already given passes to the next one."""
+        queue = self._waiters.get(tenant)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._waiters[tenant]
+        elif waiter.done() and not waiter.cancelled():
+            self._wake(tenant)
+        if not waiter.done():
+            waiter.cancel()
+
+    async def _new_worker(self, tenant: Hashable, mine: set[_Worker], deadline: float) -> _Worker:
         placeholder = _Worker(child=None, tenant=tenant)  # type: ignore[arg-type]  # holds the slot
         mine.add(placeholder)
         try:
-            child = await self.pool.acquire_child()
+            child = await asyncio.wait_for(self.pool.acquire_child(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise _Late from None
         finally:
             mine.discard(placeholder)
         worker = _Worker(child=child, tenant=tenant, last_used=time.monotonic())
@@ -161,7 +221,7 @@ class TenantWorkers:
         self.retired += 1
         self._wake(worker.tenant)
 
-    def _wake(self, tenant: str) -> None:
+    def _wake(self, tenant: Hashable) -> None:
         waiters = self._waiters.get(tenant)
         while waiters:
             waiter = waiters.popleft()
@@ -171,7 +231,7 @@ class TenantWorkers:
         if waiters is not None and not waiters:
             del self._waiters[tenant]
 
-    def _evict_other(self, tenant: str) -> bool:
+    def _evict_other(self, tenant: Hashable) -> bool:
         """Retire the least recently used idle worker of another tenant, if there is one."""
         candidates = [w for t, ws in self._idle.items() if t != tenant for w in ws]
         if not candidates:
@@ -210,5 +270,10 @@ class TenantWorkers:
         """(warm workers alive, tenants holding one)."""
         return self._total(), len(self._all)
 
-    def pids(self) -> dict[str, list[int]]:
+    def pids(self) -> dict[Hashable, list[int]]:
         return {t: sorted(w.child.pid for w in ws if w.child is not None) for t, ws in self._all.items()}
+
+
+def _late(job: Job) -> Outcome:
+    return Outcome(success=False, error=ErrorInfo(
+        code=ErrorCode.TIMEOUT, message=f"the run could not start within its {job.timeout_ms} ms deadline"))

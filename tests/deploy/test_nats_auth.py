@@ -105,7 +105,7 @@ def test_tls_key_without_certificate_is_rejected(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "subject", ["_INBOX.abc.1", "_INBOX_client.abc.def", "_INBOX_client2.x"]
+    "subject", ["_INBOX.abc.1", "_INBOX_client.abc.def", "_INBOX_client2.x", "_R_.ofgQVs.UCc7b2"]
 )
 def test_inbox_subjects_are_safe_reply_targets(subject):
     assert is_inbox_subject(subject)
@@ -114,7 +114,7 @@ def test_inbox_subjects_are_safe_reply_targets(subject):
 @pytest.mark.parametrize(
     "subject",
     [None, "", "_INBOX", "strategy.results.job-1", "$JS.API.STREAM.DELETE.STRATEGY_JOBS",
-     "strategy.jobs.x", "x._INBOX.y", "_INBOX."],
+     "strategy.jobs.x", "x._INBOX.y", "_INBOX.", "_R_", "_R_.", "_R_x.y", "x._R_.y"],
 )
 def test_other_subjects_are_not_reply_targets(subject):
     assert not is_inbox_subject(subject)

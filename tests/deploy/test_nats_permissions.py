@@ -9,6 +9,7 @@ nothing consumed, stream intact).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -176,12 +177,15 @@ async def test_node_cannot_subscribe_outside_its_queue_group(conns):
     await conns.wait_for_error(node, "permissions violation for subscription")
 
 
-async def test_request_reply_subject_cannot_steer_node_into_jetstream_api(conns, job_streams):
-    # A request whose reply subject is a JetStream API call: with allow_responses the node's
-    # ordinary answer would delete the work queue. Replies may only go to client inboxes.
+async def test_a_tenants_reply_subject_never_reaches_the_node_account(conns, job_streams):
+    # A tenant names a JetStream API call as its reply subject. The request crosses accounts
+    # through the service import, so the server hands the node a `_R_.` reply subject of its
+    # own and keeps the tenant's subject on the tenant's side: the node cannot be steered.
     node = await conns.connect("node")
+    seen: list[str] = []
 
     async def answer(msg):
+        seen.append(msg.reply)
         await msg.respond(b"{}")
 
     await node.subscribe(subjects.EXECUTE, queue=subjects.QUEUE_GROUP, cb=answer)
@@ -189,6 +193,31 @@ async def test_request_reply_subject_cannot_steer_node_into_jetstream_api(conns,
     client = await conns.connect("client")
     await client.publish(subjects.EXECUTE, b"{}", reply=f"$JS.API.STREAM.DELETE.{JOBS_STREAM}")
     await client.flush()
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.02)
+    assert seen and seen[0].startswith("_R_.")
+    assert conns.errors_of(node) == []
+    info = await job_streams.stream_info(JOBS_STREAM)
+    assert info.config.name == JOBS_STREAM
+
+
+async def test_request_reply_subject_cannot_steer_node_into_jetstream_api(conns, job_streams):
+    # Inside the node's own account (here a probe's health request) a requester's reply
+    # subject arrives as it was sent: with
+    # allow_responses the node's ordinary answer would delete the work queue. Its publish
+    # allow-list stops that (and node.nats_auth.is_inbox_subject refuses such replies).
+    node = await conns.connect("node")
+
+    async def answer(msg):
+        await msg.respond(b"{}")
+
+    await node.subscribe(subjects.HEALTH, queue=subjects.QUEUE_GROUP, cb=answer)
+    await node.flush()
+    requester = await conns.connect("node")
+    await requester.publish(subjects.HEALTH, b"{}", reply=f"$JS.API.STREAM.DELETE.{JOBS_STREAM}")
+    await requester.flush()
     err = await conns.wait_for_error(node, "permissions violation for publish")
     assert "stream.delete" in err.lower()
     info = await job_streams.stream_info(JOBS_STREAM)

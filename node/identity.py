@@ -1,0 +1,146 @@
+"""Who sent a request: the tenant identity that the NATS server vouches for.
+
+Everything the node keys by tenant (warm workers, sandbox/warm.py) uses a `Tenant` built here,
+never a body field alone.
+
+Requests (core request-reply). When a tenant's account imports the node's service, nats-server
+stamps header `Nats-Request-Info` on each request: JSON with `acc` (the importing account),
+and, when the import has `share: true`, `user` and other connection details. What the server
+does with a header the client sent itself (nats-server `processServiceImport` in
+server/client.go, checked against nats-server 2.15 by tests/deploy/test_identity_accounts.py):
+
+* across a service import from a client connection the server builds the header from the
+  authenticated connection and *replaces* any client-supplied one, so a forged
+  `{"acc": "TENANT_B"}` from account TENANT_A arrives as `{"acc": "TENANT_A", ...}`; the
+  request's reply subject becomes `_R_.<id>.<id>` in the node's account;
+* inside one account nothing is rewritten: a client of the node's own account can publish any
+  header with any reply subject, `_R_.` included. No message property tells that apart.
+
+So the header is trusted only when the request came through an import (reply subject `_R_.`),
+and the deployment keeps the node's account closed: in deploy/nats/permissions.conf account
+STRATEGY holds only the node and the loader, and only the node (which never sets that header)
+may publish request subjects there; tenants live in accounts of their own. A request without
+a verified identity (no header, a same-account inbox reply, a malformed header) never reaches
+a warm worker, whatever `user_id` it carries, unless the operator sets TRUST_BODY_USER_ID for a
+closed network, which Health reports (`trust_body_user_id`).
+
+Durable jobs. JetStream drops `Nats-Request-Info` from stored messages, so the tenant travels
+in the subject: a tenant publishes `strategy.jobs.<kind>` and its import maps that to
+`strategy.jobs.<account>.<kind>` of an export with `account_token_position`, which the server
+checks against the importing account (importing another account's token is refused when the
+config loads). `strategy.jobs.<kind>` (two tokens after the prefix: one) is the node's own
+account: no verified tenant.
+
+Within a verified account, the body's `user_id` only narrows the key (a platform account
+keeps its end users apart); it never reaches across accounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from typing import Iterator, Mapping, NamedTuple
+
+import msgspec
+
+from contracts import subjects
+
+from .nats_auth import RESPONSE_PREFIX
+
+REQUEST_INFO = subjects.REQUEST_INFO_HEADER
+MAX_INFO_BYTES = 16_384  # the server's header is a few hundred bytes (a JWT with share: more)
+MAX_NAME = 256
+
+
+class Tenant(NamedTuple):
+    """What warm workers are keyed by. `account` is "" only for a trusted body `user_id`."""
+
+    account: str
+    user: str
+    user_id: str
+
+
+class _RequestInfo(msgspec.Struct, kw_only=True):
+    acc: str = ""
+    user: str = ""
+
+
+_info_decoder = msgspec.json.Decoder(_RequestInfo)
+
+
+def _name(value: str) -> str | None:
+    if not value or len(value) > MAX_NAME or not value.isprintable():
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The sender of one request or job as far as NATS proves it."""
+
+    account: str | None = None  # verified NATS account; None: not verified
+    user: str | None = None  # verified NATS user (imports with share: true)
+    trust_body: bool = False  # TRUST_BODY_USER_ID: the operator vouches for body user ids
+
+    @property
+    def verified(self) -> bool:
+        return self.account is not None
+
+    def tenant(self, user_id: str | None) -> Tenant | None:
+        """The warm-worker key of a request carrying `user_id`; None: it must run fresh."""
+        if self.account is not None:
+            return Tenant(self.account, self.user or "", user_id or "")
+        if self.trust_body and user_id:
+            return Tenant("", "", user_id)
+        return None
+
+
+def from_request(headers: Mapping[str, str] | None, reply: str | None, trust_body: bool = False) -> Caller:
+    """The caller of a core NATS request: verified only for a server-stamped, imported request."""
+    unverified = Caller(trust_body=trust_body)
+    raw = (headers or {}).get(REQUEST_INFO)
+    if not raw or not reply or reply.split(".", 1)[0] != RESPONSE_PREFIX or len(raw) > MAX_INFO_BYTES:
+        return unverified
+    try:
+        info = _info_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeError):
+        return unverified
+    account = _name(info.acc)
+    if account is None:
+        return unverified
+    return Caller(account=account, user=_name(info.user), trust_body=trust_body)
+
+
+def from_job_subject(subject: str, trust_body: bool = False) -> tuple[Caller, str]:
+    """(caller, kind) of a durable job stored under `strategy.jobs.[<account>.]<kind>`."""
+    rest = subject[len(subjects.JOBS) + 1:] if subject.startswith(subjects.JOBS + ".") else subject
+    account, dot, kind = rest.partition(".")
+    if not dot:
+        return Caller(trust_body=trust_body), rest
+    name = _name(account)
+    if name is None:
+        return Caller(trust_body=trust_body), kind
+    return Caller(account=name, trust_body=trust_body), kind
+
+
+_current: contextvars.ContextVar[Caller] = contextvars.ContextVar("strategy_caller", default=Caller())
+
+
+@contextlib.contextmanager
+def acting_for(caller: Caller) -> Iterator[Caller]:
+    """Make `caller` the current one for the handler running inside this block."""
+    token = _current.set(caller)
+    try:
+        yield caller
+    finally:
+        _current.reset(token)
+
+
+def current() -> Caller:
+    return _current.get()
+
+
+def tenant_of(user_id: str | None) -> Tenant | None:
+    """The warm-worker key of the request being handled (see Caller.tenant)."""
+    return _current.get().tenant(user_id)
