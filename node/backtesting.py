@@ -97,7 +97,7 @@ from sandbox.compiler import CompiledStrategy
 from sandbox.protocol import Job, OutputLimits, Outcome
 
 from .admission import Admission
-from . import identity
+from . import identity, sizing
 from .config import Settings
 from .failures import Overloaded, error_of
 from .jobs import bars_of, check_language, run_limits
@@ -366,7 +366,7 @@ class Backtesting:
 
     def max_reply(self) -> int:
         """Bytes a reply may take: the server's max_payload less room for headers."""
-        return int(getattr(self.nc, "max_payload", 0) or 1024 * 1024) - 4096
+        return sizing.body_limit(self.nc)  # the one rule (node/sizing.py)
 
     def fit(self, result: BacktestResult, kind: str) -> BacktestResult:
         """A reply NATS can carry. A sweep table too large for max_payload keeps its best rows
@@ -488,8 +488,8 @@ class Backtesting:
             wait = min(max_s, budget_s) + budget_s + _MARGIN_S
             try:
                 return await request_subgrid(self.nc, template, subgrid, wait)
-            except nats.errors.NoRespondersError:
-                return await self._run_local(base, points, budget_ms)  # nobody serves points
+            except (nats.errors.NoRespondersError, sizing.TooLarge):
+                return await self._run_local(base, points, budget_ms)  # nobody serves points / too big to send
             except nats.errors.TimeoutError:
                 return _failed_rows(points, ErrorInfo(
                     code=ErrorCode.TIMEOUT, message=f"no reply for these grid points within {wait:.1f}s"))

@@ -149,15 +149,3 @@ _STATUS = {
     ErrorCode.RUNTIME_ERROR: "422", ErrorCode.TIMEOUT: "408", ErrorCode.MEMORY_LIMIT: "413",
     ErrorCode.OUTPUT_LIMIT: "413", ErrorCode.OVERLOADED: "503", ErrorCode.INTERNAL: "500",
 }
-
-
-def too_large(reply: Any, size: int, limit: int) -> Any:
-    """The same kind of reply, emptied, with OUTPUT_LIMIT: a reply NATS cannot carry."""
-    error = ErrorInfo(code=ErrorCode.OUTPUT_LIMIT,
-                      message=f"the reply would be {size} bytes; this NATS server carries at most {limit}")
-    fields = {"error": error, "node_id": getattr(reply, "node_id", ""), "request_id": getattr(reply, "request_id", None)}
-    if hasattr(reply, "success"):
-        fields["success"] = False
-    if hasattr(reply, "valid"):
-        fields["valid"] = False
-    return type(reply)(**fields)

@@ -25,6 +25,7 @@ from contracts import BacktestResult, ExecuteResult, decode, encode
 from contracts.codec import content_type
 from contracts.subjects import CONTENT_TYPE, JSON, MSGPACK
 
+from . import sizing
 from .durable import (
     JOB_KIND,
     MSG_ID,
@@ -49,6 +50,8 @@ async def submit(nc: nats.NATS, kind: str, request: Any, job_id: str | None = No
     """Publish a durable job and return its id once JetStream has stored it.
 
     `request` is an ExecuteRequest/BacktestRequest, a dict of the same fields, or encoded bytes.
+    Raises sizing.TooLarge, before sending anything, when the job with its headers exceeds the
+    server's max_payload (nats-py would send it, and the server would close the connection).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -60,6 +63,7 @@ async def submit(nc: nats.NATS, kind: str, request: Any, job_id: str | None = No
     headers = {MSG_ID: job_id, CONTENT_TYPE: ctype}
     if reply_to:
         headers[REPLY_TO] = reply_to
+    sizing.check(nc, bytes(data), headers, "the job")  # nats-py would send it and lose the connection
     await nc.jetstream().publish(jobs_subject(kind), bytes(data), timeout=timeout, headers=headers)
     return job_id
 

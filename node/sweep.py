@@ -35,6 +35,8 @@ from contracts import (
     subjects,
 )
 
+from . import sizing
+
 __all__ = [
     "ASCENDING", "RANKABLE", "DEFAULT_CONCURRENCY", "sweep_concurrency", "grid_points",
     "check_rank_by", "rank", "fan_out", "grid_size", "split_grid", "chunk_size", "request_subgrid",
@@ -212,14 +214,16 @@ async def request_subgrid(nc: Any, template: BacktestRequest, subgrid: dict[str,
                           wait: float) -> list[SweepRow]:
     """Run one sub-grid on `strategy.v1.backtest.point` (msgpack); its rows in grid order.
 
-    Raises nats' NoRespondersError when no node serves the subject, nats' TimeoutError, and
+    Raises sizing.TooLarge when the chunk's request (with its inline bars) would exceed the
+    server's max_payload, nats' NoRespondersError when no node serves the subject, nats' TimeoutError, and
     ExecutionError with the reply's error when the answering node refused the whole chunk
     (e.g. OVERLOADED); errors of single points are in their rows.
     """
     points = grid_points(subgrid)
     sub = msgspec.structs.replace(template, grid=subgrid)
-    msg = await nc.request(subjects.BACKTEST_POINT, encode(sub, subjects.MSGPACK), timeout=wait,
-                           headers={subjects.CONTENT_TYPE: subjects.MSGPACK})
+    body, headers = encode(sub, subjects.MSGPACK), {subjects.CONTENT_TYPE: subjects.MSGPACK}
+    sizing.check(nc, body, headers, "the grid chunk's request")  # TooLarge: run it locally instead
+    msg = await nc.request(subjects.BACKTEST_POINT, body, timeout=wait, headers=headers)
     reply = decode(msg.data, BacktestResult, subjects.MSGPACK)
     if reply.error is not None:
         raise ExecutionError(reply.error.code, reply.error.message, reply.error.line)

@@ -187,6 +187,14 @@ async def test_a_job_reply_subject_gets_the_output_limit_result_too(snc, small_n
     assert small_node.nc.is_connected
 
 
+async def test_a_job_too_large_for_the_server_is_refused_before_it_is_sent(snc):
+    body = json.dumps({"code": "x" * (MAX_PAYLOAD - 60)}).encode()  # fits alone, not with headers
+    assert len(body) <= MAX_PAYLOAD
+    with pytest.raises(sizing.TooLarge):
+        await jobs_client.submit(snc, "execute", body)
+    assert snc.is_connected
+
+
 # -- dead letters ------------------------------------------------------------------------------
 async def test_a_dead_letter_too_large_for_the_server_keeps_its_headers_and_drops_the_body(tmp_path):
     conf = tmp_path / "nats.conf"
