@@ -14,7 +14,15 @@ What `StrategyPolicy` adds to RestrictedPython:
   * attribute stores / deletes call `_write_attr_` (item stores keep `_write_`), so the run time
     can treat `obj.x = v` and `obj[k] = v` differently;
   * `obj.x += v` and `obj[k] += v` (refused by RestrictedPython) are rewritten into guarded
-    read / in-place op / guarded write; `x: T = v` (refused by RestrictedPython) becomes `x = v`.
+    read / in-place op / guarded write; `x: T = v` (refused by RestrictedPython) becomes `x = v`,
+    except in a class body, where `name: T [= v]` keeps its annotation (dataclasses read it);
+  * `nonlocal` (refused by RestrictedPython) is allowed for non-private names;
+  * `x.__name__` (a private name) is read as `_name_of_(x)`: a string, never an object;
+  * `match` statements (refused by RestrictedPython) are allowed: capture names follow the
+    private-name rule, value and class patterns may name only attributes the policy allows on
+    any object (they are read by C code, past `_getattr_`), class-pattern keywords likewise, and
+    every case is guarded by `_match_vet_(captured names)` so captured values are vetted like an
+    attribute read (sandbox.syntax_guards).
 """
 
 from __future__ import annotations
@@ -152,6 +160,9 @@ class StrategyPolicy(RestrictingNodeTransformer):
             self.error(node, f'"{name}" is not accessible in strategies')
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        if node.attr == "__name__" and isinstance(node.ctx, ast.Load):
+            call = ast.Call(func=ast.Name("_name_of_", ast.Load()), args=[self.visit(node.value)], keywords=[])
+            return _located(call, node)
         self._check_attribute_name(node)
         ctx = node.ctx
         new = super().visit_Attribute(node)
@@ -220,7 +231,24 @@ class StrategyPolicy(RestrictingNodeTransformer):
         statements.append(ast.Assign(targets=[store], value=new_value))
         return [_located(statement, node) for statement in statements]
 
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
+        for statement in node.body:  # `name: T [= v]` fields keep their annotations
+            if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name) and statement.simple:
+                statement.sandbox_class_field = True  # type: ignore[attr-defined]
+        return super().visit_ClassDef(node)
+
+    def visit_Nonlocal(self, node: ast.Nonlocal) -> ast.AST:
+        for name in node.names:
+            self.check_name(node, name)
+        return node
+
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST | list[ast.AST]:
+        if getattr(node, "sandbox_class_field", False):
+            self.check_name(node.target, node.target.id)
+            node.annotation = self.visit(node.annotation)
+            if node.value is not None:
+                node.value = self.visit(node.value)
+            return node
         if node.value is None:
             if isinstance(node.target, ast.Name):
                 self.check_name(node.target, node.target.id)
@@ -229,6 +257,89 @@ class StrategyPolicy(RestrictingNodeTransformer):
             return _located(ast.Pass(), node)
         assign = _located(ast.Assign(targets=[node.target], value=node.value), node)
         return self.visit_Assign(assign)
+
+
+    # match statements -------------------------------------------------------------------------
+
+    def _check_pattern_attribute(self, node: ast.AST, name: str) -> None:
+        """A name C code reads by itself in a pattern: allowed only if allowed on any object."""
+        if (name.startswith("_") or name in policy.LIBRARY_DENIED_ATTRIBUTES
+                or (name.startswith(policy.DENIED_ATTRIBUTE_PREFIXES)
+                    and name not in policy.ALLOWED_PREFIXED_ATTRIBUTES)):
+            self.error(node, f'"{name}" may not be read by a match pattern')
+
+    def _check_dotted(self, expr: ast.expr) -> None:
+        """Value patterns, mapping keys and pattern classes: a constant, a name or a dotted name."""
+        if isinstance(expr, ast.Attribute):
+            self._check_pattern_attribute(expr, expr.attr)
+            self._check_dotted(expr.value)
+        elif isinstance(expr, ast.Name):
+            self.check_name(expr, expr.id)
+        elif not isinstance(expr, (ast.Constant, ast.UnaryOp, ast.BinOp)):  # -1, 1+2j
+            self.error(expr, "unsupported expression in a match pattern")
+
+    def _captures(self, pattern: ast.AST) -> list[str]:
+        names = []
+        for sub in ast.walk(pattern):
+            if isinstance(sub, (ast.MatchAs, ast.MatchStar)) and sub.name:
+                names.append(sub.name)
+            elif isinstance(sub, ast.MatchMapping) and sub.rest:
+                names.append(sub.rest)
+        return list(dict.fromkeys(names))
+
+    def visit_Match(self, node: ast.Match) -> ast.AST:
+        return self.node_contents_visit(node)
+
+    def visit_match_case(self, node: ast.match_case) -> ast.AST:
+        node = self.node_contents_visit(node)
+        names = self._captures(node.pattern)
+        if names:
+            vet = ast.Call(func=ast.Name("_match_vet_", ast.Load()),
+                           args=[ast.Tuple([ast.Name(n, ast.Load()) for n in names], ast.Load())], keywords=[])
+            node.guard = vet if node.guard is None else ast.BoolOp(ast.And(), [vet, node.guard])
+            _located(node.guard, node.pattern)
+        return node
+
+    def visit_MatchValue(self, node: ast.MatchValue) -> ast.AST:
+        self._check_dotted(node.value)
+        return node
+
+    def visit_MatchSingleton(self, node: ast.MatchSingleton) -> ast.AST:
+        return node
+
+    def visit_MatchSequence(self, node: ast.MatchSequence) -> ast.AST:
+        return self.node_contents_visit(node)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> ast.AST:
+        for key in node.keys:
+            self._check_dotted(key)
+        if node.rest:
+            self.check_name(node, node.rest)
+        node.patterns = [self.visit(p) for p in node.patterns]
+        return node
+
+    def visit_MatchClass(self, node: ast.MatchClass) -> ast.AST:
+        self._check_dotted(node.cls)
+        for name in node.kwd_attrs:
+            self._check_pattern_attribute(node, name)
+        node.patterns = [self.visit(p) for p in node.patterns]
+        node.kwd_patterns = [self.visit(p) for p in node.kwd_patterns]
+        return node
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> ast.AST:
+        if node.name:
+            self.check_name(node, node.name)
+        return node
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> ast.AST:
+        if node.name:
+            self.check_name(node, node.name)
+        if node.pattern is not None:
+            node.pattern = self.visit(node.pattern)
+        return node
+
+    def visit_MatchOr(self, node: ast.MatchOr) -> ast.AST:
+        return self.node_contents_visit(node)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ value is refused.
 from __future__ import annotations
 
 import _string  # the C helpers behind string.Formatter (field-name splitting)
+import collections
 import datetime as _dt
 import operator
 import string
@@ -430,6 +431,9 @@ def guarded_getitem(obj: Any, key: Any) -> Any:
 _ITEM_WRITABLE: frozenset[type] = frozenset(
     {
         dict, list, bytearray, np.ndarray, pd.DataFrame, pd.Series,
+        # the collections strategies may import (sandbox.policy): dicts and lists by another name
+        collections.Counter, collections.OrderedDict, collections.defaultdict, collections.deque,
+        collections.ChainMap,
         _pd_indexing._LocIndexer, _pd_indexing._iLocIndexer,
         _pd_indexing._AtIndexer, _pd_indexing._iAtIndexer,
     }
@@ -603,7 +607,8 @@ SAFE_BASES: frozenset[type] = frozenset(
 )
 
 _CLASS_NAMESPACE_DUNDERS = frozenset(
-    {"__module__", "__qualname__", "__doc__", "__classcell__", "__firstlineno__", "__static_attributes__"}
+    {"__module__", "__qualname__", "__doc__", "__classcell__", "__firstlineno__", "__static_attributes__",
+     "__annotations__"}  # `name: T` fields in a class body (dataclasses)
 )
 _ALLOWED_METHOD_DUNDERS = frozenset(
     {"__init__", "__contains__", "__lt__", "__le__", "__eq__", "__ne__", "__gt__", "__ge__"}

@@ -40,7 +40,7 @@ Not exposed, on purpose: numpy.lib (stride_tricks.as_strided, format = pickle I/
 numpy._core, numpy.ctypeslib, numpy.f2py, numpy.distutils, numpy.testing, numpy.ma (dump/load
 pickles), numpy.rec and numpy.char (constructors over raw buffers, rec.fromfile), numpy.matlib,
 numpy.typing, pandas.io, pandas.core, pandas.compat, pandas.util, pandas.plotting,
-pandas.testing, pandas.errors (not needed), talib.abstract / talib.stream / talib._ta_lib, and
+pandas.testing, pandas.errors (not needed), talib.stream / talib._ta_lib, and
 everything from math/statistics/datetime that is not a computation (``statistics.sys``,
 ``datetime.sys``, ``statistics.random`` ...).
 
@@ -271,6 +271,70 @@ pvariance quantiles stdev variance kde kde_random
 # Without: sys, datetime_CAPI (a PyCapsule of C function pointers).
 _DATETIME = "MAXYEAR MINYEAR UTC date datetime time timedelta timezone tzinfo"
 
+# -- the standard library a strategy needs (issue 13). Modules whose real surface has a way
+# around the guards are served from wrappers in sandbox/stdlib/ (see MODULE_REAL_NAMES and that
+# package's docstring); tests/sandbox/test_stdlib.py attacks each through NATS.
+
+# Without: abc (ABC.register mutates global registries), UserDict/UserList/UserString.
+_COLLECTIONS = "ChainMap Counter OrderedDict defaultdict deque namedtuple"
+
+_ITERTOOLS = """
+accumulate batched chain combinations combinations_with_replacement compress count cycle dropwhile
+filterfalse groupby islice pairwise permutations product repeat starmap takewhile tee zip_longest
+"""
+
+# sandbox.stdlib.safe_functools: without wraps/update_wrapper (copy attributes by any name),
+# singledispatch/singledispatchmethod (evaluate string annotations), partialmethod.
+_FUNCTOOLS = "cache cached_property cmp_to_key lru_cache partial reduce total_ordering"
+
+# sandbox.stdlib.safe_operator: attrgetter/methodcaller/itemgetter/getitem/setitem/delitem go
+# through the guards; without the in-place i* functions' dunder twins (__add__ ...).
+_OPERATOR = """
+abs add and_ attrgetter concat contains countOf delitem eq floordiv ge getitem gt index indexOf
+inv invert is_ is_not itemgetter le lshift lt matmul methodcaller mod mul ne neg not_ or_ pos pow
+rshift setitem sub truediv truth xor
+"""
+
+# Annotations and generic aliases. Without: get_type_hints (evaluates string annotations),
+# ForwardRef, NamedTuple/TypedDict/Protocol/Generic (class factories with their own
+# metaclasses), no_type_check/final/runtime_checkable (set attributes), TYPE_CHECKING.
+_TYPING = """
+Any Callable ClassVar Dict Final FrozenSet Iterable Iterator List Literal Mapping MutableMapping
+MutableSequence NewType Optional Sequence Set Tuple Type TypeVar Union cast get_args get_origin
+"""
+
+# sandbox.stdlib.safe_dataclasses: the code's own classes only; without make_dataclass (any
+# bases), asdict/astuple (deep-copy arbitrary objects).
+_DATACLASSES = "FrozenInstanceError InitVar KW_ONLY MISSING dataclass field fields is_dataclass replace"
+
+# sandbox.stdlib.safe_json.
+_JSON = "JSONDecodeError dumps loads"
+
+# sandbox.stdlib.safe_random: methods of one generator reseeded from OS entropy for every run;
+# `Random(seed)` for a reproducible one. Without seed/getstate/setstate/SystemRandom.
+_RANDOM = """
+Random betavariate binomialvariate choice choices expovariate gammavariate gauss getrandbits
+lognormvariate normalvariate paretovariate randbytes randint random randrange sample shuffle
+triangular uniform vonmisesvariate weibullvariate
+"""
+
+_BISECT = "bisect bisect_left bisect_right insort insort_left insort_right"
+_HEAPQ = "heapify heappop heappush heappushpop heapreplace merge nlargest nsmallest"
+
+# Without getcontext/setcontext and the module-level DefaultContext/BasicContext/
+# ExtendedContext (process-wide mutable contexts): `localcontext(prec=...)` scopes a change.
+_DECIMAL = """
+Clamped Context Decimal DecimalException DivisionByZero FloatOperation Inexact InvalidOperation
+MAX_EMAX MAX_PREC MIN_EMIN MIN_ETINY Overflow ROUND_05UP ROUND_CEILING ROUND_DOWN ROUND_FLOOR
+ROUND_HALF_DOWN ROUND_HALF_EVEN ROUND_HALF_UP ROUND_UP Rounded Subnormal Underflow localcontext
+"""
+
+_FRACTIONS = "Fraction"
+
+# sandbox.stdlib.safe_warnings: warn() is a line in the run's logs (so are library warnings).
+# Without filterwarnings/simplefilter/catch_warnings (process-wide filter state).
+_WARNINGS = "warn"
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -288,10 +352,24 @@ MODULE_SURFACES: Final[dict[str, frozenset[str]]] = {
     "pandas.api.types": _words(_PANDAS_API_TYPES),
     "pandas.offsets": _words(_PANDAS_OFFSETS),
     "pandas.tseries": frozenset({"offsets"}),
-    "talib": _words(_TALIB),
+    "talib": _words(_TALIB) | {"abstract"},
     "math": _words(_MATH),
     "statistics": _words(_STATISTICS),
     "datetime": _words(_DATETIME),
+    "talib.abstract": _words(_TALIB) - {"MA_Type", "InsufficientHistory"} | {"Function"},
+    "collections": _words(_COLLECTIONS),
+    "itertools": _words(_ITERTOOLS),
+    "functools": _words(_FUNCTOOLS),
+    "operator": _words(_OPERATOR),
+    "typing": _words(_TYPING),
+    "dataclasses": _words(_DATACLASSES),
+    "json": _words(_JSON),
+    "random": _words(_RANDOM),
+    "bisect": _words(_BISECT),
+    "heapq": _words(_HEAPQ),
+    "decimal": _words(_DECIMAL),
+    "fractions": _words(_FRACTIONS),
+    "warnings": _words(_WARNINGS),
 }
 
 #: Extra import spellings -> the surface key they resolve to.
@@ -303,6 +381,13 @@ MODULE_ALIASES: Final[dict[str, str]] = {
 MODULE_REAL_NAMES: Final[dict[str, str]] = {
     "pandas.offsets": "pandas.tseries.offsets",
     "numpy.emath": "numpy.lib.scimath",
+    "json": "sandbox.stdlib.safe_json",
+    "random": "sandbox.stdlib.safe_random",
+    "operator": "sandbox.stdlib.safe_operator",
+    "functools": "sandbox.stdlib.safe_functools",
+    "dataclasses": "sandbox.stdlib.safe_dataclasses",
+    "warnings": "sandbox.stdlib.safe_warnings",
+    "talib.abstract": "sandbox.stdlib.safe_talib_abstract",
 }
 
 #: Names accepted by `import x` / `__import__("x")`.

@@ -12,8 +12,9 @@ import sys
 import types
 from typing import Any, Callable, Mapping
 
-from . import guards, policy
+from . import guards, policy, syntax_guards
 from .proxies import MODULE_PROXIES, PREBOUND, ModuleProxy, make_api_proxy
+from .stdlib import safe_warnings
 
 STRATEGY_MODULE_NAME = "strategy"
 
@@ -168,6 +169,8 @@ _GLOBALS_TEMPLATE: dict[str, Any] = {
     "_write_attr_": guards.guarded_write_attr,
     "_inplacevar_": guards.guarded_inplacevar,
     "_apply_": guards.guarded_apply,
+    "_name_of_": syntax_guards.name_of,  # x.__name__ (sandbox.compiler)
+    "_match_vet_": syntax_guards.match_vet,  # every match case's captures
     **PREBOUND,
 }
 
@@ -208,4 +211,5 @@ def globals_for(wrapped: Mapping[str, Any], print_sink: Callable[[str], None]) -
     namespace["__builtins__"] = builtins_table
     namespace["_print_"] = _print_factory(print_sink)
     namespace.update(wrapped)
+    safe_warnings.bind_sink(print_sink)  # warnings.warn and library warnings: this run's logs
     return namespace

@@ -11,6 +11,7 @@ from . import hygiene
 from .lockdown import limit_run
 from .protocol import HEADER, MAX_FRAME, Job, frame, job_decoder, job_encoder
 from .runtime import run
+from .stdlib import safe_random
 
 
 def _read_exact(fd: int, size: int) -> bytes:
@@ -43,6 +44,7 @@ def _read_job(fd: int) -> Job | None:
 def _reseed() -> None:
     """numpy's global generator would otherwise be the zygote's, drawn identically by every child."""
     np.random.seed(int.from_bytes(os.urandom(4), "little"))
+    safe_random.reseed()  # the `random` module strategies import (sandbox.stdlib)
 
 
 def _cpu_ms() -> float:

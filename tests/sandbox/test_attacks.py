@@ -289,7 +289,9 @@ ATTACKS: list[Attack] = [
     attack("np-testing-subprocess", "result = np.testing.subprocess", SV),
     attack("np-random-mtrand", "result = np.random.mtrand", SV),
     attack("talib-internal-module", "import talib._ta_lib as t\nresult = t", SV),
-    attack("talib-abstract", "result = talib.abstract.Function('SMA')", SV),
+    # talib.abstract is importable since issue 13 (fresh Function objects); its internals are not
+    attack("talib-abstract", "result = talib.abstract.Function('SMA').__class__", SV),
+    attack("talib-abstract-internals", "result = talib.abstract._ta_lib", SV),
     attack("talib-func-globals", "result = getattr(talib.SMA, 'func_' + 'globals')", SV),
     attack("bitgenerator-ctypes", "result = np.random.PCG64(1).ctypes.state_address", SV),
     # --- reading the canary -------------------------------------------------------------------
