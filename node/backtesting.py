@@ -92,6 +92,7 @@ from contracts import (
     encode,
     subjects,
 )
+from contracts.backtest import DEFAULT_RANK_BY
 from contracts.bars import COLUMNS
 from sandbox.compiler import CompiledStrategy
 from sandbox.protocol import Job, OutputLimits, Outcome
@@ -349,7 +350,7 @@ class Backtesting:
                     # a warm worker), with what is left of the request's budget
                     job = msgspec.structs.replace(
                         job, walk=True, timeout_ms=self.endpoints._remaining_ms(received, budget_ms))
-                    outcome = await self.pool.run(job)
+                    outcome = walk_timeout_hint(await self.pool.run(job), bars.count)
                 result = BacktestResult(
                     success=outcome.success, performance=outcome.performance,
                     signals_count=outcome.signals_count, bars=bars.count, logs=outcome.logs,
@@ -451,7 +452,8 @@ class Backtesting:
             job = msgspec.structs.replace(base, parameters={**merged, **point}, points=None, walk=walk)
             outcome = await run_job(job)
             if outcome.walk:  # the probe saw every bar: the walk gets a fresh child of its own
-                outcome = await run_job(msgspec.structs.replace(job, walk=True))
+                outcome = walk_timeout_hint(await run_job(msgspec.structs.replace(job, walk=True)),
+                                            bars.count)
             return SweepRow(parameters=point, performance=outcome.performance, error=outcome.error)
 
         async def chunk_rows(chunk: list[dict[str, Any]]) -> list[SweepRow]:
@@ -478,7 +480,8 @@ class Backtesting:
     def _remote_runner(self, req: BacktestRequest, options: BacktestOptions, budget_ms: int, base: Job):
         """Send one sub-grid to strategy.v1.backtest.point; run it here when nobody answers or
         the answering node is at capacity."""
-        template = msgspec.structs.replace(req, options=options, grid=None)
+        # a point request ranks nothing (its node only runs the sub-grid): default rank_by
+        template = msgspec.structs.replace(req, options=options, grid=None, rank_by=DEFAULT_RANK_BY)
         max_s = self.settings.max_timeout_seconds
 
         async def remote(subgrid: dict[str, list[Any]]) -> list[SweepRow]:
@@ -499,6 +502,17 @@ class Backtesting:
                 return _failed_rows(points, exc.info())
 
         return remote
+
+
+def walk_timeout_hint(outcome: Outcome, n_bars: int) -> Outcome:
+    """A walked strategy's TIMEOUT says why it is slow and what to return instead."""
+    error = outcome.error
+    if error is None or error.code != ErrorCode.TIMEOUT:
+        return outcome
+    hint = (f"{error.message}: this strategy returns one signal per call, so the backtest calls it once "
+            f"per bar ({n_bars:,} calls, each on the bars up to that one); return a Series or array "
+            f"with a signal for every bar instead and it runs once")
+    return msgspec.structs.replace(outcome, error=msgspec.structs.replace(error, message=hint))
 
 
 def _failed_rows(points: list[dict[str, Any]], error: ErrorInfo) -> list[SweepRow]:

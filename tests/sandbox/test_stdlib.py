@@ -265,3 +265,16 @@ def test_the_readme_lists_exactly_the_importable_modules():
     listed = set(re.findall(r"`([a-z_.]+)`", sentence))
     importable = {m for m in policy.MODULE_SURFACES if m.count(".") == 0 or m == "talib.abstract"}
     assert listed == importable
+
+
+async def test_a_strategy_filters_exchange_hours_in_new_york_time(nc):
+    """Named time zones work inside the sandbox (zone data preloaded by the zygote)."""
+    bars = columnar_bars(48, step_ms=3_600_000)  # hourly from 2024-01-01T00:00Z
+    code = ("def strategy(data):\n"
+            "    local = data.index.tz_convert('America/New_York')\n"
+            "    open_hours = (local.hour >= 9) & (local.hour < 16)\n"
+            "    log(str(local[0].tzinfo), int(open_hours.sum()), local[14].strftime('%H:%M %Z'))\n"
+            "    return 'HOLD'\n")
+    reply = await request_json(nc, subjects.EXECUTE, {"code": code, "bars": bars})
+    assert reply["success"], reply["error"]
+    assert reply["logs"] == ["America/New_York 14 09:00 EST"]
