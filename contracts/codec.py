@@ -41,6 +41,10 @@ def decode(data: bytes, type_: type[T], kind: str = JSON) -> T:
     try:
         return _decoder(kind, type_).decode(data)
     except msgspec.ValidationError as exc:
+        if str(exc) == "Expected `str` of length >= 1 - at `$.code`":
+            raise ExecutionError(ErrorCode.INVALID_REQUEST, "invalid request: `$.code` is empty: send the "
+                                 "strategy's source (a strategy(data) function, script code over df, or "
+                                 "classify_symbol(symbol))") from None
         raise ExecutionError(ErrorCode.INVALID_REQUEST, f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         what = "msgpack" if kind == MSGPACK else "JSON"

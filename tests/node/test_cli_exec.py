@@ -104,3 +104,12 @@ async def test_validate_names_the_line_once(nats_url, tmp_path, capsys):
     assert await cli("validate", write(tmp_path, code), "--url", nats_url) == 1
     out = capsys.readouterr().out
     assert out.count("line 1") == 1, out
+
+
+async def test_empty_code_on_the_wire_gets_a_readable_message(nc):
+    from contracts import subjects
+    from tests.support import columnar_bars, request_json
+
+    reply = await request_json(nc, subjects.EXECUTE, {"code": "", "bars": columnar_bars(3)})
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert reply["error"]["message"].startswith("invalid request: `$.code` is empty: send the strategy's source")
