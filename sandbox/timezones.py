@@ -8,7 +8,7 @@ search off: from then on `ZoneInfo(key)` (and so pandas' `tz="America/New_York"`
 `ZoneInfoNotFoundError` naming only the key; no lookup touches the file system, so no error a
 strategy can see, caught or not, carries a host path.
 
-dateutil's bundled zone file is loaded too, for pandas' `"dateutil/<zone>"` names.
+pandas' `"dateutil/<zone>"` names are served from the same bytes.
 """
 
 from __future__ import annotations
@@ -54,10 +54,25 @@ def preload() -> int:
     _common.load_tzdata = _load_from_memory  # the C ZoneInfo looks this name up at call time
     zoneinfo.available_timezones = _tzpath.available_timezones = _available
     zoneinfo.ZoneInfo.clear_cache()
-    try:
-        from dateutil import zoneinfo as dateutil_zoneinfo
-
-        dateutil_zoneinfo.get_zonefile_instance()  # cached in the module: parsed once, here
-    except Exception:  # noqa: BLE001 - dateutil is optional for pandas' "dateutil/" names
-        pass
+    _route_dateutil()
     return len(_ZONES)
+
+
+def _route_dateutil() -> None:
+    """pandas' "dateutil/<zone>" names: dateutil searches zoneinfo's TZPATH (now empty), then
+    loads from the tzdata package through this one function, which now reads memory."""
+    try:
+        from dateutil import _tzdata_impl
+    except ImportError:
+        return
+    not_found = getattr(_tzdata_impl, "TZFileNotFound", None)
+    if not_found is None or not hasattr(_tzdata_impl, "_load_tzdata"):
+        return
+
+    def load(key: str):
+        data = _ZONES.get(key)
+        if data is None:
+            raise not_found("Time zone not found: %s", zone_key=key)
+        return io.BytesIO(data)
+
+    _tzdata_impl._load_tzdata = load
