@@ -25,6 +25,11 @@ async def serve(settings: Settings) -> int:
         except local.PortTaken as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 2
+        except (OSError, RuntimeError, TimeoutError) as exc:  # no binary, unwritable data directory ...
+            print(f"error: cannot start the embedded nats-server: {exc} (data directory: "
+                  f"{local.store_dir(settings, os.environ)}; set EMBEDDED_NATS_STORE, or NATS_URL to use "
+                  f"a running server)", file=sys.stderr, flush=True)
+            return 2
         embedded, url = found.server, found.url
         print(found.message, flush=True)
     configured = settings.heartbeat_file

@@ -155,3 +155,15 @@ def test_a_node_starts_without_warnings(tmp_path, nodes):
     out = node.wait_ready()
     time.sleep(1.0)  # the zygote's children are forked by now
     assert "Warning" not in node.output(), out
+
+
+def test_an_unusable_data_directory_is_one_line_naming_it(tmp_path, nodes):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    node = RunningNode(tmp_path, "nostore", {"EMBEDDED_NATS_PORT": str(free_port()),
+                                             "EMBEDDED_NATS_STORE": str(blocker / "nats")})
+    nodes.append(node)
+    assert node.proc.wait(30) == 2
+    out = node.output()
+    assert "Traceback" not in out
+    assert "error: cannot start the embedded nats-server" in out and str(blocker / "nats") in out
