@@ -303,9 +303,12 @@ Any Callable ClassVar Dict Final FrozenSet Iterable Iterator List Literal Mappin
 MutableSequence NewType Optional Sequence Set Tuple Type TypeVar Union cast get_args get_origin
 """
 
-# sandbox.stdlib.safe_dataclasses: the code's own classes only; without make_dataclass (any
-# bases), asdict/astuple (deep-copy arbitrary objects).
-_DATACLASSES = "FrozenInstanceError InitVar KW_ONLY MISSING dataclass field fields is_dataclass replace"
+# sandbox.stdlib.safe_dataclasses: the code's own classes only (asdict/astuple rebuilt without
+# copy.deepcopy, which would reduce and rebuild arbitrary objects); without make_dataclass (any
+# bases).
+_DATACLASSES = """
+FrozenInstanceError InitVar KW_ONLY MISSING asdict astuple dataclass field fields is_dataclass replace
+"""
 
 # sandbox.stdlib.safe_json.
 _JSON = "JSONDecodeError dumps loads"

@@ -18,7 +18,9 @@ Why each wrapper exists:
 - functools: `wraps`/`update_wrapper` (copy arbitrary attributes by name),
   `singledispatch` (evaluates string annotations) are left out; `total_ordering` only decorates
   the code's own classes.
-- dataclasses: `dataclass`, `fields`, `replace`, `asdict`-free: decorating, reading fields of
-  and replacing only the code's own classes; `make_dataclass` (any bases) is left out.
+- dataclasses: `dataclass`, `fields`, `replace`, `asdict`, `astuple` on the code's own classes
+  only (asdict/astuple rebuilt without `copy.deepcopy`, which reduces and rebuilds any object);
+  `make_dataclass` (any bases) is left out.
+- talib.abstract: a fresh `Function` per use, never the module's shared, settable ones.
 - warnings: `warn()` lands in the run's logs (as do library warnings; see `bind_sink`).
 """

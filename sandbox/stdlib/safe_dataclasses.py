@@ -38,6 +38,38 @@ def fields(obj: Any) -> tuple:
     return _dc.fields(obj)
 
 
+def _plain(value: Any, factory: Any) -> Any:
+    """asdict's recursion without copy.deepcopy (which would reduce and rebuild any object):
+    the code's own dataclasses become mappings, lists/tuples/dicts are rebuilt, the rest is kept."""
+    if not isinstance(value, type) and guards._is_user_class(type(value)) and _dc.is_dataclass(value):
+        return factory([(f.name, _plain(getattr(value, f.name), factory)) for f in _dc.fields(value)])
+    if type(value) in (list, tuple):
+        return type(value)(_plain(v, factory) for v in value)
+    if type(value) is dict:
+        return {_plain(k, factory): _plain(v, factory) for k, v in value.items()}
+    return value
+
+
+def asdict(obj: Any, *, dict_factory: Any = dict) -> Any:
+    """The fields of one of the code's own dataclass instances as a dict (nested ones too)."""
+    if isinstance(obj, type) or not _dc.is_dataclass(obj):
+        raise TypeError("asdict() should be called on dataclass instances")
+    _own(obj, "asdict")
+    return _plain(obj, dict_factory)
+
+
+def astuple(obj: Any) -> tuple:
+    """The field values of one of the code's own dataclass instances, in order."""
+    if isinstance(obj, type) or not _dc.is_dataclass(obj):
+        raise TypeError("astuple() should be called on dataclass instances")
+    _own(obj, "astuple")
+    return tuple(_plain(getattr(obj, f.name), _values) for f in _dc.fields(obj))
+
+
+def _values(pairs: list) -> tuple:
+    return tuple(value for _, value in pairs)
+
+
 def replace(obj: Any, /, **changes: Any) -> Any:
     if isinstance(obj, type):
         raise TypeError("replace() takes a dataclass instance")

@@ -96,6 +96,11 @@ HONEST = {
               "        case int() | float():\n            return 'number'\n        case _:\n            return 'other'\n"
               "log(kind({'side': 'buy', 'qty': 2}), kind([1, 2, 3]), kind(2.5), kind('x'))",
               "buy 2 list 1 2 number other"),
+    "dataclass-asdict": ("from dataclasses import dataclass, asdict, astuple\n@dataclass\nclass Leg:\n"
+                         "    qty: int\n@dataclass\nclass Order:\n    legs: list\n    note: str = 'x'\n"
+                         "o = Order([Leg(1), Leg(2)])\nd = asdict(o)\nd['legs'][0]['qty'] = 9\n"
+                         "log(d, astuple(o), o.legs[0].qty)",
+                         "{'legs': [{'qty': 9}, {'qty': 2}], 'note': 'x'} ([(1,), (2,)], 'x') 1"),
     "match-dataclass": ("from dataclasses import dataclass\n@dataclass\nclass Bar:\n    o: float\n    c: float\n"
                         "match Bar(1.0, 2.0):\n    case Bar(o, c) if c > o:\n        log('up', c - o)",
                         "up 1.0"),
@@ -156,7 +161,8 @@ ATTACKS = {
     "fields-library-object": ("import dataclasses\nleak = dataclasses.fields(data)", SV),
     "replace-library-object": ("import dataclasses\nleak = dataclasses.replace(pd.Timestamp(0), year=2)", SV),
     "make-dataclass": ("import dataclasses\ndataclasses.make_dataclass", SV),
-    "asdict": ("from dataclasses import asdict", SV),
+    "asdict-library-object": ("import dataclasses\nleak = dataclasses.asdict(pd.Timestamp(0))", RT),
+    "asdict-not-a-dataclass": ("import dataclasses\nleak = dataclasses.asdict(dataclasses.field())", RT),
     "post-init-dunder": ("from dataclasses import dataclass\n@dataclass\nclass A:\n    x: int\n"
                          "    def __post_init__(self):\n        pass\nA(1)", SV),
     "private-field": ("from dataclasses import dataclass\n@dataclass\nclass A:\n    _x: int = 1", SV),
