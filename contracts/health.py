@@ -62,3 +62,6 @@ class Health(msgspec.Struct, kw_only=True):
     # tenant (warm worker) even without an identity NATS vouches for. False: only a verified
     # NATS identity (Nats-Request-Info of an imported request, a job's account token) does.
     trust_body_user_id: bool = False
+    # The node's own NATS account. Tenants are verified only when it is an account of its own
+    # that tenants import from; null (unknown) or "$G" (a server without accounts): none is.
+    nats_account: str | None = None

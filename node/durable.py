@@ -307,6 +307,8 @@ class JobConsumer:
         self.settings = settings
         self.admission = admission
         self.handler_for = handler_for
+        # Who a job runs as (node/identity.py); the node sets one that knows its own account.
+        self.verifier = identity.Verifier(trust_body=settings.trust_body_user_id)
         self.js = nc.jetstream(timeout=API_TIMEOUT_S)
         self.results = ResultStore(self.js, nc)
         self.backoff = tuple(settings.jobs_backoff_seconds) or (settings.jobs_ack_wait_seconds,)
@@ -525,7 +527,7 @@ class JobConsumer:
             headers = dict(msg.headers or {})
             seq, delivered = meta.sequence.stream, meta.num_delivered
             # strategy.jobs.[<account>.]<kind>: the account token is the verified tenant (node/identity.py).
-            caller, kind = identity.from_job_subject(msg.subject, self.settings.trust_body_user_id)
+            caller, kind = self.verifier.job(msg.subject)
             job_id = headers.get(MSG_ID) or f"seq-{seq}"
             ctype = content_type(headers)
             reply_to = headers.get(REPLY_TO)
@@ -685,7 +687,7 @@ class JobConsumer:
                 return  # acked meanwhile, or another node handled the advisory
             headers = dict(raw.headers or {})
             job_id = headers.get(MSG_ID) or f"seq-{seq}"
-            _caller, kind = identity.from_job_subject(raw.subject or "")
+            _account, kind = identity.job_parts(raw.subject or "")
             if valid_job_id(job_id) and await self.results.get(job_id) is None:
                 await self._dead_letter(
                     raw.data or b"", headers, job_id, kind, content_type(headers), deliveries,

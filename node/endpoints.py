@@ -51,6 +51,7 @@ class Endpoints:
         self.nats_connected = lambda: False
         self.admission_state = lambda: (0, 0)
         self.draining = False
+        self.nats_account: str | None = None  # the node's own NATS account (node/identity.py)
 
     def _remaining_ms(self, received: float, budget_ms: int) -> int:
         left = budget_ms - int((time.monotonic() - received) * 1000)
@@ -119,6 +120,7 @@ class Endpoints:
                           max_timeout_seconds=s.max_timeout_seconds, max_memory_mb=s.max_memory_mb,
                           max_code_chars=contract_limits.MAX_CODE_CHARS, max_bars=contract_limits.MAX_BARS),
             pool=pool, isolation=list(self.pool.layers), trust_body_user_id=s.trust_body_user_id,
+            nats_account=self.nats_account,
         )
 
     def refused(self, subject: str) -> Any:

@@ -59,6 +59,7 @@ class Node:
         self.telemetry = telemetry or Telemetry(settings)  # OTEL_* env; spans, metrics
         self.telemetry.bind(self)
         self.nc: nats.NATS | None = None
+        self.verifier = identity.Verifier(trust_body=settings.trust_body_user_id)  # replaced at start
         self.service: Any = None
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -83,6 +84,9 @@ class Node:
         )
         self.connectivity.on_connected()
         self.endpoints.nats_connected = lambda: bool(self.nc and self.nc.is_connected)
+        # Tenants are verified only when the node has an account of its own (node/identity.py).
+        self.verifier = identity.Verifier(await identity.own_account(self.nc), self.settings.trust_body_user_id)
+        self.endpoints.nats_account = self.verifier.own_account
         self.service = await add_service(
             PendingLimited(self.nc, self.settings), name=subjects.SERVICE_NAME, version=__version__,
             description="Runs untrusted trading strategies in a locked-down sandbox",
@@ -104,6 +108,7 @@ class Node:
                 self.backtesting = await Backtesting.create(self.settings, self.endpoints, self.nc)
                 self.backtesting.points.budget = self.budget
             self.jobs = JobConsumer(self.nc, self.settings, self.admission, self._job_handler)
+            self.jobs.verifier = self.verifier
             self.jobs.start()  # declares the streams and consumer in the background, then pulls
         await self.service.add_endpoint(name="health", subject=subjects.HEALTH, handler=self._health,
                                         queue_group=subjects.QUEUE_GROUP)
@@ -124,8 +129,7 @@ class Node:
             kind = content_type(req.headers)
             scope = self.telemetry.request(subject, req.headers)  # span from the caller's traceparent
             # The tenant NATS vouches for (node/identity.py), never the body alone.
-            caller = identity.from_request(req.headers, nats_internals.reply_subject(req),
-                                           self.settings.trust_body_user_id)
+            caller = self.verifier.request(req.headers, nats_internals.reply_subject(req))
 
             async def work() -> None:
                 with scope, identity.acting_for(caller):
