@@ -8,7 +8,9 @@ universe (symbol → BarArrays) behind the accessors (`get_price_data`,
 keep at most `SWEEP_CONCURRENCY` in flight per request.
 
 Bounds: at most `contracts.limits.MAX_SYMBOLS` symbols (checked at decode) and at most
-`MAX_UNIVERSE_BARS` bars in the universe together, since every run receives all of it.
+`MAX_UNIVERSE_BARS` bars in the universe together (24 MB of arrays), since every run receives all
+of it: each run's job carries an encoded copy, so runs in flight are also limited to what
+`RUN_MEMORY_BUDGET` holds (two copies of the universe per run: the encoded job and its frame).
 A symbol with no stored bars in the range gets a row with INVALID_REQUEST and does not run;
 a universe-only symbol without bars is simply not available to the accessors.
 
@@ -39,7 +41,6 @@ from contracts import (
     decode,
     encode,
 )
-from contracts.limits import MAX_BARS
 from backtest.store import parse_time
 from sandbox.pool import SandboxUnavailable
 from sandbox.protocol import Job, OutputLimits
@@ -50,7 +51,8 @@ from .jobs import check_language, run_limits
 
 log = logging.getLogger("node.screen")
 
-MAX_UNIVERSE_BARS = MAX_BARS
+MAX_UNIVERSE_BARS = 500_000  # 48 bytes a bar: 24 MB of arrays, e.g. 1,000 symbols x 500 bars
+RUN_MEMORY_BUDGET = 64 * 1024 * 1024  # universe copies one screen keeps in flight
 MAX_LOG_LINES = 1_000
 
 
@@ -207,7 +209,9 @@ class Screening:
                     return  # the reply cannot hold another row: stop screening
                 await run_one(symbol)
 
-        await asyncio.gather(*(worker() for _ in range(max(1, min(bt.concurrency, len(req.symbols))))))
+        universe_bytes = 48 * total
+        in_flight = max(1, min(bt.concurrency, len(req.symbols), RUN_MEMORY_BUDGET // max(1, 2 * universe_bytes)))
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
         ordered = [rows[s] for s in req.symbols if s in rows]
         result = ScreenResult(success=True, passed=[r.symbol for r in ordered if r.passed],
                               results=ordered, logs=logs)

@@ -101,3 +101,48 @@ async def test_a_screen_of_many_large_results_stops_and_keeps_node_memory_bounde
     assert reply["truncated"] is True and reply["error"]["code"] == "OUTPUT_LIMIT"
     assert 1 <= len(reply["results"]) <= 9  # what 8 MB holds
     assert memory["VmHWM"] < NODE_RSS_MB * 1024
+
+
+async def test_a_screen_over_a_large_universe_keeps_node_memory_bounded(setup):
+    """40 symbols x 10,000 bars (400,000 bars, 19 MB of arrays) handed to every run: the node
+    keeps at most RUN_MEMORY_BUDGET of encoded universe copies in flight, not one per worker."""
+    node, conn = setup
+    store = BarStore(conn.jetstream())
+    n = 10_000
+    close = 100 + np.arange(n, dtype=np.float64)
+    ts = (START_MS + np.arange(n, dtype=np.int64) * 60_000) * 1_000_000
+    arrays = BarArrays.from_numpy(ts, open=close, high=close, low=close, close=close, volume=np.ones(n))
+    tag = uuid.uuid4().hex[:5].upper()
+    symbols = [f"W{tag}{i:02d}" for i in range(40)]
+    for symbol in symbols:
+        await store.load(symbol, "1m", arrays)
+    code = "def classify_symbol(symbol):\n    return len(get_multiple_symbols_data(params['all'])) == 40\n"
+    started = time.monotonic()
+    reply = await ask(conn, subjects.SCREEN, {"code": code, "symbols": symbols, "timeframe": "1m",
+                                              "max_bars": n, "parameters": {"all": symbols}}, timeout=300)
+    took = time.monotonic() - started
+    memory = node.memory_kb()
+    print(f"\n[memory] screen of 40 symbols over a 400,000-bar universe: {took:.1f}s, "
+          f"node VmHWM {memory['VmHWM'] // 1024} MB")
+    assert reply["success"] is True, reply["error"]
+    assert reply["passed"] == symbols
+    assert memory["VmHWM"] < NODE_RSS_MB * 1024
+
+
+async def test_a_screen_over_more_than_the_universe_limit_is_refused(setup):
+    from node.screen import MAX_UNIVERSE_BARS
+
+    node, conn = setup
+    store = BarStore(conn.jetstream())
+    n = MAX_UNIVERSE_BARS // 2 + 1
+    close = 100 + np.arange(n, dtype=np.float64)
+    ts = (START_MS + np.arange(n, dtype=np.int64) * 60_000) * 1_000_000
+    arrays = BarArrays.from_numpy(ts, open=close, high=close, low=close, close=close, volume=np.ones(n))
+    tag = uuid.uuid4().hex[:5].upper()
+    symbols = [f"X{tag}{i}" for i in range(2)]
+    for symbol in symbols:
+        await store.load(symbol, "1m", arrays)
+    reply = await ask(conn, subjects.SCREEN, {"code": BIG_RESULT, "symbols": symbols, "timeframe": "1m",
+                                              "max_bars": n})
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert f"the limit is {MAX_UNIVERSE_BARS:,}" in reply["error"]["message"]
