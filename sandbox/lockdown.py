@@ -80,6 +80,10 @@ def _uid_detail(plan: Plan) -> str:
 def detect(max_memory_mb: int, max_cpu_seconds: int, entered: namespaces.Entered,
            disabled: frozenset[str], empty_dir: str | None = None) -> Plan:
     """Decide every child's layers; `empty_dir` is ignored (the root needs no directory now)."""
+    if isinstance(entered, tuple):  # the older (netns_active, detail) form some tools still pass
+        root = os.geteuid() == 0
+        entered = namespaces.Entered("host" if root else "none", bool(entered[0]),
+                                     NOBODY if root else os.geteuid(), os.geteuid(), entered[1])
     plan = Plan(max_memory_mb=max_memory_mb, max_cpu_seconds=max_cpu_seconds,
                 disabled=disabled, entered=entered)
     root_detail = ""

@@ -34,6 +34,7 @@ SANDBOX_ID = 65534  # the uid/gid every child runs as (inside its user namespace
 
 CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP = 5, 6, 7, 8
 PR_CAPBSET_DROP = 24
+PR_SET_DUMPABLE = 4
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -89,9 +90,15 @@ def enter(disabled: frozenset[str]) -> Entered:
         return Entered("none", False, euid, euid, f"unshare(CLONE_NEWUSER) not permitted here ({os.strerror(err)})")
     inside = SANDBOX_ID if "uid" not in disabled else euid
     # An unprivileged process may map exactly its own ids, and only after giving up setgroups.
-    _write("/proc/self/setgroups", "deny")
-    _write("/proc/self/uid_map", f"{inside} {euid} 1\n")
-    _write("/proc/self/gid_map", f"{inside} {egid} 1\n")
+    # Its /proc/self files must be its own for that: a process that changed uid without an exec
+    # is not dumpable and they belong to root.
+    _LIBC.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    try:
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{inside} {euid} 1\n")
+        _write("/proc/self/gid_map", f"{inside} {egid} 1\n")
+    except OSError as exc:  # inside a user namespace with no id of its own: no uid layer
+        return Entered("user", want_net, -1, euid, f"could not map the sandbox's ids ({exc.strerror})")
     return Entered("user", want_net, inside, euid)
 
 

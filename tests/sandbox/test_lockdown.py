@@ -1,6 +1,6 @@
 """The PROCESS layer alone contains code, as if the language layer had been bypassed.
 
-A fresh `python` process does what the zygote does (`enter_network_namespace`, `detect`), forks a
+A fresh `python` process does what the zygote does (`enter_namespaces`, `detect`, `lock_zygote`), forks a
 child that calls `sandbox.lockdown.apply(...)` and then runs raw operations with full Python
 (open, listdir, socket, fork, kill, exec, SysV IPC, scheduling of other processes ...). Each
 result travels back over the child's channel (fd 3). Every operation must be denied; where a
