@@ -6,6 +6,7 @@ everything past decoding works on one int64 column.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -122,7 +123,8 @@ def to_epoch_ns(values: list[Timestamp], field: str = "timestamp") -> np.ndarray
             if outside.any():
                 i = int(np.flatnonzero(outside)[0])
                 raise _out_of_range(field, i, values[i])
-            return (millis * 1_000_000).astype(np.int64)
+            whole = np.floor(millis)  # whole milliseconds in int64 (exact), the fraction in float
+            return whole.astype(np.int64) * 1_000_000 + np.round((millis - whole) * 1_000_000).astype(np.int64)
     out = np.empty(len(values), dtype=np.int64)
     for i, value in enumerate(values):
         try:
@@ -132,7 +134,8 @@ def to_epoch_ns(values: list[Timestamp], field: str = "timestamp") -> np.ndarray
                 millis = float(value)
                 if millis != millis or millis in (float("inf"), float("-inf")):
                     raise ValueError
-                ns = int(millis * 1_000_000)
+                whole = math.floor(millis)
+                ns = whole * 1_000_000 + round((millis - whole) * 1_000_000)
         except (ValueError, OverflowError):
             raise ValueError(
                 f"{field}[{i}] is not an ISO-8601 time or epoch milliseconds: {str(value)[:40]!r}"

@@ -19,6 +19,7 @@ import math
 import uuid
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -250,3 +251,69 @@ async def test_no_client_input_on_any_request_type_is_answered_internal(nc):
     print(f"\n[client input] {len(sends)} bodies; answers by request type and code: {tally}")
     assert problems == [], "\n".join(problems[:15])
     assert set(tally) == set(KINDS)
+
+
+# -- the reported findings, one behaviour each, on every path -----------------------------------
+async def _answer(nc, target: str, body: dict) -> dict:
+    if target.startswith("jobs."):
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, max_msgs=1)
+        await nc.jetstream().publish(f"{subjects.JOBS}.{target[5:]}", json.dumps(body).encode(), headers={
+            "Nats-Msg-Id": f"ci-{uuid.uuid4().hex}", subjects.JOB_REPLY_HEADER: inbox})
+        msg = await sub.next_msg(timeout=30)
+    else:
+        msg = await nc.request(target, json.dumps(body).encode(), timeout=30)
+    return json.loads(msg.data)
+
+
+PATHS = {
+    "execute": (subjects.EXECUTE, {"code": QUICK, "bars": _bars()}),
+    "backtest": (subjects.BACKTEST, {"code": VECTOR, "bars": _bars()}),
+    "screen": (subjects.SCREEN, {"code": CLASSIFY, "symbols": ["NOSUCH1"]}),
+    "execute job": ("jobs.execute", {"code": QUICK, "bars": _bars()}),
+    "backtest job": ("jobs.backtest", {"code": VECTOR, "bars": _bars()}),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("value", [2**70, 10**30])
+async def test_a_parameter_past_64_bits_is_an_invalid_request_naming_it_on_every_path(nc, path, value):
+    target, base = PATHS[path]
+    reply = await _answer(nc, target, {**base, "parameters": {"n": value}})
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert "parameters.n" in reply["error"]["message"] and "64 bits" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("target", [subjects.BACKTEST, "jobs.backtest"])
+@pytest.mark.parametrize("value", [2**70, 10**30])
+async def test_a_grid_value_past_64_bits_is_an_invalid_request_naming_it(nc, target, value):
+    reply = await _answer(nc, target, {"code": VECTOR, "bars": _bars(), "grid": {"fast": [3, value]}})
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert "grid.fast[1]" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["execute", "backtest", "execute job", "backtest job"])
+@pytest.mark.parametrize("stamp", [1e17, 9.3e15, -1e17])
+async def test_one_bar_with_an_epoch_past_int64_nanoseconds_is_an_invalid_request(nc, path, stamp):
+    target, base = PATHS[path]
+    bars = _bars(1)
+    bars["timestamp"] = [stamp]
+    reply = await _answer(nc, target, {**base, "bars": bars})
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert "bars.timestamp[0] is out of range" in reply["error"]["message"]
+
+
+async def test_twenty_bars_past_the_range_name_the_first_bar_not_a_repeat(nc):
+    bars = _bars(20)
+    bars["timestamp"] = [1e17 + i * 60_000 for i in range(20)]
+    reply = await _answer(nc, subjects.EXECUTE, {"code": QUICK, "bars": bars})
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert "bars.timestamp[0] is out of range" in reply["error"]["message"]
+    assert "repeats" not in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("field", ["start", "end"])
+async def test_a_screen_range_past_int64_nanoseconds_is_an_invalid_request(nc, field):
+    reply = await _answer(nc, subjects.SCREEN, {"code": CLASSIFY, "symbols": ["NOSUCH1"], field: 1e17})
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert "out of range" in reply["error"]["message"]
