@@ -183,3 +183,50 @@ async def test_a_burst_of_large_requests_is_answered_without_a_slow_consumer_dis
     finally:
         await conn.close()
         setup.close()
+
+
+async def test_service_subscriptions_hold_at_most_the_byte_budget_plus_two_messages_unread():
+    """PendingLimited gives every subscription the micro service makes pending limits from the
+    node's settings: with its callback stalled, a subscription keeps MAX_INFLIGHT_BYTES + 2 x
+    max_payload unread and drops the rest (nats-py reports a slow consumer), instead of nats-py's
+    128 MB default per subscription."""
+    import nats.errors
+
+    from node.admission import PendingLimited
+
+    server = EmbeddedServer(jetstream=False).start()
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    conn = await nats.connect(server.url, error_cb=on_error)
+    sender = await nats.connect(server.url)
+    try:
+        settings = Settings.from_env({"MAX_INFLIGHT_BYTES": str(512 * 1024), "MAX_WORKERS": "1", "MAX_QUEUE": "1"})
+        limited = PendingLimited(conn, settings)
+        assert limited.pending_bytes_limit == 512 * 1024 + 2 * conn.max_payload
+        stall = asyncio.Event()
+        got: list[int] = []
+
+        async def slow(msg) -> None:
+            got.append(len(msg.data))
+            await stall.wait()
+
+        await limited.subscribe("pending.test", cb=slow)
+        await conn.flush()
+        chunk = b"x" * (256 * 1024)
+        for _ in range(40):  # 10 MB at a stalled subscriber
+            await sender.publish("pending.test", chunk)
+        await sender.flush()
+        await asyncio.sleep(1.0)
+        assert any(isinstance(e, nats.errors.SlowConsumerError) for e in errors)
+        stall.set()
+        await asyncio.sleep(0.5)
+        held = sum(got)
+        assert held <= limited.pending_bytes_limit + len(chunk)
+        assert held < 40 * len(chunk)
+    finally:
+        await sender.close()
+        await conn.close()
+        server.close()
