@@ -42,7 +42,9 @@ SMA_HOLD = SMA.replace("    return above", _HOLD + "    return above")
 WARM_TENANT = "bench-tenant"
 # What the bench's own node runs with unless --node-env says otherwise: warm workers for requests
 # that carry a user_id (only the warm_* cases do; every other case takes the fresh-process path).
-WARM_NODE_ENV = {"TENANT_WARM_RUNS": "100000", "TENANT_WARM_WORKERS": "2"}
+# The bench's server has no accounts, so the node is told to trust the body's user_id
+# (node/identity.py: otherwise no request has a verified tenant and none would run warm).
+WARM_NODE_ENV = {"TENANT_WARM_RUNS": "100000", "TENANT_WARM_WORKERS": "2", "TRUST_BODY_USER_ID": "true"}
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
