@@ -158,9 +158,13 @@ class TenantWorkers:
                 self._retire(worker)
             mine = self._all.setdefault(tenant, set())
             if len(mine) < self.policy.per_tenant:
-                if self._total() >= self.policy.total and not self._evict_other(tenant):
-                    return None
-                return await self._new_worker(tenant, mine, deadline)
+                try:
+                    if self._total() >= self.policy.total and not self._evict_other(tenant):
+                        return None
+                    return await self._new_worker(tenant, mine, deadline)
+                finally:
+                    if not mine and self._all.get(tenant) is mine:
+                        del self._all[tenant]  # no worker came of it: the tenant holds none
             wait = give_up - time.monotonic()
             if wait <= 0:
                 return None
