@@ -40,6 +40,11 @@ anyone could publish `strategy.jobs.<any name>.<kind>`, so nothing is verified t
 
 Within a verified account, the body's `user_id` only narrows the key (a platform account
 keeps its end users apart); it never reaches across accounts.
+
+With decentralized auth (operator/JWT) `acc` and the subject token are the account's public key.
+The `_R_.` reservation binds client connections; a leaf node connection bound to the node's
+account is trusted like a user of that account (nats-server replaces the header a leaf forwards
+on an import, but a leaf server is the operator's to trust).
 """
 
 from __future__ import annotations
