@@ -7,7 +7,12 @@ the host fills from the bar store before the code runs. They run inside the sand
 * every DataFrame/Series handed out is a copy — user code can never change what a later call sees;
 * `rolling_window` and `normalize_data` pick their operation from fixed tables by name, never by
   `getattr` with a user string;
-* a symbol/timeframe that was not provided raises `DataUnavailable` (a `LookupError`).
+* a symbol/timeframe that was not provided raises `DataUnavailable` (a `LookupError`);
+* with a `clock` (a backtest or walk: the time of the bar being evaluated), every accessor is
+  point-in-time: bars after the clock and reference facts known after it do not exist.
+
+Reference data (security master, fundamentals, earnings, statements, sectors, indices) comes from
+`backtest.refdata_accessors` over the `RefBundle` the node handed in.
 
 Conventions: `days` means calendar days counted back from the series' last bar (not the wall
 clock: the data may be historical); `start`/`end` are inclusive; returns drop the leading NaN.
@@ -21,7 +26,10 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["DataUnavailable", "make_accessors", "frame_from_arrays", "ROLLING_FUNCS", "NORMALIZE_METHODS"]
+from .refdata_accessors import make_refdata_accessors
+
+__all__ = ["DataUnavailable", "make_accessors", "frame_from_arrays", "ROLLING_FUNCS", "NORMALIZE_METHODS",
+           "VECTOR_OPERATIONS", "ACCESSOR_NAMES", "Clock"]
 
 MAX_SYMBOLS_PER_CALL = 1_000
 MAX_WINDOW = 1_000_000
@@ -63,6 +71,46 @@ def _zscore(x):
 
 
 NORMALIZE_METHODS: dict[str, Callable[[Any], Any]] = {"minmax": _minmax, "zscore": _zscore}
+
+#: vectorized_operation(values, operation, operand): binary operations need `operand` (a number
+#: or values of the same length), unary ones refuse it; picked from this table by name only.
+_BINARY: dict[str, Callable[[Any, Any], Any]] = {
+    "add": lambda x, y: x + y,
+    "subtract": lambda x, y: x - y,
+    "multiply": lambda x, y: x * y,
+    "divide": lambda x, y: x / y,
+    "power": lambda x, y: x ** y,
+    "maximum": lambda x, y: np.maximum(x, y),
+    "minimum": lambda x, y: np.minimum(x, y),
+    "greater": lambda x, y: (x > y).astype(np.float64),
+    "less": lambda x, y: (x < y).astype(np.float64),
+}
+_UNARY: dict[str, Callable[[Any], Any]] = {
+    "abs": np.abs,
+    "log": np.log,
+    "exp": np.exp,
+    "sqrt": np.sqrt,
+    "sign": np.sign,
+    "negative": np.negative,
+    "cumsum": np.cumsum,
+    "cumprod": np.cumprod,
+}
+_SHIFTING = ("shift", "diff", "pct_change")  # operand: whole number of periods (default 1)
+VECTOR_OPERATIONS = tuple(_BINARY) + tuple(_UNARY) + _SHIFTING
+
+
+class Clock:
+    """The time the accessors answer as of (epoch ns), or None for "everything handed in".
+
+    Set by the runtime, never handed to strategy code."""
+
+    __slots__ = ("ns",)
+
+    def __init__(self, ns: int | None = None) -> None:
+        self.ns = ns
+
+    def __call__(self) -> int | None:
+        return self.ns
 
 
 def _close_of(data: Any, fn: str) -> pd.Series:
@@ -119,15 +167,74 @@ def frame_from_arrays(arrays) -> pd.DataFrame:
     )
 
 
+def _values(data: Any, name: str) -> Any:
+    if isinstance(data, pd.DataFrame):
+        return _close_of(data, "vectorized_operation")
+    if isinstance(data, pd.Series):
+        return data.astype(np.float64)
+    if isinstance(data, (list, tuple, np.ndarray)):
+        return np.asarray(data, dtype=np.float64)
+    if isinstance(data, (int, float, np.integer, np.floating)) and not isinstance(data, bool):
+        return float(data)
+    raise TypeError(f"{name} must be a number, a list of numbers, a Series or a DataFrame with a close column")
+
+
+def vectorized_operation(values: Any, operation: str, operand: Any = None) -> Any:
+    """`operation` applied element-wise: a Series in → a Series out, otherwise a numpy array."""
+    if not isinstance(operation, str) or operation not in VECTOR_OPERATIONS:
+        raise ValueError(f"operation must be one of {', '.join(VECTOR_OPERATIONS)}, not {str(operation)[:30]!r}")
+    x = _values(values, "values")
+    if isinstance(x, float):
+        x = np.asarray([x])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if operation in _BINARY:
+            if operand is None:
+                raise ValueError(f"{operation} needs an operand (a number or values of the same length)")
+            y = _values(operand, "operand")
+            if isinstance(y, pd.Series) and isinstance(x, pd.Series):
+                y = y.to_numpy()
+            if not isinstance(y, float) and len(y) != len(x):
+                raise ValueError(f"operand has {len(y)} values but values has {len(x)}")
+            out = _BINARY[operation](x, y)
+        elif operation in _UNARY:
+            if operand is not None:
+                raise ValueError(f"{operation} takes no operand")
+            out = _UNARY[operation](x)
+        else:
+            n = 1 if operand is None else operand
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not -MAX_WINDOW <= int(n) <= MAX_WINDOW:
+                raise ValueError(f"{operation} takes a whole number of periods as its operand")
+            series = x if isinstance(x, pd.Series) else pd.Series(x)
+            if operation == "shift":
+                out = series.shift(int(n))
+            elif operation == "diff":
+                out = series.diff(int(n))
+            else:
+                out = series.pct_change(int(n), fill_method=None)
+            if not isinstance(x, pd.Series):
+                out = out.to_numpy()
+    return out.copy() if isinstance(out, pd.Series) else np.array(out, dtype=np.float64)
+
+
 def make_accessors(
-    frames: Mapping[tuple[str, str], pd.DataFrame], default_timeframe: str
+    frames: Mapping[tuple[str, str], pd.DataFrame], default_timeframe: str,
+    refdata: Any = None, clock: Callable[[], int | None] | None = None,
 ) -> dict[str, Callable[..., Any]]:
-    """The accessor functions, closed over a private snapshot of `frames`."""
+    """The accessor functions, closed over a private snapshot of `frames` (and of `refdata`, a
+    `RefBundle`). With `clock`, they answer as of `clock()` (see the module doc)."""
     # Our own shallow map, so later changes to the caller's mapping don't leak in either.
     store: dict[tuple[str, str], pd.DataFrame] = dict(frames)
     available = sorted({f"{s} {t}" for s, t in store})
+    now = clock if clock is not None else (lambda: None)
 
     def _frame(symbol: Any, timeframe: Any) -> pd.DataFrame:
+        frame = _full_frame(symbol, timeframe)
+        at = now()
+        if at is not None:
+            frame = frame.iloc[: int(np.searchsorted(frame.index.asi8, at, side="right"))]
+        return frame
+
+    def _full_frame(symbol: Any, timeframe: Any) -> pd.DataFrame:
         if not isinstance(symbol, str):
             raise TypeError(f"symbol must be a string, not {type(symbol).__name__}")
         tf = default_timeframe if timeframe is None else timeframe
@@ -150,9 +257,27 @@ def make_accessors(
             frame = frame[frame.index > cutoff]
         return frame.copy(deep=True)
 
-    def get_historical_data(symbol: str, timeframe: str | None = None, start: Any = None, end: Any = None) -> pd.DataFrame:
-        """Bars of `symbol` with start <= time <= end (naive times are UTC)."""
+    def get_historical_data(symbol: str, timeframe: str | None = None, start: Any = None, end: Any = None,
+                            *, periods: Any = None, offset: Any = None) -> pd.DataFrame:
+        """Bars of `symbol` with start <= time <= end (naive times are UTC); or the lagged form
+        `get_historical_data(symbol, timeframe, periods, offset)`: the `periods` bars that end
+        `offset` bars before the latest one (offset 0: the latest `periods` bars). A whole
+        number as the third argument is `periods`, as the fourth `offset`."""
         frame = _frame(symbol, timeframe)
+        whole = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)  # noqa: E731
+        if periods is None and whole(start) and (end is None or whole(end)):
+            periods, offset, start, end = start, end, None, None
+        if periods is not None or offset is not None:
+            if start is not None or end is not None:
+                raise ValueError("use either start/end or periods/offset, not both")
+            n = _periods(1 if periods is None else periods, "periods")
+            lag = 0 if offset is None else offset
+            if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or lag < 0:
+                raise ValueError(f"offset must be a whole number >= 0, not {str(lag)[:30]}")
+            stop = len(frame) - int(lag)
+            if stop <= 0:
+                raise DataUnavailable(f"{symbol} has {len(frame)} bars; offset {int(lag)} leaves none")
+            return frame.iloc[max(0, stop - n): stop].copy(deep=True)
         lo, hi = _when(start, "start"), _when(end, "end")
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"start {lo} is after end {hi}")
@@ -173,6 +298,12 @@ def make_accessors(
         if len(names) > MAX_SYMBOLS_PER_CALL:
             raise ValueError(f"at most {MAX_SYMBOLS_PER_CALL} symbols per call, not {len(names)}")
         return {name: get_price_data(name, timeframe, days) for name in names}
+
+    def get_volume_data(symbol: str, days: float | None = None, timeframe: str | None = None) -> pd.DataFrame:
+        """Per bar: `volume` and `dollar_volume` (close × volume), over the last `days` days."""
+        frame = get_price_data(symbol, timeframe, days)
+        return pd.DataFrame({"volume": frame["volume"], "dollar_volume": frame["close"] * frame["volume"]},
+                            index=frame.index)
 
     def calculate_returns(data: Any, periods: int = 1) -> pd.Series:
         """Simple returns of close over `periods` bars (leading NaN dropped)."""
@@ -222,4 +353,17 @@ def make_accessors(
         "calculate_log_returns": calculate_log_returns,
         "rolling_window": rolling_window,
         "normalize_data": normalize_data,
+        "get_volume_data": get_volume_data,
+        "vectorized_operation": vectorized_operation,
+        **make_refdata_accessors(refdata, now, get_price_data, DataUnavailable),
     }
+
+
+#: Every name make_accessors serves: the node and the runtime hand accessors (and fetch
+#: reference data) only to code that names one of them.
+ACCESSOR_NAMES = frozenset({
+    "get_price_data", "get_historical_data", "get_multiple_symbols_data", "calculate_returns",
+    "calculate_log_returns", "rolling_window", "normalize_data", "get_volume_data", "vectorized_operation",
+    "get_security_info", "get_fundamental_data", "get_earnings_data", "get_financial_statements",
+    "get_sector_data", "get_market_indices",
+})

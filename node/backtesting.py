@@ -77,6 +77,8 @@ import msgspec
 import nats.errors
 import numpy as np
 
+from backtest.refdata_preload import code_names, preload, wants_refdata
+from backtest.refdata_store import RefDataStore
 from backtest.store import BarStore, parse_time, subject_for
 from contracts import (
     BacktestOptions,
@@ -260,6 +262,8 @@ class Backtesting:
         from .screen import Screening
 
         self.screening = Screening(self)
+        # reference data for the accessors (backtest/refdata_*): beside BARS, on the same JetStream
+        self.refdata = RefDataStore(store.js, nc) if store is not None else None
 
     @classmethod
     async def create(cls, settings: Settings, endpoints: Any, nc: Any,
@@ -297,6 +301,43 @@ class Backtesting:
         if revision is not None:
             self.replays.put(key, revision, arrays)
         return arrays
+
+    async def reference_for(self, compiled: CompiledStrategy, symbols: list[str], timeframe: str,
+                            as_of_ns: int | None, start: Any, end: Any) -> tuple:
+        """(RefBundle or None, extra bars) for a run of `compiled` on `symbols`: only what the
+        accessors the code names can serve (backtest.refdata_preload); index and sector-member
+        bars between `start` and `end`."""
+        names = code_names(compiled.code)
+        if not wants_refdata(names):
+            return None, {}
+        if self.refdata is None:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST, "reference data is unavailable: this node has "
+                                                            "no JetStream store")
+
+        async def bars(symbol: str) -> BarArrays | None:
+            if not timeframe:
+                return None
+            try:
+                return await self.replay(BarsRef(symbol=symbol, timeframe=timeframe, start=start, end=end))
+            except ExecutionError as exc:
+                if exc.code != ErrorCode.INVALID_REQUEST:
+                    raise
+                return None
+
+        return await preload(self.refdata, [s for s in symbols if s], names, timeframe, as_of_ns, bars)
+
+    async def reference_for_backtest(self, req: BacktestRequest, compiled: CompiledStrategy,
+                                     bars: BarArrays) -> tuple:
+        """Reference data up to the backtest's last bar; the child cuts it at each bar."""
+        ref = req.source
+        symbol = req.symbol or (ref.symbol if ref else "")
+        timeframe = req.timeframe or (ref.timeframe if ref else "")
+        if not bars.count:
+            return None, {}
+        ts = bars.column("timestamp")
+        first, last = int(ts[0]), int(ts[-1])
+        return await self.reference_for(compiled, [symbol], timeframe, last, first // 1_000_000,
+                                        last // 1_000_000)
 
     async def bars_for(self, req: BacktestRequest) -> BarArrays:
         if req.source is not None:
@@ -339,11 +380,14 @@ class Backtesting:
                                          f"a request on {subjects.BACKTEST_POINT} carries at most {MAX_CHUNK} "
                                          f"grid points; send sweeps to {subjects.BACKTEST}")
             bars = await self.bars_for(req)
+            reference = await self.reference_for_backtest(req, compiled, bars)
             if req.grid is not None:
-                result = await self._sweep(req, compiled, bars, budget_ms, memory_mb, local_only=not sweeps)
+                result = await self._sweep(req, compiled, bars, budget_ms, memory_mb, local_only=not sweeps,
+                                           reference=reference)
             else:
                 timeout_ms = self.endpoints._remaining_ms(received, budget_ms)
-                job = self._job(req, compiled, bars, req.parameters, req.options, timeout_ms, memory_mb)
+                job = self._job(req, compiled, bars, req.parameters, req.options, timeout_ms, memory_mb,
+                                reference=reference)
                 outcome = await self.pool.run(job, tenant=identity.tenant_of(req.user_id))
                 if outcome.walk:
                     # the probe saw every bar; the walk runs in a fresh child of its own (never
@@ -387,7 +431,8 @@ class Backtesting:
                                     f"{limit:,}: lower options.max_trades / options.equity_points or log less"))
 
     def _job(self, req: BacktestRequest, compiled: CompiledStrategy, bars: BarArrays,
-             parameters: dict[str, Any], options: BacktestOptions, timeout_ms: int, memory_mb: int) -> Job:
+             parameters: dict[str, Any], options: BacktestOptions, timeout_ms: int, memory_mb: int,
+             reference: tuple = (None, {})) -> Job:
         ref = req.source
         return Job(
             kind="backtest", code=compiled.to_bytes(), bars=bars,
@@ -395,14 +440,15 @@ class Backtesting:
             timeframe=req.timeframe or (ref.timeframe if ref else ""),
             parameters=parameters, timeout_ms=timeout_ms, memory_mb=memory_mb,
             limits=OutputLimits(), options=options,
+            refdata=reference[0], universe=reference[1] or None,
         )
 
     # -- sweeps ----------------------------------------------------------------------------
     async def _sweep(self, req: BacktestRequest, compiled: CompiledStrategy, bars: BarArrays,
-                     budget_ms: int, memory_mb: int, local_only: bool) -> BacktestResult:
+                     budget_ms: int, memory_mb: int, local_only: bool, reference: tuple = (None, {})) -> BacktestResult:
         grid = req.grid or {}
         options = msgspec.structs.replace(req.options, max_trades=0, equity_points=0)
-        base = self._job(req, compiled, bars, req.parameters, options, budget_ms, memory_mb)
+        base = self._job(req, compiled, bars, req.parameters, options, budget_ms, memory_mb, reference=reference)
         total = grid_size(grid)
         if local_only:  # a sub-grid on strategy.v1.backtest.point: we already hold a point slot
             rows = await self._run_local(base, grid_points(grid), budget_ms, holding_slot=True)

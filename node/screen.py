@@ -169,13 +169,18 @@ class Screening:
                     bars[symbol] = _tail(arrays, req.max_bars)
 
         await asyncio.gather(*(fetch(s) for s in names))
+        # Reference data the code's accessors can read (security master, facts known by `end`,
+        # sector members' and index bars), fetched here: the child has no network.
+        refdata, extra = await bt.reference_for(compiled, names, req.timeframe, end, req.start, req.end)
+        extra = {s: _tail(a, req.max_bars) for s, a in extra.items() if s not in bars}
+        bars.update(extra)
         total = sum(a.count for a in bars.values())
         if total > MAX_UNIVERSE_BARS:
             raise ExecutionError(
                 ErrorCode.INVALID_REQUEST,
                 f"the universe holds {total:,} bars; the limit is {MAX_UNIVERSE_BARS:,} — narrow "
                 f"start/end, lower max_bars or name fewer symbols in `universe`")
-        universe = {s: bars[s] for s in names if s in bars}
+        universe = {s: bars[s] for s in [*names, *extra] if s in bars}
         code = compiled.to_bytes()
         rows: dict[str, ScreenRow] = {}
         logs: list[str] = []
@@ -188,7 +193,7 @@ class Screening:
                 return
             job = Job(kind="classify", code=code, bars=bars[symbol], symbol=symbol,
                       timeframe=req.timeframe, parameters=req.parameters, timeout_ms=budget_ms,
-                      memory_mb=memory_mb, limits=OutputLimits(), universe=universe)
+                      memory_mb=memory_mb, limits=OutputLimits(), universe=universe, refdata=refdata)
             try:
                 outcome = await run_admitted_patiently(bt.points, lambda: bt.pool.run(job))
             except (Overloaded, SandboxUnavailable):

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from contracts import BacktestOptions, BarArrays, ErrorInfo, Performance, Signal
+from backtest.refdata_bundle import RefBundle
 
 HEADER = struct.Struct("<I")
 MAX_FRAME = 1 << 30
@@ -51,6 +52,9 @@ class Job(msgspec.Struct, array_like=True):
     # The node sends this to a fresh child after a probe answered `Outcome.walk`, so the walk
     # never shares a process with a call that saw every bar (runtime.Run._walk).
     walk: bool = False
+    # Reference data for the accessors (security master, facts, sector members, index names),
+    # fetched by the node before the run: plain data only (backtest.refdata_bundle).
+    refdata: RefBundle | None = None
 
 
 class PointOutcome(msgspec.Struct, array_like=True):

@@ -24,7 +24,7 @@ import pandas.core.reshape.reshape  # noqa: F401
 import pandas.io.formats.string  # noqa: F401
 
 from backtest import run_backtest
-from backtest.accessors import make_accessors
+from backtest.accessors import ACCESSOR_NAMES, Clock, make_accessors
 from contracts import BacktestOptions, BarArrays, ErrorCode, ErrorInfo, ExecutionError, Signal
 from contracts.bars import ns_to_isos
 
@@ -142,6 +142,10 @@ class Run:
         n = len(self.frame)
         self.index_ns = bars.column("timestamp")
         self.api = StrategyApi(n, self.index_ns, job.limits)
+        # What the accessors answer as of: in a backtest the bar being evaluated (the first bar
+        # for the one vectorized call, bar i in a walk), so neither bars nor reference facts
+        # after it exist; elsewhere everything the node handed in (None).
+        self.clock = Clock(int(self.index_ns[0]) if job.kind == "backtest" and n else None)
         self.per_bar: np.ndarray | None = None
         self.raw_signals: Any = None  # a backtest's vectorized return, for its warm-up
         self.result: Any = None
@@ -166,7 +170,8 @@ class Run:
         if with_data and not _DATA_NAMES.isdisjoint(global_names(self.compiled.code)):
             api["df"] = self.frame.copy()
             api["data"] = api["df"]
-        if self.job.kind == "classify" or self.compiled.style == "classify":
+        if (self.job.kind == "classify" or self.compiled.style == "classify"
+                or not ACCESSOR_NAMES.isdisjoint(global_names(self.compiled.code))):
             api.update(self._accessors())
         return api
 
@@ -177,7 +182,7 @@ class Run:
         frames = {(sym, self.job.timeframe): frame_of(arr) for sym, arr in (self.job.universe or {}).items()}
         if self.job.symbol and (self.job.symbol, self.job.timeframe) not in frames:
             frames[(self.job.symbol, self.job.timeframe)] = self.frame
-        return make_accessors(frames, self.job.timeframe)
+        return make_accessors(frames, self.job.timeframe, refdata=self.job.refdata, clock=self.clock)
 
     def execute(self) -> None:
         style = self.compiled.style
@@ -235,6 +240,7 @@ class Run:
         shared = wrap_api(values)  # immutable wrappers of the API functions: reused, not state
         for i in range(n):
             api.n_bars, api.floor = i + 1, i  # signal() sees this call's bars and marks only bar i
+            self.clock.ns = int(self.index_ns[i])  # accessors: nothing after bar i
             lines, log_bytes = len(api.logs), api._log_bytes
             env = globals_for({**shared, "params": self.fresh_params(), "parameters": self.fresh_params()},
                               api.write_line)
