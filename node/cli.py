@@ -162,10 +162,10 @@ async def cmd_exec(args: argparse.Namespace) -> int:
     if not args.bars:
         raise SystemExit("error: exec needs --bars FILE.csv (timestamp,open,high,low,close[,volume]); "
                          "for bars already in the store use `strategy-node backtest FILE --symbol S`")
-    bars = _inline_bars(args.bars)
     timeframe = args.timeframe or ("1d" if classify else "")
-    client = await _client(args)
+    client = await _client(args)  # first: with no server, say so before reading a large file
     try:
+        bars = _inline_bars(args.bars)
         result = await client.execute(code, bars, symbol=args.symbol or "", timeframe=timeframe,
                                       parameters=params, timeout_ms=args.timeout_ms)
     finally:

@@ -2,7 +2,7 @@
 
 Payloads come from hypothesis strategies (random bytes, random JSON and msgpack structures,
 near-valid requests with wrong field types), generated once and sent concurrently in batches to
-a node subprocess. Every request must get a reply with a clear error code (or a valid reply:
+a node subprocess. Every request must get a reply with a clear error code, never INTERNAL (or a valid reply:
 health, or a random request that happens to be valid); every job must get its reply on its
 reply subject; the node must still be alive and serving afterwards.
 """
@@ -103,6 +103,8 @@ def unclear(subject: str, data: bytes, headers: dict | None) -> str | None:
     message = error.get("message") or ""
     if error.get("code") not in CODES or not message:
         return f"unclear error {error}"
+    if error.get("code") == ErrorCode.INTERNAL:
+        return f"INTERNAL for client input: {message[:200]}"  # client input is never the node's fault
     if "Traceback" in message or "/work/" in message or 'File "' in message:
         return f"leaks internals: {message[:200]}"
     return None
