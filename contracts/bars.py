@@ -1,7 +1,9 @@
 """OHLCV bars in the two wire shapes: columnar (preferred) and rows (the older format).
 
 Timestamps are ISO-8601 strings or epoch milliseconds; `to_epoch_ns` normalizes either so
-everything past decoding works on one int64 column.
+everything past decoding works on one int64 column. A time outside 1678-01-01 .. 2261-12-31 UTC
+(what int64 nanoseconds, and so pandas, hold) is refused there, naming the field and index:
+`bars.timestamp[3] is out of range (1e+17 ms)`; it would otherwise wrap or become NaT.
 """
 
 from __future__ import annotations

@@ -230,3 +230,14 @@ async def test_service_subscriptions_hold_at_most_the_byte_budget_plus_two_messa
         await sender.close()
         await conn.close()
         server.close()
+
+
+def test_max_inflight_bytes_defaults_to_64_mib_and_is_validated():
+    import pytest
+
+    assert Settings.from_env({}).max_inflight_bytes == 64 * 1024 * 1024
+    assert Settings.from_env({"MAX_INFLIGHT_BYTES": "0"}).max_inflight_bytes == 0  # unbounded
+    with pytest.raises(ValueError, match="MAX_INFLIGHT_BYTES"):
+        Settings.from_env({"MAX_INFLIGHT_BYTES": "lots"})
+    with pytest.raises(ValueError, match="MAX_INFLIGHT_BYTES"):
+        Settings.from_env({"MAX_INFLIGHT_BYTES": "-1"})
