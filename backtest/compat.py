@@ -15,8 +15,14 @@ implies, all taken from backtesting.py's source:
 - ``next`` first runs on bar ``warmup + 1``; earlier signals are never seen.
 - An order placed on bar s fills at close[s] with entry/exit bar s, but the broker books it when
   it processes bar s + 1, so equity[s] is still the pre-trade account.
-- Size: ``int(cash * (1 - eps) // (p * (1 + spread) + commission(p) / (1 - eps)))`` whole units;
-  a size of 0 cancels the order (the account stays flat). Entries pay ``p * (1 +/- spread)``;
+- Size: ``int(cash * f // (p * (1 + spread) + commission(f, p) / f))`` units, ``f`` =
+  ``position_size`` (``1 - eps``, all of the equity, when it is 1: ``order_size``); a size of 0
+  cancels the order (the account stays flat).
+- Units: ``fractional=false`` is ``Backtest`` (whole units); ``fractional=true`` (the default)
+  is ``FractionalBacktest(fractional_unit=u)`` with ``u = options.fractional_unit`` or 1e-6
+  (FractionalBacktest's own default is 1e-8: pass it explicitly to compare). Like that class, the
+  run happens on prices times ``u`` in whole multiples of ``u``, and the trades are reported
+  back in prices / ``u`` and quantity * ``u``; stats are those of the scaled run. Entries pay ``p * (1 +/- spread)``;
   exits fill at the raw price (the spread is charged once). Commission ``fixed + rate * |size| *
   price`` is paid at entry (on the spread-adjusted price) and at exit.
 - Stops: as backtest.stops, checked from the bar after the signal.
@@ -38,6 +44,7 @@ backtesting.py would reject (an ``sl``/``tp`` on the wrong side of the spread-ad
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
@@ -51,9 +58,42 @@ from .native import next_at
 from .stops import first_exit
 
 FULL = 1 - sys.float_info.epsilon  # Strategy.buy()'s default size: "all of the equity"
+DEFAULT_UNIT = 1e-6  # fractional_unit when the options give none (a micro-unit)
+
+
+def order_size(opt: BacktestOptions) -> float:
+    """``size=`` of ``Strategy.buy()/sell()``: ``position_size`` below 1 is that fraction of the
+    equity (backtesting.py's relative size); 1 (the default) is its default, all of the equity
+    (``1 - eps``). backtesting.py reads a size >= 1 as whole units, which the contract's
+    ``position_size <= 1`` cannot ask for."""
+    return FULL if opt.position_size >= 1 else float(opt.position_size)
+
+
+def unit_of(opt: BacktestOptions) -> float:
+    """The tradable unit: 1 (whole units, ``Backtest``) when ``fractional`` is false, else
+    ``fractional_unit`` (default ``DEFAULT_UNIT``), as ``FractionalBacktest(fractional_unit=)``."""
+    if not opt.fractional:
+        return 1.0
+    return DEFAULT_UNIT if opt.fractional_unit is None else float(opt.fractional_unit)
+
+
+def scale(unit: float, *columns: np.ndarray) -> list[np.ndarray]:
+    """Prices in units of ``unit`` (FractionalBacktest's ``data[col] * fractional_unit``)."""
+    return [x * unit for x in columns] if unit != 1.0 else list(columns)
+
+
+def unscale(ledger: Ledger, unit: float) -> Ledger:
+    """Trades back in whole-unit prices and quantities (FractionalBacktest's ``Size *= unit``,
+    ``EntryPrice/ExitPrice /= unit``); money fields are unchanged."""
+    if unit == 1.0:
+        return ledger
+    return dataclasses.replace(ledger, quantity=ledger.quantity * unit,
+                               entry_price=ledger.entry_price / unit,
+                               exit_price=ledger.exit_price / unit)
 
 
 def simulate(o, h, l, c, signals, opt: BacktestOptions, warmup: int) -> tuple[Ledger, np.ndarray]:
+    """Trades and per-bar equity on prices already scaled to the unit (see ``scale``)."""
     rows = _trades(o, h, l, c, signals, opt, 1 + warmup)
     ledger = Ledger.from_rows(rows)
     equity = equity_curve(c, opt.initial_cash, ledger)
@@ -76,6 +116,7 @@ def _trades(o, h, l, c, signals, opt: BacktestOptions, start: int) -> list[tuple
     short = opt.allow_short
     spread, rate, fixed = opt.slippage_rate, opt.commission_rate, opt.commission_fixed
     sl, tp = opt.stop_loss_pct, opt.take_profit_pct
+    size = order_size(opt)
     rows: list[tuple] = []
     cash = float(opt.initial_cash)
     i, s, carry = start, 0, 0
@@ -93,8 +134,8 @@ def _trades(o, h, l, c, signals, opt: BacktestOptions, start: int) -> list[tuple
         last = s == n - 1
         price = float(c[n - 2] if last else c[s])
         adjusted = price * (1 + math.copysign(spread, side))
-        with_commission = adjusted + (fixed + FULL * price * rate) / FULL
-        qty = int((max(0.0, cash) * 1.0 * FULL) // with_commission)
+        with_commission = adjusted + (fixed + size * price * rate) / size
+        qty = int((max(0.0, cash) * 1.0 * size) // with_commission)
         if qty == 0 or qty * with_commission > cash:
             i = s + 1
             continue
@@ -113,6 +154,9 @@ def _trades(o, h, l, c, signals, opt: BacktestOptions, start: int) -> list[tuple
         if hit is not None:
             bar, kind, fill = hit
             row = _close(row, fill, bar, bar, kind, opt)
+            if last:  # the final re-run fills the order and its bracket on the last bar: done
+                rows.append(row)
+                break
         elif last:  # opened by the final re-run: left open, in equity only
             rows.append(row)
             break

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from contracts import BacktestOptions, EquityPoint, Performance, Trade, ns_to_iso
+from contracts import BacktestOptions, EquityPoint, PerBar, Performance, Trade, ns_to_iso
 from contracts.bars import ns_to_isos
 
 from . import compat, native
+from .curves import extreme_indices, positions
 from .ledger import END, RUIN, SIGNAL, STOP, TARGET, Ledger, equity_curve
 from .metrics import native_metrics
 
@@ -59,14 +60,23 @@ def run_backtest(
             buy_count=buy_count, sell_count=sell_count,
         )
     if options.mode == "backtesting_py":
-        ledger, equity = compat.simulate(o, h, l, c, sig, options, warmup)
+        unit = compat.unit_of(options)
+        so, sh, sl, sc = compat.scale(unit, o, h, l, c)
+        ledger, equity = compat.simulate(so, sh, sl, sc, sig, options, warmup)
         trades = ledger.select(ledger.closed)
-        stats, dd = compat.metrics(ts, c, equity, trades, options.risk_free_rate, warmup)
+        stats, dd = compat.metrics(ts, sc, equity, trades, options.risk_free_rate, warmup)
+        trades = compat.unscale(trades, unit)
+        held = ledger if not options.per_bar else compat.unscale(ledger, unit)
     else:
         trades = native.simulate(o, h, l, c, sig, options, warmup)
+        held = trades
         equity = equity_curve(c, initial, trades)
         stats, dd = native_metrics(ts, c, equity, trades, initial, options.periods_per_year,
                                    options.risk_free_rate, warmup)
+    per_bar = None
+    if options.per_bar:
+        per_bar = PerBar(timestamp=(ts // 1_000_000).tolist(), position=positions(n, held).tolist(),
+                         equity=equity.tolist(), drawdown_pct=(dd * 100 + 0.0).tolist())
     return Performance(
         **stats,
         buy_count=buy_count,
@@ -77,7 +87,9 @@ def run_backtest(
         initial_cash=initial,
         trades=_trade_list(ts, trades, options.max_trades, reasons or {}),
         trades_truncated=len(trades) > options.max_trades,
-        equity_curve=_equity_points(ts, equity, dd, options.equity_points),
+        equity_curve=_equity_points(ts, equity, dd, n if options.per_bar else options.equity_points),
+        warmup_bar=min(warmup, n - 1),
+        per_bar=per_bar,
     )
 
 
@@ -103,14 +115,15 @@ def _trade_list(ts, trades: Ledger, limit: int, reasons: dict[int, str]) -> list
         "side", "entry_signal", "exit_signal", "exit_kind", "entry_price", "exit_price",
         "quantity", "commission", "pnl", "return_pct")]
     entry_bar, exit_bar = trades.entry_bar[:k], trades.exit_bar[:k]
-    cols += [ns_to_isos(ts[entry_bar]), ns_to_isos(ts[exit_bar]), (exit_bar - entry_bar).tolist()]
+    cols += [ns_to_isos(ts[entry_bar]), ns_to_isos(ts[exit_bar]), (exit_bar - entry_bar).tolist(),
+             entry_bar.tolist(), exit_bar.tolist(), ((ts[exit_bar] - ts[entry_bar]) / 1e9).tolist()]
     out = []
-    for side, s, x, kind, ep, xp, q, comm, pnl, ret, t_in, t_out, held in zip(*cols):
+    for side, s, x, kind, ep, xp, q, comm, pnl, ret, t_in, t_out, held, b_in, b_out, dur in zip(*cols):
         out.append(Trade(
             side="long" if side > 0 else "short",
             entry_time=t_in, exit_time=t_out,
             entry_price=ep, exit_price=xp, quantity=q, pnl=pnl, return_pct=ret,
-            commission=comm, bars_held=held,
+            commission=comm, bars_held=held, entry_bar=b_in, exit_bar=b_out, duration_s=dur,
             entry_reason=reasons.get(s, "signal"),
             exit_reason=reasons.get(x, "signal") if kind == SIGNAL else _EXIT_REASONS[kind],
         ))
@@ -118,12 +131,12 @@ def _trade_list(ts, trades: Ledger, limit: int, reasons: dict[int, str]) -> list
 
 
 def _equity_points(ts, equity, dd, limit: int) -> list[EquityPoint]:
-    """At most ``limit`` points: the last bar of each of ``limit`` equal runs of bars, so the
-    final bar is always present."""
-    n = len(equity)
-    if limit == 0:
+    """At most ``limit`` points: every bar when they fit, else the first and last bar and each
+    run's lowest and highest equity and deepest drawdown (backtest.curves.extreme_indices), so
+    the drawn curve reaches the reported peak and maximum drawdown."""
+    idx = extreme_indices(equity, dd, limit)
+    if not len(idx):
         return []
-    idx = np.arange(n) if n <= limit else (np.arange(1, limit + 1, dtype=np.int64) * n) // limit - 1
     return [
         EquityPoint(t, e, d)
         for t, e, d in zip(ns_to_isos(ts[idx]), equity[idx].tolist(), (dd[idx] * 100 + 0.0).tolist())

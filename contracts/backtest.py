@@ -14,8 +14,16 @@ from .performance import Performance
 from .values import check_grid, check_parameters
 
 
-class BacktestOptions(msgspec.Struct, kw_only=True):
-    """Fill model, costs and sizing. `mode="backtesting_py"` reproduces backtesting.py 0.6.6."""
+DEFAULT_RANK_BY = "sharpe_ratio"
+
+
+class BacktestOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Fill model, costs and sizing. `mode="backtesting_py"` reproduces backtesting.py 0.6.6.
+
+    Every option applies or is refused: an unknown option, or one the chosen mode cannot honour,
+    fails decoding with INVALID_REQUEST naming the option and the mode (``option_refusals``;
+    what a request type cannot honour: ``sweep_refusals``).
+    """
 
     mode: Literal["native", "backtesting_py"] = "native"
     initial_cash: Annotated[float, msgspec.Meta(gt=0)] = 10_000.0
@@ -32,6 +40,37 @@ class BacktestOptions(msgspec.Struct, kw_only=True):
     periods_per_year: Annotated[float, msgspec.Meta(gt=0)] | None = None
     max_trades: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 1_000
     equity_points: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 500
+    # backtesting_py mode with fractional=True: FractionalBacktest's `fractional_unit` (the
+    # smallest tradable fraction of one unit); None means 1e-6 there. Refused in native mode.
+    fractional_unit: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    # per-bar output: Performance.per_bar (position, equity, drawdown on every bar) and the
+    # equity curve on every bar up to the request's bar limit. Refused in sweeps.
+    per_bar: bool = False
+
+    def __post_init__(self) -> None:
+        problems = option_refusals(self)
+        if problems:
+            raise ValueError(problems[0])
+
+
+def option_refusals(o: "BacktestOptions") -> list[str]:
+    """Why an option cannot be honoured in its mode: one sentence per refused option, each
+    naming the option and the mode (empty when every option applies)."""
+    out = []
+    if o.mode == "backtesting_py":
+        if o.fill != "close":
+            out.append(f"options.fill={o.fill!r} is not available in mode 'backtesting_py': it models "
+                       "backtesting.py with trade_on_close=True (fills at the signal bar's close); use "
+                       "mode 'native' for next-open fills")
+        if o.periods_per_year is not None:
+            out.append("options.periods_per_year is not available in mode 'backtesting_py': it "
+                       "annualizes over calendar periods as backtesting.py does; use mode 'native'")
+    elif o.fractional_unit is not None:
+        out.append(f"options.fractional_unit applies only to mode 'backtesting_py' (FractionalBacktest); "
+                   f"mode {o.mode!r} sizes fractional positions exactly")
+    if o.fractional_unit is not None and not o.fractional:
+        out.append(f"options.fractional_unit needs options.fractional=true (mode {o.mode!r})")
+    return out
 
 
 class BarsRef(msgspec.Struct, kw_only=True):
@@ -53,7 +92,7 @@ class BacktestRequest(msgspec.Struct, kw_only=True):
     timeframe: Annotated[str, msgspec.Meta(max_length=16)] = ""
     parameters: Parameters = {}
     grid: Annotated[dict[str, list[Any]], msgspec.Meta(max_length=8)] | None = None
-    rank_by: str = "sharpe_ratio"
+    rank_by: str = DEFAULT_RANK_BY
     options: BacktestOptions = msgspec.field(default_factory=BacktestOptions)
     timeout_ms: TimeoutMs | None = None
     memory_mb: MemoryMb | None = None
@@ -65,6 +104,8 @@ class BacktestRequest(msgspec.Struct, kw_only=True):
         given = sum(x is not None for x in (self.bars, self.market_data, self.source))
         if given > 1:
             raise ValueError("give bars one way: `bars`, `market_data` or `source`")
+        for problem in sweep_refusals(self):
+            raise ValueError(problem)
         parameters_size = check_parameters(self.parameters)
         if self.grid is not None:
             points = 1
@@ -75,6 +116,27 @@ class BacktestRequest(msgspec.Struct, kw_only=True):
             if points > MAX_GRID_POINTS:
                 raise ValueError(f"grid has {points} points; the limit is {MAX_GRID_POINTS}")
             check_grid(self.grid, parameters_size)
+
+
+def sweep_refusals(req: "BacktestRequest") -> list[str]:
+    """Options a request type cannot honour: a sweep returns no trades, curves or per-bar
+    output per point (a non-default `max_trades`/`equity_points`, or `per_bar`, is refused);
+    a single backtest ranks nothing (`rank_by` is refused without `grid`)."""
+    o, out = req.options, []
+    mode = f"mode {o.mode!r}"
+    if req.grid is not None:
+        if o.max_trades not in (0, 1_000):
+            out.append(f"options.max_trades is not available in a sweep ({mode}): grid points "
+                       "return no trades; run the chosen point as a single backtest")
+        if o.equity_points not in (0, 500):
+            out.append(f"options.equity_points is not available in a sweep ({mode}): grid points "
+                       "return no equity curve; run the chosen point as a single backtest")
+        if o.per_bar:
+            out.append(f"options.per_bar is not available in a sweep ({mode}): grid points "
+                       "return no per-bar output; run the chosen point as a single backtest")
+    elif req.rank_by != DEFAULT_RANK_BY:
+        out.append(f"rank_by applies to a sweep (`grid`); a single backtest ({mode}) ranks nothing")
+    return out
 
 
 class SweepRow(msgspec.Struct, kw_only=True):

@@ -26,6 +26,10 @@ class Trade(msgspec.Struct, kw_only=True):
     bars_held: int = 0
     entry_reason: str | None = None
     exit_reason: str | None = None
+    # bar indices into the request's bars (0-based) and exit_time - entry_time in seconds
+    entry_bar: int | None = None
+    exit_bar: int | None = None
+    duration_s: float | None = None
 
 
 class EquityPoint(msgspec.Struct, array_like=True):
@@ -34,6 +38,17 @@ class EquityPoint(msgspec.Struct, array_like=True):
     timestamp: str
     equity: float
     drawdown_pct: float
+
+
+class PerBar(msgspec.Struct, kw_only=True):
+    """Every bar, columnar (`options.per_bar`): `timestamp` in epoch milliseconds, `position`
+    the signed units held at the bar's close as the equity marks them (negative: short),
+    `equity` at the close, `drawdown_pct` from the running peak (<= 0, percent)."""
+
+    timestamp: list[int] = []
+    position: list[float] = []
+    equity: list[float] = []
+    drawdown_pct: list[float] = []
 
 
 class Performance(msgspec.Struct, kw_only=True):
@@ -77,3 +92,7 @@ class Performance(msgspec.Struct, kw_only=True):
     trades: list[Trade] = []
     trades_truncated: bool = False
     equity_curve: list[EquityPoint] = []
+    # the first bar after the warm-up (bars whose indicators are undefined): buy & hold and
+    # trading start there (0 in native mode)
+    warmup_bar: int = 0
+    per_bar: PerBar | None = None

@@ -194,7 +194,17 @@ def _request(args: argparse.Namespace, code: str) -> BacktestRequest:
                               allow_short=args.allow_short)
     fields: dict[str, Any] = dict(code=code, parameters=parse_params(args.param), options=options,
                                   timeout_ms=args.timeout_ms, symbol=args.symbol or "",
-                                  timeframe=args.timeframe or "", rank_by=args.rank_by)
+                                  timeframe=args.timeframe or "")
+    if args.grid:  # a sweep: the parsed grid, ranked by --rank-by
+        from .sweep import parse_grid_spec
+
+        try:
+            fields["grid"] = parse_grid_spec(args.grid)
+        except ValueError as exc:
+            raise SystemExit(f"--grid: {exc}") from None
+        fields["rank_by"] = args.rank_by
+    elif args.rank_by != "sharpe_ratio":
+        raise SystemExit("--rank-by ranks a sweep: give --grid too (a single backtest ranks nothing)")
     if args.bars:
         fields["bars"] = _inline_bars(args.bars)
     else:
@@ -202,7 +212,10 @@ def _request(args: argparse.Namespace, code: str) -> BacktestRequest:
             raise SystemExit("backtest needs --symbol (bars from the store) or --bars FILE")
         fields["source"] = BarsRef(symbol=args.symbol, timeframe=args.timeframe,
                                    start=_when(args.start), end=_when(args.end))
-    return BacktestRequest(**fields)
+    try:
+        return BacktestRequest(**fields)
+    except ValueError as exc:  # e.g. a grid over the point limit
+        raise SystemExit(f"invalid request: {exc}") from None
 
 
 async def _backtest_once(client, req: BacktestRequest) -> BacktestResult:
@@ -278,16 +291,11 @@ async def cmd_backtest(args: argparse.Namespace) -> int:
 
     from .cli import _client, read_strategy
     from .report import backtest_report, sweep_report
-    from .sweep import parse_grid_spec, sweep_concurrency
+    from .sweep import sweep_concurrency
 
     code = read_strategy(args.strategy)
-    req = _request(args, code)
-    grid = None
-    if args.grid:
-        try:
-            grid = parse_grid_spec(args.grid)
-        except ValueError as exc:
-            raise SystemExit(f"--grid: {exc}") from None
+    req = _request(args, code)  # --grid parsed there
+    grid = req.grid
     concurrency = args.concurrency or sweep_concurrency()
     where = f"{args.symbol or os.path.basename(args.bars or '')} {args.timeframe}".strip()
     client = await _client(args)
@@ -310,7 +318,7 @@ async def cmd_backtest(args: argparse.Namespace) -> int:
             if args.report and result.sweep and result.sweep[0].error is None:
                 top = result.sweep[0].parameters
                 best = await _backtest_once(client, msgspec.structs.replace(
-                    req, parameters={**req.parameters, **top}))
+                    req, parameters={**req.parameters, **top}, grid=None, rank_by="sharpe_ratio"))
                 result.bars = best.bars
     finally:
         await client.close()

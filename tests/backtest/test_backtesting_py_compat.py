@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from backtesting import Backtest, Strategy
-from backtesting.lib import crossover
+from backtesting.lib import FractionalBacktest, crossover
 from backtesting.test import EURUSD, GOOG
 
 from backtest import run_backtest
@@ -31,7 +31,7 @@ REL = 1e-9
 class SmaCross(Strategy):
     """Buy on a cross up; on a cross down close (long-only) or go short."""
 
-    fast, slow, short, sl_pct, tp_pct = 10, 30, False, None, None
+    fast, slow, short, sl_pct, tp_pct, size = 10, 30, False, None, None, None
 
     def init(self):
         close = pd.Series(self.data.Close)
@@ -50,7 +50,8 @@ class SmaCross(Strategy):
                 self.sell(**self.brackets(-1))
 
     def brackets(self, side):
-        price, out = self.data.Close[-1], {}
+        price = self.data.Close[-1]
+        out = {} if self.size is None else {"size": self.size}
         if self.sl_pct is not None:
             out["sl"] = price * (1 - side * self.sl_pct / 100)
         if self.tp_pct is not None:
@@ -98,18 +99,24 @@ def offline():
 
 
 def run_both(data, strategy, *, warmup, signals, cash=10_000.0, commission=0.0, fixed=0.0,
-             spread=0.0, short=False, sl=None, tp=None, **params):
+             spread=0.0, short=False, sl=None, tp=None, unit=None, size=None, **params):
+    """backtesting.py and our compat mode on the same signals. ``unit=None`` is whole-unit
+    ``Backtest`` (options.fractional=false); a float runs ``FractionalBacktest(fractional_unit=
+    unit)`` against options.fractional_unit=unit. ``size`` is ``buy(size=)`` / position_size."""
     with offline(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stats = Backtest(
+        kind, extra = (Backtest, {}) if unit is None else (FractionalBacktest, {"fractional_unit": unit})
+        stats = kind(
             data, strategy, cash=cash, commission=(fixed, commission), spread=spread,
-            trade_on_close=True, exclusive_orders=True, finalize_trades=True,
-        ).run(short=short, sl_pct=sl, tp_pct=tp, **params)
+            trade_on_close=True, exclusive_orders=True, finalize_trades=True, **extra,
+        ).run(short=short, sl_pct=sl, tp_pct=tp, size=size, **params)
     ts = data.index.values.astype("datetime64[ns]").astype(np.int64)
     options = BacktestOptions(
         mode="backtesting_py", initial_cash=cash, commission_rate=commission,
         commission_fixed=fixed, slippage_rate=spread, allow_short=short, stop_loss_pct=sl,
         take_profit_pct=tp, max_trades=100_000, equity_points=100_000,
+        fractional=unit is not None, fractional_unit=unit,
+        position_size=1.0 if size is None else size,
     )
     perf = run_backtest(ts, data.Open.values, data.High.values, data.Low.values,
                         data.Close.values, data.Volume.values.astype(float), signals, options,
@@ -321,3 +328,17 @@ def weekly():
                                    "Close": "last", "Volume": "sum"}).dropna()
     return run_both(data, SmaCross, warmup=11, signals=sma_cross_signals(data.Close, 4, 12),
                     short=True, fast=4, slow=12)
+
+
+def test_an_order_on_the_last_bar_whose_bracket_is_hit_there_closes_once():
+    """The final re-run fills the last bar's order and its stop on that bar: one trade, not a
+    loop of re-entries (BTCUSD monthly, state signals, stops hit on the last bar)."""
+    from backtesting.test import BTCUSD
+
+    fast, slow = BTCUSD.Close.rolling(5).mean().values, BTCUSD.Close.rolling(20).mean().values
+    sig = np.where(fast > slow, 1, -1).astype(np.int8)
+    sig[:19] = 0
+    stats, perf, ts = from_array(BTCUSD, sig, 19, short=True, sl=2.0, tp=3.0)
+    assert our_trades(perf, ts)[-2:] == their_trades(stats)[-2:]
+    assert len(perf.trades) == len(stats._trades)
+    assert_same_run(stats, perf, ts)
