@@ -490,27 +490,37 @@ class JobConsumer:
         if self._stop.is_set():
             self._spawn(self._safe(msg.nak()))
             return
-        heartbeat = asyncio.ensure_future(self._heartbeat(msg))
+        finished = asyncio.Event()
+        heartbeat = asyncio.ensure_future(self._heartbeat(msg, finished))
         self.running += 1
 
         async def work() -> None:
             try:
                 await self._process(msg)
             finally:
+                finished.set()
                 heartbeat.cancel()
                 self.running -= 1
                 self._capacity.set()
 
         if not self.admission.submit(work):
+            finished.set()
             heartbeat.cancel()
             self.running -= 1
             self._spawn(self._safe(msg.nak()))
 
-    async def _heartbeat(self, msg: Any) -> None:
+    async def _heartbeat(self, msg: Any, finished: asyncio.Event) -> None:
+        """in_progress and the job's lease until `finished` (not only until cancelled: a
+        cancellation that lands inside a JetStream publish can be swallowed by nats-py, and an
+        in_progress sent after the job's nak would hold the job back from redelivery)."""
         seq = msg.metadata.sequence.stream
         await self._safe(self._lease(seq))
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
+        while not finished.is_set():
+            try:
+                await asyncio.wait_for(finished.wait(), self.heartbeat_s)
+                return
+            except asyncio.TimeoutError:
+                pass
             await self._safe(msg.in_progress())
             await self._safe(self._lease(seq))
 
