@@ -231,7 +231,7 @@ def make_accessors(
         frame = _full_frame(symbol, timeframe)
         at = now()
         if at is not None:
-            frame = frame.iloc[: int(np.searchsorted(frame.index.asi8, at, side="right"))]
+            frame = frame.iloc[: int(frame.index.searchsorted(pd.Timestamp(at, tz="UTC"), side="right"))]
         return frame
 
     def _full_frame(symbol: Any, timeframe: Any) -> pd.DataFrame:
