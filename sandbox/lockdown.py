@@ -53,8 +53,9 @@ def _libc() -> ctypes.CDLL:
 
 
 def enter_namespaces(disabled: frozenset[str]) -> namespaces.Entered:
-    """Called by the zygote before it imports anything: its children are forked into them."""
-    return namespaces.enter(disabled)
+    """The zygote's namespaces (its children are forked into them): the ones its launcher
+    entered before anything was imported (`zygote.launch_command`), or entered now."""
+    return namespaces.enter_once(disabled)
 
 
 def _netns_detail(entered: namespaces.Entered, disabled: frozenset[str]) -> str:

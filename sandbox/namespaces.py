@@ -76,8 +76,20 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
+ENTERED: Entered | None = None  # set by `enter_once`, for the code that runs after it
+
+
+def enter_once(disabled: frozenset[str]) -> Entered:
+    """`enter`, remembered: the zygote's launcher calls it before the `sandbox` package (and with
+    it pandas, whose allocator starts a thread) is imported; the zygote then reads `ENTERED`."""
+    global ENTERED
+    if ENTERED is None:
+        ENTERED = enter(disabled)
+    return ENTERED
+
+
 def enter(disabled: frozenset[str]) -> Entered:
-    """Called by the zygote before any thread exists (unshare of a user namespace needs that)."""
+    """Called before any thread exists: unshare(CLONE_NEWUSER) fails with EINVAL otherwise."""
     euid, egid = os.geteuid(), os.getegid()
     want_net = "netns" not in disabled
     if euid == 0 and _unshare(CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWNET if want_net else 0)) == 0:

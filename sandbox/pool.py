@@ -28,6 +28,7 @@ from contracts import ErrorCode, ErrorInfo, IsolationLayer, PoolState
 from .protocol import HEADER, MAX_FRAME, Job, Outcome, frame, job_encoder, outcome_decoder
 from .warm import TenantWorkers, WarmPolicy
 from .zygote import CONTROL_FD_ENV
+from .zygote import launch_command as zygote_launch_command
 
 log = logging.getLogger("sandbox.pool")
 
@@ -142,8 +143,9 @@ class SandboxPool:
         }
         self._proc = subprocess.Popen(
             # not `-m sandbox.zygote`: importing the package already imports the module (this
-            # pool needs its constants), and runpy would warn about it on every node start
-            [sys.executable, "-c", "from sandbox.zygote import main; main()"], env=env, pass_fds=[zygote_end.fileno()],
+            # pool needs its constants), and runpy would warn about it on every node start; the
+            # command enters the namespaces before the package is imported (zygote.py)
+            zygote_launch_command(), env=env, pass_fds=[zygote_end.fileno()],
             stdin=subprocess.DEVNULL, start_new_session=True, cwd="/",
         )
         zygote_end.close()

@@ -11,6 +11,7 @@ Messages to the node:
 from __future__ import annotations
 
 import os
+import sys
 
 # Must precede the numpy import: OpenBLAS spawns threads otherwise, and seccomp denies clone.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
@@ -23,9 +24,29 @@ import selectors  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
-import sys  # noqa: E402
 
 CONTROL_FD_ENV = "SANDBOX_CONTROL_FD"
+
+# The zygote's first lines: enter the namespaces while the process still has one thread. Only
+# sandbox/namespaces.py (standard library only) is loaded, by path, before that: importing the
+# `sandbox` package imports pandas, whose allocator starts a background thread, and
+# unshare(CLONE_NEWUSER) refuses a multithreaded caller.
+_LAUNCH = """\
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("sandbox.namespaces", {path!r})
+namespaces = importlib.util.module_from_spec(spec)
+sys.modules["sandbox.namespaces"] = namespaces
+spec.loader.exec_module(namespaces)
+namespaces.enter_once(frozenset(x.strip() for x in os.environ.get("SANDBOX_DISABLE", "").split(",") if x.strip()))
+from sandbox.zygote import main
+main()
+"""
+
+
+def launch_command() -> list[str]:
+    """The command that starts a zygote (its environment and control fd come from the pool)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "namespaces.py")
+    return [sys.executable, "-c", _LAUNCH.format(path=path)]
 
 
 def _send(control: socket.socket, payload: bytes, fds: list[int] | None = None) -> None:
@@ -80,7 +101,7 @@ def main() -> None:
 
     from . import lockdown
 
-    entered = lockdown.enter_namespaces(disabled)  # before any thread could exist
+    entered = lockdown.enter_namespaces(disabled)  # entered by the launcher, before any thread
 
     prewarm_job = _warm_up()
     if os.environ.get("SANDBOX_PREWARM", "1") == "0":

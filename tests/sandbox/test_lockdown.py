@@ -53,9 +53,17 @@ RUNNER = textwrap.dedent(r'''
     if cfg.get("manifest"):                   # the pod's securityContext, before anything else
         from tests.sandbox import manifest_conditions
         manifest_conditions.enter(profile=cfg["manifest"])
-    from sandbox import lockdown              # what the zygote imports first
     disabled = frozenset(cfg["disabled"])
-    entered = lockdown.enter_namespaces(disabled)   # before any thread exists
+    # as the zygote's launcher does: namespaces first, while this process has one thread (the
+    # sandbox package imports pandas, whose allocator starts one)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sandbox.namespaces", cfg["root"] + "/sandbox/namespaces.py")
+    namespaces = importlib.util.module_from_spec(spec)
+    sys.modules["sandbox.namespaces"] = namespaces
+    spec.loader.exec_module(namespaces)
+    namespaces.enter_once(disabled)
+    from sandbox import lockdown
+    entered = lockdown.enter_namespaces(disabled)
     import ctypes, errno, fcntl, mmap, resource, signal, socket, stat, time, traceback
     plan = lockdown.detect(256, 5, entered, disabled)
     layers = {l.name: {"active": l.active, "detail": l.detail} for l in plan.layers}
