@@ -45,18 +45,19 @@ def _bars(path: str) -> dict[str, list]:
 
 async def cmd_submit(args: argparse.Namespace) -> int:
     from .cli import parse_params, read_strategy
-    from .jobs_client import submit
 
     request: dict[str, Any] = {
         "code": read_strategy(args.strategy),
-        "bars": _bars(args.bars),
         "parameters": parse_params(args.param),
     }
     for key in ("symbol", "timeframe", "timeout_ms"):
         if getattr(args, key) is not None:
             request[key] = getattr(args, key)
-    nc = await _connect(args)
-    try:
+    nc = await _connect(args)  # first: with no server, say so before reading a large file or
+    try:                       # importing the node's modules (jobs_client): ~1 s on a busy machine
+        from .jobs_client import submit
+
+        request["bars"] = _bars(args.bars)
         job_id = await submit(nc, args.kind, request, job_id=args.job_id, reply_to=args.reply_to)
     finally:
         await nc.close()
@@ -71,10 +72,11 @@ async def cmd_result(args: argparse.Namespace) -> int:
     from contracts import BacktestResult
 
     from .cli import _emit_json, print_execute, print_performance
-    from .jobs_client import result
 
     nc = await _connect(args)
     try:
+        from .jobs_client import result
+
         res = await result(nc, args.job_id, wait=args.wait)
     finally:
         await nc.close()

@@ -32,6 +32,8 @@ ENVIRONMENT: list[tuple[str, str]] = [
     ("ENVIRONMENT", "development (default) or production (JSON logs)"),
     ("NODE_ID", "reported in every reply (default hostname + random)"),
     ("NODE_ROLE", "requests, jobs or all (default all)"),
+    ("TRUST_BODY_USER_ID", "closed networks only: a request's body user_id is its tenant when NATS proves none "
+                           "(default false)"),
     ("HEARTBEAT_FILE", "touched every 2 s for `health --local` (default /tmp/strategy-node.heartbeat; a second "
                        "node on the machine uses FILE.<node id>)"),
     ("NATS_CREDS", "NATS credentials file (or NATS_NKEY_SEED, NATS_USER/NATS_PASSWORD, NATS_TOKEN)"),

@@ -88,9 +88,9 @@ def test_debug_shows_the_traceback(closed_url):
     assert "Traceback (most recent call last)" in proc.stderr and "CliError" in proc.stderr
 
 
-def test_a_bad_bars_file_is_one_line_without_the_exception_type(tmp_path, closed_url):
+def test_a_bad_bars_file_is_one_line_without_the_exception_type(tmp_path, nats_url):
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,open,high,low,close\n2024-01-01,1,2,0.5,abc\n")
-    proc, _ = strategy_node("exec", STRATEGY, "--bars", str(bad), "--url", closed_url)
+    proc, _ = strategy_node("exec", STRATEGY, "--bars", str(bad), "--url", nats_url)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {bad}: row 0 (line 2): close is 'abc', not a finite number"]
