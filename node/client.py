@@ -22,6 +22,7 @@ naming the column and row, before anything is sent.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable, Mapping
 
 import msgspec
@@ -165,7 +166,18 @@ class StrategyClient:
         await self.close()
 
 
+async def _log_connection_error(exc: Exception) -> None:
+    """One log line per connection error (nats-py's default prints a traceback for each)."""
+    logging.getLogger("node.client").warning("NATS connection error: %s: %s", type(exc).__name__, exc)
+
+
 async def connect(url: str = "nats://127.0.0.1:4222", *, msgpack: bool = False, **options: Any) -> StrategyClient:
-    """A client with its own NATS connection, closed by `close()` / `async with`."""
+    """A client with its own NATS connection, closed by `close()` / `async with`.
+
+    `options` go to `nats.connect` (e.g. `max_reconnect_attempts=1, reconnect_time_wait=0.2` to
+    fail fast when no server is up; by default nats-py retries for about two minutes).
+    Connection errors are logged as one line each on the `node.client` logger.
+    """
+    options.setdefault("error_cb", _log_connection_error)
     nc = await nats.connect(url, **options)
     return StrategyClient(nc, msgpack=msgpack, owns_connection=True)

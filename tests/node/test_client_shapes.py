@@ -171,3 +171,19 @@ def test_unsorted_times_are_refused_before_sending():
     shuffled[2], shuffled[3] = shuffled[3], shuffled[2]
     with pytest.raises(ValueError, match="row 3 is earlier than row 2"):
         as_bars(shuffled)
+
+
+async def test_connect_with_no_server_fails_fast_when_asked_and_logs_one_line_per_attempt(caplog):
+    import logging
+    import time
+
+    from node.client import connect
+    from node.embedded import free_port
+
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="node.client"), pytest.raises(Exception) as exc:
+        await connect(f"nats://127.0.0.1:{free_port()}", max_reconnect_attempts=1, reconnect_time_wait=0.1)
+    assert time.monotonic() - started < 2.0
+    assert type(exc.value).__name__ == "NoServersError"
+    lines = [r.getMessage() for r in caplog.records if r.name == "node.client"]
+    assert lines and all(m.startswith("NATS connection error: ") and "\n" not in m for m in lines)
