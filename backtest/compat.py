@@ -53,7 +53,7 @@ import numpy as np
 from contracts import BacktestOptions
 
 from .ledger import END, RUIN, SIGNAL, Ledger, equity_curve
-from .metrics import DAY_NS, NS, drawdown_duration_s, num, ratio, trade_metrics
+from .metrics import DAY_NS, NS, capm, drawdown_periods, num, ratio, trade_metrics
 from .native import next_at
 from .stops import first_exit
 
@@ -251,13 +251,24 @@ def metrics(ts, close, equity, trades: Ledger, rf: float, warmup: int) -> tuple[
     total_return = (final - equity[0]) / equity[0] * 100
     bh = (close[-1] - first) / first * 100
 
+    durations, deepest = drawdown_periods(ts, -dd, tail_of_one_bar=False)
+    if len(durations):
+        avg_dd = num(-deepest.mean() * 100)
+    else:  # backtesting.py then averages the nonzero drawdowns (and reports no duration)
+        under = dd[np.nan_to_num(dd) != 0]
+        avg_dd = num(-under.mean() * 100) if len(under) else None
+    alpha, beta = capm(equity, close, num(total_return), num((close[-1] - first) / first * 100), rf)
     out.update({
         "total_return": num(total_return),
         "total_pnl": final - float(equity[0]),
         "final_equity": final,
         "peak_equity": float(np.max(equity)),
         "max_drawdown": -max_dd * 100,
-        "max_drawdown_duration_s": drawdown_duration_s(ts, -dd, tail_of_one_bar=False),
+        "max_drawdown_duration_s": _ceil_s(durations.max(), ts) if len(durations) else None,
+        "avg_drawdown": avg_dd,
+        "avg_drawdown_duration_s": _ceil_s(durations.mean(), ts) if len(durations) else None,
+        "alpha": alpha,
+        "beta": beta,
         "exposure": float(np.mean(np.cumsum(held[:n]) > 0) * 100),
         "buy_and_hold_return": num(bh),
         "outperformance": num(total_return - bh),
@@ -271,4 +282,32 @@ def metrics(ts, close, equity, trades: Ledger, rf: float, warmup: int) -> tuple[
         if len(trades) else None,
         "avg_trade": num(_geometric_mean(returns) * 100) if len(trades) else None,
     })
+    if len(trades):
+        spans = ts[trades.exit_bar] - ts[trades.entry_bar]
+        out["max_trade_duration_s"] = _ceil_s(spans.max(), ts)
+        out["avg_trade_duration_s"] = _ceil_s(spans.mean(), ts)
     return out, -dd
+
+
+_RESOLUTIONS_NS = (DAY_NS, 3_600 * NS, 60 * NS, NS, 1_000_000, 1_000, 1)
+
+
+def resolution_ns(ts: np.ndarray) -> int:
+    """The data's resolution as backtesting.py rounds durations to it: the smallest unit (day,
+    hour, minute, second, ms, us, ns) present in the median spacing of the last 100 bars
+    (pandas ``Timedelta.resolution_string``)."""
+    diffs = np.diff(ts[-100:])
+    if not len(diffs):
+        return 1
+    period = int(np.median(diffs))
+    for unit in _RESOLUTIONS_NS:
+        if period % unit == 0:
+            return unit
+    return 1
+
+
+def _ceil_s(value_ns, ts: np.ndarray) -> float:
+    """A duration rounded up to the data's resolution (``Timedelta.ceil``), in seconds."""
+    unit = resolution_ns(ts)
+    ns = int(round(float(value_ns))) if unit > 1 else int(value_ns)
+    return float(-(-ns // unit) * unit) / NS

@@ -11,6 +11,14 @@ Account
 - drawdown_t = (E_t / max(C0, max_(u<=t) E_u) - 1) * 100 (<= 0); max_drawdown = min drawdown_t.
 - max_drawdown_duration_s: the longest stretch, in seconds of bar time, from a bar at the peak
   (or the first bar) to the next bar back at the peak, or to the last bar if never recovered.
+- drawdown periods: from a bar at the peak (or the first bar) to the next bar back at the peak,
+  or to the last bar if never recovered, with at least one bar under water between;
+  avg_drawdown = mean over the periods of each one's deepest drawdown (%, <= 0);
+  avg_drawdown_duration_s = mean length of the periods in seconds.
+- beta = cov(l, m) / var(m) (ddof=1), l and m the log returns bar to bar of the equity and of
+  the close from the warm-up bar on; alpha = total_return - 100 rf - beta *
+  (buy_and_hold_return - 100 rf) (Jensen's alpha over the run, in %).
+- duration_s = last - first bar time.
 - exposure = % of bars at whose close a position is held.
 - buy_and_hold_return = (close_(n-1) / close_w - 1) * 100, w = the warm-up bars (default 0);
   outperformance = total_return - buy_and_hold_return.
@@ -34,7 +42,10 @@ Trades (closed round trips; pnl is net of both fills' commissions)
 - total_trades; profitable_trades = trades with pnl > 0; win_rate = profitable / total * 100.
 - avg_win = mean pnl of winners; avg_loss = mean pnl of losers (negative); money.
 - profit_factor = sum of winners' pnl / |sum of losers' pnl|.
-- expectancy = mean pnl per trade (money); sqn = sqrt(T) * mean(pnl) / std(pnl, ddof=1).
+- expectancy = mean pnl per trade (money); expectancy_pct = mean trade return_pct (%);
+  sqn = sqrt(T) * mean(pnl) / std(pnl, ddof=1).
+- kelly_criterion = W - (1 - W) / (avg_win / |avg_loss|), W = win_rate / 100 (None without
+  both a winner and a loser).
 - best_trade / worst_trade / avg_trade = max / min / arithmetic mean of trade return_pct.
 - max/avg_trade_duration_s = (exit time - entry time) in seconds.
 
@@ -54,8 +65,12 @@ backtesting.py mode (``compute_stats`` of backtesting.py 0.6.6; everything else 
 - trade return_pct = side * (exit / entry - 1) - commissions / (quantity * entry), in percent;
   profit_factor = sum of positive trade returns / |sum of negative ones|;
   avg_trade = geometric mean of trade returns.
-- buy_and_hold_return from close[warmup]; max_drawdown_duration_s ignores a drawdown that
-  starts on the second-to-last bar and is still open at the last.
+- buy_and_hold_return from close[warmup]; drawdown periods ignore a drawdown that starts on
+  the second-to-last bar and is still open at the last; beta/alpha over every bar (not from the
+  warm-up), as backtesting.py computes them.
+- Durations (max/avg drawdown duration, max/avg trade duration) are rounded up to the data's
+  resolution: the smallest unit (day, hour, minute, second, ...) of the median spacing of the
+  last 100 bars, as backtesting.py's ``Timedelta.ceil``; native durations are exact.
 """
 
 from __future__ import annotations
@@ -115,28 +130,77 @@ def drawdown(equity: np.ndarray, initial: float) -> np.ndarray:
         return equity / peak - 1
 
 
-def drawdown_duration_s(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True) -> float | None:
-    """Longest time from a bar at the peak to the next one (or the last bar).
+def drawdown_periods(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Every drawdown period: ``(durations in ns, deepest |drawdown| in each)``.
 
-    ``tail_of_one_bar=False`` reproduces backtesting.py, which ignores a drawdown that starts
-    on the last bar's predecessor and is still open at the last bar.
+    A period runs from a bar at the peak (or the first bar) to the next bar back at the peak,
+    or to the last bar if never recovered, with at least one bar under water between (a
+    drawdown of one bar that recovers on the next bar is no period, as in backtesting.py).
+    ``tail_of_one_bar=False`` reproduces backtesting.py, which also ignores a drawdown that
+    starts on the last bar's predecessor and is still open at the last bar.
     """
     n = len(dd)
+    empty = np.zeros(0, dtype=np.int64), np.zeros(0)
     if n == 0:
-        return None
+        return empty
     at_peak = np.flatnonzero(dd == 0)
     if not len(at_peak) or at_peak[0] != 0:
         at_peak = np.concatenate(([0], at_peak))
     ends = np.unique(np.concatenate((at_peak, [n - 1])))
     gap = np.diff(ends)
     if not len(gap):
-        return None
+        return empty
     keep = gap > 1
     if tail_of_one_bar and dd[-1] != 0:
         keep[-1] = True
-    if not keep.any():
+    depth = np.abs(np.nan_to_num(np.asarray(dd, dtype=np.float64), nan=0.0))
+    seg = np.maximum.reduceat(depth, ends[:-1])  # [ends[j], ends[j+1]) ...
+    deepest = np.maximum(seg[: len(gap)], depth[ends[1:]])  # ... and the closing bar
+    return (ts[ends[1:]] - ts[ends[:-1]])[keep], deepest[keep]
+
+
+def drawdown_duration_s(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True) -> float | None:
+    """Longest time from a bar at the peak to the next one (or the last bar); see
+    ``drawdown_periods``."""
+    durations, _ = drawdown_periods(ts, dd, tail_of_one_bar=tail_of_one_bar)
+    return float(durations.max()) / NS if len(durations) else None
+
+
+def average_drawdown(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True
+                     ) -> tuple[float | None, float | None]:
+    """``(avg_drawdown in % (<= 0), avg_drawdown_duration_s)`` over ``drawdown_periods``."""
+    durations, deepest = drawdown_periods(ts, dd, tail_of_one_bar=tail_of_one_bar)
+    if not len(durations):
+        return None, None
+    return num(-deepest.mean() * 100), float(durations.mean()) / NS
+
+
+def capm(equity: np.ndarray, close: np.ndarray, total_return, bh, rf: float) -> tuple[float | None, float | None]:
+    """``(alpha in %, beta)``: beta = cov(log equity returns, log close returns) / var(log close
+    returns) over consecutive bars (ddof=1); alpha = total_return - 100 rf - beta * (buy & hold
+    - 100 rf), Jensen's alpha over the whole run (backtesting.py's definitions)."""
+    if len(equity) < 3 or total_return is None or bh is None:
+        return None, None
+    with np.errstate(all="ignore"):
+        strat = np.log(equity[1:] / equity[:-1])
+        market = np.log(close[1:] / close[:-1])
+        cov = np.cov(strat, market)
+        beta = cov[0, 1] / cov[1, 1]
+    beta = num(beta)
+    if beta is None:
+        return None, None
+    return num(total_return - rf * 100 - beta * (bh - rf * 100)), beta
+
+
+def kelly(trades: Ledger) -> float | None:
+    """win rate - (1 - win rate) / (mean winning pnl / |mean losing pnl|), win rate a fraction."""
+    pnl = trades.pnl
+    wins, losses = pnl[pnl > 0], pnl[pnl < 0]
+    if not len(pnl) or not len(wins) or not len(losses):
         return None
-    return float((ts[ends[1:]] - ts[ends[:-1]])[keep].max()) / NS
+    w = len(wins) / len(pnl)
+    return num(w - (1 - w) / (wins.mean() / -losses.mean()))
 
 
 def equity_metrics(ts, equity, initial: float, periods: float, rf: float) -> dict:
@@ -192,6 +256,9 @@ def trade_metrics(ts: np.ndarray, trades: Ledger) -> dict:
         "avg_trade": num(trades.return_pct.mean()) if t else None,
         "max_trade_duration_s": None,
         "avg_trade_duration_s": None,
+        "expectancy_pct": num(trades.return_pct.mean()) if t else None,
+        "kelly_criterion": kelly(trades),
+        "duration_s": float(ts[-1] - ts[0]) / NS if len(ts) else None,
     }
     if t:
         seconds = (ts[trades.exit_bar] - ts[trades.entry_bar]) / NS
@@ -212,4 +279,7 @@ def native_metrics(ts, close, equity, trades: Ledger, initial: float, periods: f
     bh = num((close[-1] / close[min(warmup, n - 1)] - 1) * 100)
     out["buy_and_hold_return"] = bh
     out["outperformance"] = None if bh is None or out["total_return"] is None else out["total_return"] - bh
+    out["avg_drawdown"], out["avg_drawdown_duration_s"] = average_drawdown(ts, dd)
+    w = min(warmup, n - 1)
+    out["alpha"], out["beta"] = capm(equity[w:], close[w:], out["total_return"], bh, rf)
     return out, dd

@@ -1,7 +1,8 @@
 """Backtest metrics as they travel in `performance`.
 
-Units: every `*_return`, `win_rate`, `max_drawdown`, `exposure`, `annualized_volatility`,
-`best_trade`, `worst_trade`, `avg_trade` and `return_pct` is a percentage (12.5 means 12.5 %);
+Units: every `*_return`, `win_rate`, `max_drawdown`, `avg_drawdown`, `exposure`,
+`annualized_volatility`, `best_trade`, `worst_trade`, `avg_trade`, `expectancy_pct`, `alpha` and
+`return_pct` is a percentage (12.5 means 12.5 %);
 money fields are in the account currency; durations are seconds of bar time. A ratio that is
 undefined (no losing trade, zero volatility) is `null`. Definitions live in backtest/metrics.py.
 """
@@ -92,6 +93,15 @@ class Performance(msgspec.Struct, kw_only=True):
     trades: list[Trade] = []
     trades_truncated: bool = False
     equity_curve: list[EquityPoint] = []
+    # the fuller set (backtest/metrics.py): alpha, avg_drawdown (<= 0) and expectancy_pct in %,
+    # beta and kelly_criterion plain ratios, durations in seconds of bar time
+    alpha: float | None = None
+    beta: float | None = None
+    avg_drawdown: float | None = None
+    avg_drawdown_duration_s: float | None = None
+    kelly_criterion: float | None = None
+    expectancy_pct: float | None = None
+    duration_s: float | None = None
     # the first bar after the warm-up (bars whose indicators are undefined): buy & hold and
     # trading start there (0 in native mode)
     warmup_bar: int = 0

@@ -247,3 +247,62 @@ def test_trade_metrics_without_trades_are_undefined():
     perf = run([10, 12], [0, 0])
     assert (perf.win_rate, perf.avg_win, perf.avg_loss, perf.expectancy, perf.best_trade,
             perf.avg_trade, perf.max_trade_duration_s) == (None,) * 7
+
+
+# --- the fuller set: average drawdown, alpha/beta, Kelly, expectancy %, duration -----------
+
+def test_average_drawdown_is_the_mean_of_each_periods_deepest_fall():
+    # long 100 from 8: equity 800, 1000, 600, 1000, 900, 800, 1000 → periods -40 % and -20 %
+    perf = run([8, 10, 6, 10, 9, 8, 10], [1, 0, 0, 0, 0, 0, 0])
+    assert perf.avg_drawdown == exact(-30.0)
+    assert perf.avg_drawdown_duration_s == (2 + 3) / 2 * 86_400.0
+
+
+def test_no_drawdown_has_no_average_drawdown():
+    perf = run([8, 9, 10], [1, 0, 0])
+    assert perf.avg_drawdown is None and perf.avg_drawdown_duration_s is None
+
+
+def test_beta_of_a_fully_invested_long_is_one_and_alpha_zero():
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(4).normal(0, 0.01, 300)))
+    perf = run(close, [1] + [0] * 299, initial_cash=10_000.0)
+    assert perf.beta == pytest.approx(1.0, rel=1e-9)
+    assert perf.alpha == pytest.approx(perf.total_return - perf.buy_and_hold_return, abs=1e-9)
+
+
+def test_alpha_is_jensens_alpha_with_the_risk_free_rate():
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(5).normal(0, 0.01, 200)))
+    sig = np.zeros(200, np.int8)
+    sig[[10, 80]], sig[[50, 150]] = 1, -1
+    perf = run(close, sig, initial_cash=10_000.0, risk_free_rate=0.02)
+    equity = np.array([p.equity for p in perf.equity_curve])
+    cov = np.cov(np.log(equity[1:] / equity[:-1]), np.log(close[1:] / close[:-1]))
+    beta = cov[0, 1] / cov[1, 1]
+    assert perf.beta == exact(beta)
+    assert perf.alpha == pytest.approx(perf.total_return - 2 - beta * (perf.buy_and_hold_return - 2), rel=1e-12)
+
+
+def test_kelly_criterion_from_win_rate_and_win_loss_ratio():
+    perf = run(*THREE, initial_cash=1000.0)  # wins 200, 50; loss -100: W = 2/3, ratio 125 / 100
+    assert perf.kelly_criterion == exact(2 / 3 - (1 / 3) / 1.25)
+
+
+def test_kelly_needs_a_winner_and_a_loser():
+    assert run([10, 12], [1, -1]).kelly_criterion is None
+
+
+def test_expectancy_pct_is_the_mean_trade_return():
+    perf = run(*THREE, initial_cash=1000.0)
+    assert perf.expectancy_pct == exact(statistics.mean(t.return_pct for t in perf.trades))
+    assert perf.expectancy == exact((200 - 100 + 50) / 3)
+
+
+def test_duration_is_the_span_of_the_bars():
+    assert run(*SWING).duration_s == 3 * 86_400.0
+
+
+def test_native_trade_durations_are_exact_not_rounded():
+    hour = 3_600 * 10**9
+    ts = T0 + np.array([0, 1, 2, 3, 5]) * hour + np.array([0, 0, 0, 0, 17 * 10**9])
+    perf = run([10, 11, 12, 13, 14], [1, 0, 0, 0, -1], ts=ts)
+    assert perf.max_trade_duration_s == 5 * 3600 + 17
