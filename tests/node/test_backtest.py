@@ -288,3 +288,25 @@ def test_sweep_table_too_large_for_max_payload_keeps_its_best_rows(node):
     assert 0 < len(fitted.sweep) < 5_000 and fitted.sweep == rows[:len(fitted.sweep)]
     assert len(msgspec.json.encode(fitted)) <= node.nc.max_payload
     assert "the best" in fitted.error.message
+
+
+async def test_per_bar_output_through_nats_has_every_bar_and_trade_bar_indices(nc):
+    n = 5_000
+    reply = await backtest(nc, code=SMA, bars=columnar_bars(n, seed=21),
+                           options={"per_bar": True, "allow_short": True, "max_trades": 100_000})
+    assert reply["success"] is True, reply["error"]
+    perf = reply["performance"]
+    per_bar = perf["per_bar"]
+    assert len(per_bar["position"]) == len(per_bar["equity"]) == len(per_bar["timestamp"]) == n
+    assert len(perf["equity_curve"]) == n
+    assert per_bar["equity"][-1] == perf["final_equity"] and max(per_bar["equity"]) == perf["peak_equity"]
+    for t in perf["trades"]:
+        assert t["exit_bar"] - t["entry_bar"] == t["bars_held"]
+        assert per_bar["position"][t["entry_bar"]] != 0
+
+
+async def test_compat_mode_reports_the_warmup_bar(nc):
+    reply = await backtest(nc, code=SMA, bars=columnar_bars(300, seed=22), parameters={"fast": 5, "slow": 20},
+                           options={"mode": "backtesting_py"})
+    assert reply["success"] is True, reply["error"]
+    assert reply["performance"]["warmup_bar"] == 19
