@@ -264,6 +264,7 @@ class Backtesting:
         self.screening = Screening(self)
         # reference data for the accessors (backtest/refdata_*): beside BARS, on the same JetStream
         self.refdata = RefDataStore(store.js, nc) if store is not None else None
+        endpoints.reference = self.reference_for_job  # execute's accessors read it too
 
     @classmethod
     async def create(cls, settings: Settings, endpoints: Any, nc: Any,
@@ -338,6 +339,20 @@ class Backtesting:
         first, last = int(ts[0]), int(ts[-1])
         return await self.reference_for(compiled, [symbol], timeframe, last, first // 1_000_000,
                                         last // 1_000_000)
+
+    async def reference_for_job(self, compiled: CompiledStrategy, job: Job) -> Job:
+        """An execute job with the reference data its code's accessors can read, known by the
+        job's last bar (all of it for a run without bars); index bars over the job's bars."""
+        bars = job.bars
+        ts = bars.column("timestamp") if bars is not None and bars.count else None
+        first = int(ts[0]) // 1_000_000 if ts is not None else None
+        last = int(ts[-1]) if ts is not None else None
+        refdata, extra = await self.reference_for(compiled, [job.symbol], job.timeframe or "1d", last, first,
+                                                  None if last is None else last // 1_000_000)
+        if refdata is None:
+            return job
+        universe = {**(job.universe or {}), **{s: a for s, a in extra.items() if s != job.symbol}}
+        return msgspec.structs.replace(job, refdata=refdata, universe=universe or None)
 
     async def bars_for(self, req: BacktestRequest) -> BarArrays:
         if req.source is not None:

@@ -52,6 +52,9 @@ class Endpoints:
         self.admission_state = lambda: (0, 0)
         self.draining = False
         self.nats_account: str | None = None  # the node's own NATS account (node/identity.py)
+        # Fills a job's reference data for the accessors (Backtesting.reference_for_job), once the
+        # node has its JetStream stores; until then accessors say the data was not loaded.
+        self.reference = None
 
     def _remaining_ms(self, received: float, budget_ms: int) -> int:
         left = budget_ms - int((time.monotonic() - received) * 1000)
@@ -72,6 +75,8 @@ class Endpoints:
             compiled, hit = self.cache.get(req.code)
             self.metrics.compile(hit)
             job = execute_job(req, self.settings, compiled, budget_ms)
+            if self.reference is not None:
+                job = await self.reference(compiled, job)
             job.timeout_ms = self._remaining_ms(received, budget_ms)
             outcome = await self.pool.run(job, tenant=identity.tenant_of(req.user_id))
             result = ExecuteResult(

@@ -382,3 +382,34 @@ def classify_symbol(symbol):
 '''
     row = rows(await screen(nc, code, [world["cheap"]]))[world["cheap"]]
     assert row["error"] is not None and "DataUnavailable" in row["error"]["message"], row
+
+
+# -- execute -------------------------------------------------------------------------------------
+
+PE_LOG = '''
+def strategy(data):
+    log(get_fundamental_data(SYMBOL, "pe_ratio")["pe_ratio"], get_security_info(SYMBOL)["name"])
+    return "HOLD"
+'''
+
+
+async def test_execute_serves_reference_data_known_by_its_last_bar(nc, world):
+    code = PE_LOG.replace("SYMBOL", repr(world["cheap"]))
+    bars = columnar_bars(N, seed=1)
+    reply = await request_json(nc, subjects.EXECUTE, {"code": code, "bars": bars, "symbol": world["cheap"],
+                                                      "timeframe": "1d"}, timeout=30)
+    assert reply["success"] is True, reply["error"]
+    assert reply["logs"] == ["11.0 Cheap Co"]
+    early = {k: v[:60] for k, v in bars.items()}  # up to 2024-02-29: the 2024-03-10 figures are unknown
+    reply = await request_json(nc, subjects.EXECUTE, {"code": code, "bars": early, "symbol": world["cheap"],
+                                                      "timeframe": "1d"}, timeout=30)
+    assert reply["logs"] == ["30.0 Cheap Co"]
+
+
+async def test_execute_of_a_classify_symbol_reads_the_index_and_earnings(nc, world):
+    code = CLASSIFY.replace('params["index"]', repr(world["index"]))
+    reply = await request_json(nc, subjects.EXECUTE, {"code": code, "bars": columnar_bars(N, seed=1),
+                                                      "symbol": world["cheap"], "timeframe": "1d"}, timeout=30)
+    assert reply["success"] is True, reply["error"]
+    assert reply["logs"] == ["Cheap Co NYSE 1 11.0 30.0"]
+    assert isinstance(reply["result"], bool)
