@@ -424,6 +424,9 @@ class JobConsumer:
 
     # -- the pull loop ---------------------------------------------------------------------
     def _free(self) -> int:
+        budget = self.admission.budget  # the node's byte budget (node/admission.py), shared with requests
+        if budget.max_bytes and budget.used and budget.used + sizing.max_payload(self.nc) > budget.max_bytes:
+            return 0  # no room for another job payload: jobs wait in the stream, not in this node
         return self.admission.max_workers - self.admission.in_flight
 
     async def _run(self) -> None:
@@ -503,7 +506,7 @@ class JobConsumer:
                 self.running -= 1
                 self._capacity.set()
 
-        if not self.admission.submit(work):
+        if not self.admission.submit(work, len(msg.data or b"")):
             finished.set()
             heartbeat.cancel()
             self.running -= 1

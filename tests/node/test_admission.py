@@ -241,3 +241,36 @@ def test_max_inflight_bytes_defaults_to_64_mib_and_is_validated():
         Settings.from_env({"MAX_INFLIGHT_BYTES": "lots"})
     with pytest.raises(ValueError, match="MAX_INFLIGHT_BYTES"):
         Settings.from_env({"MAX_INFLIGHT_BYTES": "-1"})
+
+
+async def test_durable_jobs_wait_in_the_stream_while_the_byte_budget_is_held(tmp_path):
+    """Jobs count against the same byte budget: while a large request holds most of it, a large
+    job is not taken (it stays in STRATEGY_JOBS, or goes back there); when the bytes are given
+    back the job runs."""
+    from node import jobs_client
+
+    server = EmbeddedServer(store_dir=str(tmp_path / "js")).start()
+    settings = Settings.from_env({"MAX_WORKERS": "4", "MAX_QUEUE": "8", "SANDBOX_READY": "1",
+                                  "MAX_INFLIGHT_BYTES": str(1024 * 1024), "NODE_ID": "bytes-jobs"})
+    node = Node(settings, server.url)
+    await node.start()
+    conn = await nats.connect(server.url)
+    try:
+        for _ in range(100):
+            if node.jobs.health().state == "consuming":
+                break
+            await asyncio.sleep(0.1)
+        bars = columnar_bars(12_000, step_ms=60_000)
+        busy = asyncio.ensure_future(request_json(conn, subjects.EXECUTE, {"code": LOOP, "bars": bars, "timeout_ms": 2000}))
+        await asyncio.sleep(0.5)
+        job = {"code": QUICK, "bars": columnar_bars(7_000, step_ms=60_000)}  # 0.4 MB: 1.1 MB with the request
+        job_id = await jobs_client.submit(conn, "execute", job)
+        await asyncio.sleep(1.0)
+        assert await jobs_client.result(conn, job_id, wait=0.1) is None  # still waiting in the stream
+        assert (await busy)["error"]["code"] == "TIMEOUT"
+        stored = await jobs_client.result(conn, job_id, wait=15)
+        assert stored is not None and stored.success is True
+    finally:
+        await conn.drain()
+        await node.stop()
+        server.close()
