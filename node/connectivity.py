@@ -61,9 +61,11 @@ class Connectivity:
         if self.connected:
             return True, "NATS connected"
         gone = self.disconnected_for(now)
+        last = ("never connected" if self.last_connected is None else
+                "last connected " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_connected)))
         if gone > self.exit_after_s:
-            return False, f"NATS disconnected for {gone:.1f}s (limit {self.exit_after_s:g}s)"
-        return True, f"NATS disconnected for {gone:.1f}s (reconnecting; limit {self.exit_after_s:g}s)"
+            return False, f"NATS disconnected for {gone:.1f}s, {last} (limit {self.exit_after_s:g}s)"
+        return True, f"NATS disconnected for {gone:.1f}s, {last} (reconnecting; limit {self.exit_after_s:g}s)"
 
 
 def write_heartbeat(path: str, state: Connectivity, now: float | None = None) -> None:

@@ -65,6 +65,7 @@ def test_a_disconnection_is_alive_within_the_limit_and_dead_beyond_it(tmp_path):
     assert check_heartbeat(str(tmp_path / "hb"), max_age=20, now=1010.5)[0] is True
     alive, why = check_heartbeat(str(tmp_path / "hb"), max_age=20, now=1011.5)
     assert not alive and "disconnected for 10.5s" in why
+    assert "last connected 1970-01-01T00:16:40Z" in why  # when the node last had NATS
 
 
 def test_a_missing_or_garbled_heartbeat_is_dead(tmp_path):
