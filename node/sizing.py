@@ -20,7 +20,6 @@ Every publish of the node therefore goes through this module:
 
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping
 
 from contracts import ErrorCode, ErrorInfo, encode
@@ -32,7 +31,6 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default, before the INFO has 
 _HEADER_LINE = b"NATS/1.0\r\n"
 _CRLF = b"\r\n"
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})  # what nats-py does to a value's line breaks
-_KEY = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 class TooLarge(Exception):
