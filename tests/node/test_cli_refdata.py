@@ -134,3 +134,22 @@ async def test_the_classify_example_screens_the_example_files_from_the_cli(nats_
                                                          ["XOM", "no", "250", "false"]]
     assert "passed: AAPL" in lines
     assert "  log: AAPL: Apple Inc.: P/E 26.7, EPS surprise +2.0%, 90-day excess return +7.72%" in lines
+
+
+async def test_the_readme_shows_what_the_reference_data_screen_prints(nats_url, capsys):
+    from tests.test_readme import masked, output_after
+
+    shown = output_after(lambda lang, body: lang == "sh" and "screen examples/classify_quality.py" in body)
+    for name, kind, _ in FILES:
+        await load(nats_url, capsys, os.path.join(EXAMPLES, name), kind)
+    for symbol in ("AAPL", "MSFT", "XOM"):
+        await cli("bars", "load", os.path.join(EXAMPLES, f"bars_{symbol}.csv"), "--symbol", symbol,
+                  "--timeframe", "1d", "--quiet", "--url", nats_url)
+    capsys.readouterr()
+    strategy = os.path.join(ROOT, "examples", "classify_quality.py")
+    assert await cli("screen", strategy, "--symbols", "AAPL", "MSFT", "XOM", "--url", nats_url) == 0
+    printed = masked(capsys.readouterr().out).splitlines()
+    expected = masked(shown).splitlines()
+    is_log = lambda line: line.startswith("  log: ")  # noqa: E731 - symbols run concurrently: any order
+    assert [x for x in printed if not is_log(x)] == [x for x in expected if not is_log(x)]
+    assert sorted(filter(is_log, printed)) == sorted(filter(is_log, expected))
