@@ -323,6 +323,7 @@ class JobConsumer:
         self._sub: Any = None
         self._advisories: Any = None
         self._leases = False  # STRATEGY_LEASES declared: running jobs hold leases
+        self._finished: dict[int, asyncio.Event] = {}  # running job (id of its msg) → its heartbeat stops
         self.ignored_advisories = 0
         self._task: asyncio.Task | None = None
         self._stop = asyncio.Event()
@@ -494,6 +495,7 @@ class JobConsumer:
             self._spawn(self._safe(msg.nak()))
             return
         finished = asyncio.Event()
+        self._finished[id(msg)] = finished
         heartbeat = asyncio.ensure_future(self._heartbeat(msg, finished))
         self.running += 1
 
@@ -502,12 +504,14 @@ class JobConsumer:
                 await self._process(msg)
             finally:
                 finished.set()
+                self._finished.pop(id(msg), None)
                 heartbeat.cancel()
                 self.running -= 1
                 self._capacity.set()
 
         if not self.admission.submit(work, len(msg.data or b"")):
             finished.set()
+            self._finished.pop(id(msg), None)
             heartbeat.cancel()
             self.running -= 1
             self._spawn(self._safe(msg.nak()))
@@ -549,6 +553,7 @@ class JobConsumer:
                     code=ErrorCode.INVALID_REQUEST,
                     message="invalid job id: use 1-128 letters, digits, '-' or '_' (Nats-Msg-Id)"))
                 await self._reply(reply_to, job_id, encode(result, ctype), ctype, result.error)
+                self._settling(msg)
                 await msg.ack()
                 self.completed += 1
                 return
@@ -562,6 +567,7 @@ class JobConsumer:
                 return
             if stored is not None:
                 self.skipped_duplicates += 1  # completed on an earlier delivery: never run twice
+                self._settling(msg)
                 await msg.ack()
                 return
             handler = self.handler_for(kind)
@@ -577,6 +583,7 @@ class JobConsumer:
                 await self._failed(msg, job_id, kind, ctype, headers, delivered, f"{error.code}: {error.message}")
                 return
             await self._complete(job_id, kind, ctype, reply_to, result)
+            self._settling(msg)
             await msg.ack()
             self.completed += 1
         except asyncio.CancelledError:
@@ -584,8 +591,16 @@ class JobConsumer:
         except Exception as exc:  # noqa: BLE001 - the node's own failure: retry the job elsewhere
             log.warning("durable job on %s failed inside the node: %s", msg.subject, exc, exc_info=True)
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self._settling(msg)
             await self._safe(msg.nak(delay=self._delay(getattr(msg.metadata, "num_delivered", 1))))
             self.retried += 1
+
+    def _settling(self, msg: Any) -> None:
+        """The job is about to be acked or naked: its heartbeat sends no in_progress after that
+        (an in_progress behind a nak would hold the job back from redelivery for an ack wait)."""
+        finished = self._finished.get(id(msg))
+        if finished is not None:
+            finished.set()
 
     def _delay(self, delivered: int) -> float:
         return self.backoff[min(max(delivered, 1), len(self.backoff)) - 1]
@@ -595,9 +610,11 @@ class JobConsumer:
         self.last_error = error_text
         if delivered < self.settings.jobs_max_deliver:
             self.retried += 1
+            self._settling(msg)
             await msg.nak(delay=self._delay(delivered))
             return
         await self._dead_letter(msg.data, headers, job_id, kind, ctype, delivered, error_text, msg.subject)
+        self._settling(msg)
         await msg.ack()
 
     async def _complete(self, job_id: str, kind: str, ctype: str, reply_to: str | None, result: Any) -> None:
