@@ -193,6 +193,8 @@ ATTACKS = {
     # talib.abstract
     "abstract-private": ("from talib import abstract\nleak = abstract._ta_lib", SV),
     "abstract-function-class": ("from talib import abstract\nleak = abstract.Function('SMA').__class__", SV),
+    "abstract-function-not-an-indicator": ("from talib import abstract\nleak = abstract.Function('os')", RT),
+    "abstract-shared-object-write": ("from talib import abstract\nabstract.SMA.parameters = {}", SV),
     # match: names C code reads by itself
     "match-keyword-dunder": ("match data:\n    case object(__class__=c):\n        leak = c", SV),
     "match-keyword-writer": ("match data:\n    case pd.DataFrame(to_pickle=w):\n        w('x')", SV),
