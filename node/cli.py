@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strategy-node", description=__doc__)
     parser.add_argument("--debug", action="store_true",
                         help="show full tracebacks and NATS connection errors (accepted after the command too)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands (strategy-node COMMAND --help for each)")
 
     cli_run.register(sub)  # run: its help lists every environment variable
 

@@ -89,3 +89,10 @@ def test_param_help_says_values_are_json(command):
     parser = dict(commands(build_parser()))[command]
     helps = [a.help for a in parser._actions if "--param" in a.option_strings]
     assert helps and "JSON" in helps[0]
+
+
+def test_no_command_at_all_points_to_the_commands():
+    proc = subprocess.run([sys.executable, "-m", "node"], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("the following arguments are required: COMMAND")
+    assert "[--debug] COMMAND ..." in proc.stderr
