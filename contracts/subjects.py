@@ -21,6 +21,17 @@ JOB_REPLY_HEADER = "Strategy-Reply-To"
 # under JOBS.<account>.<kind> (export guarded by account_token_position; node/identity.py).
 TENANT_JOBS = f"{JOBS}.{{account}}.{{kind}}"
 
+# Hosted strategies (contracts/hosting.py): control requests on the same service, one subject each.
+STRATEGIES = f"{PREFIX}.strategies"
+DEPLOYMENTS = f"{PREFIX}.deployments"
+STRATEGY_OPS = ("put", "get", "list", "versions", "delete")
+DEPLOYMENT_OPS = ("create", "update", "get", "list", "pause", "resume", "stop", "delete", "run", "runs")
+# Results of hosted runs: signals.<tenant>.<deployment>.<symbol>, strategy.logs.<tenant>.<deployment>;
+# work items strategy.triggers.<tenant>.<deployment> (nodes only).
+SIGNALS = "signals"
+LOGS = "strategy.logs"
+TRIGGERS = "strategy.triggers"
+
 # Stamped by nats-server on a request that crossed a service import: JSON with `acc` (and `user`
 # when the import has `share: true`). The node trusts only that, never a body field alone.
 REQUEST_INFO_HEADER = "Nats-Request-Info"

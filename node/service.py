@@ -29,6 +29,7 @@ from .backtesting import Backtesting
 from .config import Settings
 from .connectivity import Connectivity, write_heartbeat
 from .durable import JobConsumer
+from .hosting.service import Hosting
 from . import nats_internals, sizing
 from .endpoints import Endpoints, error_headers
 from .metrics import Metrics
@@ -65,6 +66,7 @@ class Node:
         self._stopping = False
         self.backtesting: Backtesting | None = None
         self.jobs: JobConsumer | None = None  # durable jobs (node/durable.py) when role is all|jobs
+        self.hosting: Hosting | None = None  # hosted strategies (node/hosting/)
         self._heartbeat: asyncio.Future | None = None
         self.connectivity = Connectivity(exit_after_s=settings.nats_disconnected_exit_seconds)
         self.exit_code = 0  # 1 when the node stopped because it lost NATS (serve() exits with it)
@@ -110,6 +112,13 @@ class Node:
             self.jobs = JobConsumer(self.nc, self.settings, self.admission, self._job_handler)
             self.jobs.verifier = self.verifier
             self.jobs.start()  # declares the streams and consumer in the background, then pulls
+        # Hosted strategies: control endpoints on request nodes, trigger runs on nodes that take jobs.
+        self.hosting = Hosting(self.nc, self.settings, self.endpoints, self.admission, self.pool,
+                               consume=self.settings.role in ("all", "jobs"))
+        if self.settings.role in ("all", "requests"):
+            for name, subject, handler in self.hosting.handlers():
+                await self._endpoint(name, subject, handler)
+        self.hosting.start()  # declares its streams and buckets in the background, then fans out and pulls
         await self.service.add_endpoint(name="health", subject=subjects.HEALTH, handler=self._health,
                                         queue_group=subjects.QUEUE_GROUP)
         # This node's own health, for probes that must ask their own pod, not any node in the group.
@@ -241,6 +250,8 @@ class Node:
         log.info("draining: no new requests; %d in flight", self.admission.in_flight)
         if self.jobs is not None:
             await self.jobs.stop_fetching()  # no new jobs; those running finish with the admission drain
+        if self.hosting is not None:
+            await self.hosting.stop_fetching()  # no new triggers; running ones finish with the drain
         lost = self.nc is None or self.nc.is_closed  # closed for good: nothing can be delivered
         online = not lost and self.nc.is_connected
         for subject, sub in (nats_internals.endpoint_subscriptions(self.service) if online and self.service else []):
@@ -264,6 +275,8 @@ class Node:
             log.error("drain timeout: some requests did not finish in %.0fs", drain_s)
         if self.jobs is not None:
             await self.jobs.close()
+        if self.hosting is not None:
+            await self.hosting.close()
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()

@@ -30,6 +30,7 @@ class OutputLimits(msgspec.Struct, array_like=True):
     log_lines: int = 1_000
     log_bytes: int = 256 * 1024
     result_bytes: int = 1024 * 1024
+    state_bytes: int = 64 * 1024  # a hosted run's `state` as JSON (contracts.hosting.MAX_STATE_BYTES)
 
 
 class Job(msgspec.Struct, array_like=True):
@@ -55,6 +56,9 @@ class Job(msgspec.Struct, array_like=True):
     # Reference data for the accessors (security master, facts, sector members, index names),
     # fetched by the node before the run: plain data only (backtest.refdata_bundle).
     refdata: RefBundle | None = None
+    # Hosted runs (node/hosting/): the deployment's persisted `state` mapping, handed in as the
+    # strategy's global `state` and handed back in `Outcome.state` (None: no state for this run).
+    state: dict[str, Any] | None = None
 
 
 class PointOutcome(msgspec.Struct, array_like=True):
@@ -84,6 +88,8 @@ class Outcome(msgspec.Struct, array_like=True):
     # A warm worker that could not prove its process clean after this run (sandbox.hygiene):
     # the node retires it instead of handing it another run.
     retire: bool = False
+    # The `state` mapping after the run (JSON-safe, at most `state_bytes`), when the job had one.
+    state: Any = None
 
 
 job_encoder = msgspec.msgpack.Encoder()

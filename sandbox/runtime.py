@@ -109,6 +109,20 @@ def json_safe(value: Any, limit: int) -> Any:
     return msgspec.json.decode(raw)
 
 
+def state_out(value: Any, limit: int) -> Any:
+    """A hosted run's `state` after the run: a JSON-safe mapping of at most `limit` bytes."""
+    if not isinstance(value, dict):
+        raise ExecutionError(ErrorCode.RUNTIME_ERROR, "`state` must stay a dict (change its items, do not replace it)")
+    try:
+        raw = msgspec.json.encode(value)
+    except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+        raise ExecutionError(ErrorCode.RUNTIME_ERROR, f"`state` holds a value that is not JSON-safe ({exc}): "
+                             "keep str, int, float, bool, None, lists and dicts with str keys") from None
+    if len(raw) > limit:
+        raise ExecutionError(ErrorCode.OUTPUT_LIMIT, f"`state` is {len(raw):,} bytes as JSON; the limit is {limit:,}")
+    return msgspec.json.decode(raw)
+
+
 def _per_bar(value: Any, n: int) -> np.ndarray | None:
     """A Series/array/list aligned to the bars becomes one signal code per bar."""
     if isinstance(value, pd.DataFrame):
@@ -152,6 +166,8 @@ class Run:
         self.needs_walk = False  # the probe returned one signal: walk in a fresh child
         # Every call gets its own copy of the parameters, decoded afresh (nested values too).
         self._params = msgspec.msgpack.encode(job.parameters)
+        # A hosted run's `state` (node/hosting/state.py): its own copy, read back after the run.
+        self.state = None if job.state is None else msgspec.msgpack.decode(msgspec.msgpack.encode(job.state))
 
     # -- execution ----------------------------------------------------------------------
     def _globals(self, with_data: bool) -> dict[str, Any]:
@@ -167,6 +183,8 @@ class Run:
             "symbol": self.job.symbol,
             "timeframe": self.job.timeframe,
         }
+        if self.state is not None:
+            api["state"] = self.state
         if with_data and not _DATA_NAMES.isdisjoint(global_names(self.compiled.code)):
             api["df"] = self.frame.copy()
             api["data"] = api["df"]
@@ -320,6 +338,7 @@ class Run:
         return run_backtest(
             self.index_ns, c["open"], c["high"], c["low"], c["close"], c["volume"], codes, options,
             reasons=reasons, warmup=warmup,
+            indicators=self.api.indicators if backtesting and (options.equity_points or options.per_bar) else None,
         )
 
     def warmup(self) -> int:
@@ -411,6 +430,8 @@ def run(job: Job) -> Outcome:
             logs=api.logs,
             signals_count=int(np.count_nonzero(codes)),
         )
+        if job.state is not None:
+            outcome.state = state_out(run_state.state, job.limits.state_bytes)
     except MemoryError:
         from .lockdown import release_memory_headroom
 

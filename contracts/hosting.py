@@ -1,0 +1,218 @@
+"""Hosted strategies: the registry, deployments, runs and their control messages.
+
+Control subjects (same micro service and queue group as execute; the tenant is the verified
+NATS identity of the request, never a body field):
+
+| subject | request -> reply |
+|---|---|
+| `strategy.v1.strategies.put` | StrategyPut -> StrategyReply (new version; validated like `validate`) |
+| `strategy.v1.strategies.get` | StrategyRef -> StrategyReply (latest, or `version`) |
+| `strategy.v1.strategies.list` | StrategyRef (name ignored) -> StrategyReply (`strategies`) |
+| `strategy.v1.strategies.versions` | StrategyRef -> StrategyReply (`versions`) |
+| `strategy.v1.strategies.delete` | StrategyRef -> StrategyReply |
+| `strategy.v1.deployments.create` | DeploymentCreate -> DeploymentReply |
+| `strategy.v1.deployments.update` | DeploymentUpdate -> DeploymentReply |
+| `strategy.v1.deployments.get|pause|resume|stop|delete|run` | DeploymentRef -> DeploymentReply |
+| `strategy.v1.deployments.list` | DeploymentRef (id ignored) -> DeploymentReply (`deployments`) |
+| `strategy.v1.deployments.runs` | DeploymentRef -> DeploymentReply (`runs`, newest last) |
+
+Results: `signals.<tenant>.<deployment>.<symbol>` (stream SIGNALS, one `Signal` per run that
+calls for one, `Nats-Msg-Id` = the trigger id), `strategy.logs.<tenant>.<deployment>` (stream
+STRATEGY_LOGS, one `RunLogs` per run), run records and statuses in Key-Value (node/hosting/).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .errors import ErrorInfo
+from .execute import Code, MemoryMb, Parameters, Signal, TimeoutMs
+from .values import check_parameters
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+SymbolName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]([A-Za-z0-9_.-]{0,62}[A-Za-z0-9_-])?$")]
+Timeframe = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9]{1,16}$")]
+Description = Annotated[str, msgspec.Meta(max_length=1024)]
+Overlap = Literal["skip", "queue_one", "allow"]
+Desired = Literal["running", "paused", "stopped"]
+State = Literal["pending", "running", "paused", "stopped", "error"]
+RunStatus = Literal["ok", "error", "skipped"]
+
+MAX_DEPLOYMENT_SYMBOLS = 100
+MAX_LOOKBACK = 100_000
+DEFAULT_LOOKBACK = 500
+MAX_STATE_BYTES = 64 * 1024  # a deployment's `state` mapping, JSON-encoded
+
+
+class StrategyPut(msgspec.Struct, kw_only=True):
+    name: Name
+    code: Code
+    language: Annotated[str, msgspec.Meta(max_length=32)] = "python"
+    description: Description = ""
+
+
+class StrategyRef(msgspec.Struct, kw_only=True):
+    name: Name | None = None
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class StrategyVersion(msgspec.Struct, kw_only=True):
+    """One stored version of a strategy (versions are immutable)."""
+
+    name: str
+    version: int
+    code: str
+    style: str
+    language: str = "python"
+    description: str = ""
+    created_at: str = ""
+
+
+class StrategySummary(msgspec.Struct, kw_only=True):
+    name: str
+    latest: int
+    versions: int
+    style: str = ""
+    created_at: str = ""
+
+
+class StrategyReply(msgspec.Struct, kw_only=True):
+    ok: bool = False
+    strategy: StrategyVersion | None = None
+    strategies: list[StrategySummary] = []
+    versions: list[StrategyVersion] = []
+    error: ErrorInfo | None = None
+    node_id: str = ""
+
+
+class DeploymentCreate(msgspec.Struct, kw_only=True):
+    id: Name
+    strategy: Name
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None  # None: the latest at creation
+    symbols: Annotated[list[SymbolName], msgspec.Meta(min_length=1, max_length=MAX_DEPLOYMENT_SYMBOLS)]
+    timeframe: Timeframe
+    lookback: Annotated[int, msgspec.Meta(ge=1, le=MAX_LOOKBACK)] = DEFAULT_LOOKBACK
+    parameters: Parameters = {}
+    timeout_ms: TimeoutMs | None = None
+    memory_mb: MemoryMb | None = None
+    overlap: Overlap = "skip"
+    desired: Desired = "running"
+
+    def __post_init__(self) -> None:
+        check_parameters(self.parameters)
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ValueError("symbols repeat: name each symbol once")
+
+
+class DeploymentUpdate(msgspec.Struct, kw_only=True):
+    """Only the fields given change; `version` may move the deployment to another version."""
+
+    id: Name
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    symbols: Annotated[list[SymbolName], msgspec.Meta(min_length=1, max_length=MAX_DEPLOYMENT_SYMBOLS)] | None = None
+    lookback: Annotated[int, msgspec.Meta(ge=1, le=MAX_LOOKBACK)] | None = None
+    parameters: Parameters | None = None
+    timeout_ms: TimeoutMs | None = None
+    memory_mb: MemoryMb | None = None
+    overlap: Overlap | None = None
+
+    def __post_init__(self) -> None:
+        if self.parameters is not None:
+            check_parameters(self.parameters)
+        if self.symbols is not None and len(set(self.symbols)) != len(self.symbols):
+            raise ValueError("symbols repeat: name each symbol once")
+
+
+class DeploymentRef(msgspec.Struct, kw_only=True):
+    id: Name | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100  # runs: how many, newest
+
+
+class Deployment(msgspec.Struct, kw_only=True):
+    id: str
+    strategy: str
+    version: int
+    symbols: list[str]
+    timeframe: str
+    lookback: int
+    parameters: dict[str, Any] = {}
+    timeout_ms: int | None = None
+    memory_mb: int | None = None
+    overlap: Overlap = "skip"
+    desired: Desired = "running"
+    created_at: str = ""
+    updated_at: str = ""
+
+
+class RunRecord(msgspec.Struct, kw_only=True):
+    """One run of a deployment for one trigger (kept with retention)."""
+
+    run_id: str  # the trigger id: deployment, version, symbol and bar time (or manual-<id>)
+    deployment: str
+    version: int
+    symbol: str
+    bar_time: str
+    status: RunStatus
+    error: ErrorInfo | None = None
+    signal: Signal | None = None
+    started_at: str = ""
+    duration_ms: float = 0.0
+    node_id: str = ""
+    manual: bool = False
+    note: str | None = None  # e.g. why a run was skipped
+
+
+class DeploymentStatus(msgspec.Struct, kw_only=True):
+    id: str
+    state: State
+    version: int = 0
+    last_error: ErrorInfo | None = None
+    last_error_at: str | None = None
+    runs: int = 0
+    errors: int = 0
+    skipped: int = 0
+    signals: int = 0
+    last_run: RunRecord | None = None
+    updated_at: str = ""
+
+
+class DeploymentView(msgspec.Struct, kw_only=True):
+    deployment: Deployment
+    status: DeploymentStatus | None = None
+
+
+class DeploymentReply(msgspec.Struct, kw_only=True):
+    ok: bool = False
+    deployment: Deployment | None = None
+    status: DeploymentStatus | None = None
+    deployments: list[DeploymentView] = []
+    runs: list[RunRecord] = []
+    run_id: str | None = None  # deployments.run: the manual trigger's id (one per symbol: the first)
+    error: ErrorInfo | None = None
+    node_id: str = ""
+
+
+class Trigger(msgspec.Struct, kw_only=True):
+    """A work item on STRATEGY_TRIGGERS (published by nodes only; tenants cannot publish there)."""
+
+    tenant: str
+    deployment: str
+    version: int
+    symbol: str
+    timeframe: str
+    bar_ns: int
+    manual: bool = False
+
+
+class RunLogs(msgspec.Struct, kw_only=True):
+    """One run's captured log lines on `strategy.logs.<tenant>.<deployment>`."""
+
+    run_id: str
+    deployment: str
+    symbol: str
+    bar_time: str
+    lines: list[str] = []
+    truncated: bool = False

@@ -1,0 +1,184 @@
+"""The control handlers: `strategy.v1.strategies.*` and `strategy.v1.deployments.*`.
+
+Every handler takes the request body and returns its reply Struct (never raises): the tenant is
+the verified caller of the request (node/identity.py, node/hosting/naming.py), so a tenant only
+ever names keys under its own token. Another tenant's strategy or deployment is "not found",
+exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, Awaitable, Callable
+
+import msgspec
+
+from contracts import ErrorCode, ExecutionError, decode, subjects
+from contracts.hosting import (
+    Deployment,
+    DeploymentCreate,
+    DeploymentRef,
+    DeploymentReply,
+    DeploymentStatus,
+    DeploymentUpdate,
+    DeploymentView,
+    StrategyPut,
+    StrategyRef,
+    StrategyReply,
+)
+
+from .. import identity, sizing
+from ..failures import error_of
+from ..jobs import run_limits
+from . import naming, triggers
+
+Handler = Callable[[bytes, str, float], Awaitable[Any]]
+READY_WAIT_S = 5.0
+
+
+def _need(value: Any, field: str) -> Any:
+    if value is None:
+        raise ExecutionError(ErrorCode.INVALID_REQUEST, f"invalid request: `$.{field}` is required")
+    return value
+
+
+class Control:
+    def __init__(self, hosting: Any) -> None:
+        self.h = hosting
+
+    def handlers(self) -> list[tuple[str, str, Handler]]:
+        out: list[tuple[str, str, Handler]] = []
+        for op in subjects.STRATEGY_OPS:
+            out.append((f"strategies-{op}", f"{subjects.STRATEGIES}.{op}", self._wrap(op, self.strategy, StrategyReply)))
+        for op in subjects.DEPLOYMENT_OPS:
+            out.append((f"deployments-{op}", f"{subjects.DEPLOYMENTS}.{op}", self._wrap(op, self.deployment, DeploymentReply)))
+        return out
+
+    def _wrap(self, op: str, fn, reply_type: type) -> Handler:
+        async def handler(data: bytes, kind: str, received: float) -> Any:
+            try:
+                await asyncio.wait_for(self.h.ready.wait(), READY_WAIT_S)
+            except asyncio.TimeoutError:
+                return reply_type(ok=False, node_id=self.h.settings.node_id, error=error_of(
+                    ExecutionError(ErrorCode.OVERLOADED, "hosted-strategy storage (JetStream) is not available yet; retry"),
+                    op))
+            tenant = naming.tenant_token(identity.current())
+            try:
+                reply = await fn(op, tenant, data, kind)
+            except Exception as exc:  # noqa: BLE001 - every failure is a reply with a code
+                reply = reply_type(ok=False, error=error_of(exc, f"hosting {op}"))
+            reply.node_id = self.h.settings.node_id
+            return reply
+        return handler
+
+    # -- strategies ------------------------------------------------------------------------
+    async def strategy(self, op: str, tenant: str, data: bytes, kind: str) -> StrategyReply:
+        reg = self.h.registry
+        if op == "put":
+            return StrategyReply(ok=True, strategy=await reg.put(tenant, decode(data, StrategyPut, kind)))
+        ref = decode(data or b"{}", StrategyRef, kind)
+        if op == "list":
+            return StrategyReply(ok=True, strategies=await reg.list(tenant))
+        name = _need(ref.name, "name")
+        if op == "get":
+            return StrategyReply(ok=True, strategy=await reg.get(tenant, name, ref.version))
+        if op == "versions":
+            return StrategyReply(ok=True, versions=await reg.versions(tenant, name))
+        # delete: refused while a deployment runs one of its versions
+        users = [d.id for d in await self.h.deployments.list(tenant) if d.strategy == name]
+        if users:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                 f"strategy {name!r} is deployed by {', '.join(users[:10])}: delete those first")
+        await reg.delete(tenant, name)
+        return StrategyReply(ok=True)
+
+    # -- deployments -----------------------------------------------------------------------
+    async def deployment(self, op: str, tenant: str, data: bytes, kind: str) -> DeploymentReply:
+        deps = self.h.deployments
+        if op == "create":
+            return await self._create(tenant, decode(data, DeploymentCreate, kind))
+        if op == "update":
+            return await self._update(tenant, decode(data, DeploymentUpdate, kind))
+        ref = decode(data or b"{}", DeploymentRef, kind)
+        if op == "list":
+            views = [DeploymentView(deployment=d, status=await deps.status(tenant, d.id))
+                     for d in await deps.list(tenant)]
+            return DeploymentReply(ok=True, deployments=views)
+        dep_id = _need(ref.id, "id")
+        if op == "get":
+            dep = await deps.get(tenant, dep_id)
+            return DeploymentReply(ok=True, deployment=dep, status=await deps.status(tenant, dep_id))
+        if op == "runs":
+            await deps.get(tenant, dep_id)
+            return DeploymentReply(ok=True, runs=await self.h.runner.records(tenant, dep_id, ref.limit))
+        if op in ("pause", "resume", "stop"):
+            desired = {"pause": "paused", "resume": "running", "stop": "stopped"}[op]
+            dep = await deps.change(tenant, dep_id, lambda d: msgspec.structs.replace(d, desired=desired))
+            status = await deps.set_status(tenant, dep_id, lambda s: _with_state(s, desired),
+                                           initial=DeploymentStatus(id=dep_id, state="pending", version=dep.version))
+            return DeploymentReply(ok=True, deployment=dep, status=status)
+        if op == "delete":
+            await deps.get(tenant, dep_id)
+            await deps.delete(tenant, dep_id)
+            await self.h.states.delete(tenant, dep_id)
+            await self.h.purge_triggers(tenant, dep_id)
+            return DeploymentReply(ok=True)
+        # run: one manual trigger per symbol, on its newest stored bar
+        dep = await deps.get(tenant, dep_id)
+        if dep.desired == "stopped":
+            raise ExecutionError(ErrorCode.INVALID_REQUEST, f"deployment {dep_id!r} is stopped: resume it first")
+        first_id = None
+        for symbol in dep.symbols:
+            bar_ns = await self.h.newest_bar(symbol, dep.timeframe)
+            run_id = f"manual-{uuid.uuid4().hex}"
+            subject, body, headers = triggers.trigger_message(tenant, dep, symbol, bar_ns, manual_id=run_id)
+            sizing.check(self.h.nc, body, headers, "a trigger")
+            await self.h.js.publish(subject, body, headers=headers)
+            first_id = first_id or run_id
+        return DeploymentReply(ok=True, deployment=dep, run_id=first_id)
+
+    async def _create(self, tenant: str, req: DeploymentCreate) -> DeploymentReply:
+        run_limits(req, self.h.settings)  # timeout_ms / memory_mb within this node's limits, named
+        version = await self.h.registry.get(tenant, req.strategy, req.version)
+        now = naming.now_iso()
+        dep = Deployment(id=req.id, strategy=req.strategy, version=version.version, symbols=list(req.symbols),
+                         timeframe=req.timeframe, lookback=req.lookback, parameters=req.parameters,
+                         timeout_ms=req.timeout_ms, memory_mb=req.memory_mb, overlap=req.overlap,
+                         desired=req.desired, created_at=now, updated_at=now)
+        await self.h.deployments.create(tenant, dep)
+        state = "pending" if req.desired == "running" else req.desired
+        status = await self.h.deployments.set_status(
+            tenant, dep.id, lambda s: _fresh(s, state, dep.version),
+            initial=DeploymentStatus(id=dep.id, state=state, version=dep.version))
+        return DeploymentReply(ok=True, deployment=dep, status=status)
+
+    async def _update(self, tenant: str, req: DeploymentUpdate) -> DeploymentReply:
+        run_limits(_Limits(req.timeout_ms, req.memory_mb), self.h.settings)
+        if req.version is not None:
+            current = await self.h.deployments.get(tenant, req.id)
+            await self.h.registry.get(tenant, current.strategy, req.version)  # must exist
+
+        def edit(d: Deployment) -> Deployment:
+            for name in ("version", "symbols", "lookback", "parameters", "timeout_ms", "memory_mb", "overlap"):
+                value = getattr(req, name)
+                if value is not None:
+                    setattr(d, name, list(value) if name == "symbols" else value)
+            return d
+
+        dep = await self.h.deployments.change(tenant, req.id, edit)
+        return DeploymentReply(ok=True, deployment=dep, status=await self.h.deployments.status(tenant, req.id))
+
+
+class _Limits:
+    def __init__(self, timeout_ms: int | None, memory_mb: int | None) -> None:
+        self.timeout_ms, self.memory_mb = timeout_ms, memory_mb
+
+
+def _with_state(status: DeploymentStatus, desired: str) -> DeploymentStatus:
+    status.state = "pending" if desired == "running" and status.runs == 0 else desired
+    return status
+
+
+def _fresh(status: DeploymentStatus, state: str, version: int) -> DeploymentStatus:
+    return DeploymentStatus(id=status.id, state=state, version=version)

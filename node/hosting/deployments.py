@@ -1,0 +1,127 @@
+"""Deployments and their status.
+
+A deployment binds one strategy version to symbols x a timeframe with a lookback, parameters,
+limits, an overlap policy and a desired state (running, paused, stopped). Its record lives in
+KV DEPLOYMENTS, its status in KV DEPLOYMENT_STATUS (history kept: every change is an event a
+client can watch with `kv.watch("<tenant>.<deployment>")`). Both are changed with
+compare-and-set, so concurrent control requests and runs on other nodes never lose an update.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import msgspec
+import nats.js.errors
+
+from contracts import ErrorCode, ExecutionError
+from contracts.hosting import Deployment, DeploymentStatus
+
+from . import naming, streams
+
+_json = msgspec.json.Encoder()
+_deployment = msgspec.json.Decoder(Deployment)
+_status = msgspec.json.Decoder(DeploymentStatus)
+CAS_ATTEMPTS = 50
+
+STATE_OF_DESIRED = {"running": "running", "paused": "paused", "stopped": "stopped"}
+
+
+def not_found(deployment: str) -> ExecutionError:
+    return ExecutionError(ErrorCode.INVALID_REQUEST, f"deployment {deployment!r} not found")
+
+
+class Deployments:
+    def __init__(self, kv: Any, status_kv: Any) -> None:
+        self.kv = kv
+        self.status_kv = status_kv
+
+    # -- deployments -----------------------------------------------------------------------
+    async def read(self, tenant: str, deployment: str) -> tuple[Deployment | None, int | None]:
+        try:
+            entry = await self.kv.get(naming.deployment_key(tenant, deployment))
+        except nats.js.errors.KeyNotFoundError:
+            return None, None
+        if not entry.value:
+            return None, None
+        return _deployment.decode(entry.value), entry.revision
+
+    async def get(self, tenant: str, deployment: str) -> Deployment:
+        found, _ = await self.read(tenant, deployment)
+        if found is None:
+            raise not_found(deployment)
+        return found
+
+    async def create(self, tenant: str, deployment: Deployment) -> None:
+        try:
+            await self.kv.create(naming.deployment_key(tenant, deployment.id), _json.encode(deployment))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                 f"deployment {deployment.id!r} exists: update it, or delete it first") from None
+
+    async def change(self, tenant: str, deployment: str,
+                     edit: Callable[[Deployment], Deployment]) -> Deployment:
+        for _ in range(CAS_ATTEMPTS):
+            current, revision = await self.read(tenant, deployment)
+            if current is None:
+                raise not_found(deployment)
+            changed = edit(msgspec.structs.replace(current))
+            changed.updated_at = naming.now_iso()
+            try:
+                await self.kv.update(naming.deployment_key(tenant, deployment), _json.encode(changed), last=revision)
+                return changed
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+        raise ExecutionError(ErrorCode.OVERLOADED, f"deployment {deployment!r} is changing concurrently; retry")
+
+    async def delete(self, tenant: str, deployment: str) -> None:
+        await self.kv.purge(naming.deployment_key(tenant, deployment))
+        await self.status_kv.purge(naming.deployment_key(tenant, deployment))
+
+    async def list(self, tenant: str) -> list[Deployment]:
+        keys = await streams.keys(self.kv, f"{tenant}.>")
+        out = []
+        for key in sorted(keys):
+            found, _ = await self.read(tenant, key.split(".", 1)[1])
+            if found is not None:
+                out.append(found)
+        return out
+
+    # -- status ----------------------------------------------------------------------------
+    async def status(self, tenant: str, deployment: str) -> DeploymentStatus | None:
+        try:
+            entry = await self.status_kv.get(naming.deployment_key(tenant, deployment))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return _status.decode(entry.value) if entry.value else None
+
+    async def set_status(self, tenant: str, deployment: str,
+                         edit: Callable[[DeploymentStatus], DeploymentStatus | None] | Callable[
+                             [DeploymentStatus], Awaitable[DeploymentStatus | None]],
+                         initial: DeploymentStatus | None = None) -> DeploymentStatus | None:
+        """Apply `edit` to the status with compare-and-set; `initial` when there is none yet
+        (without it a missing status means the deployment is gone: nothing is written)."""
+        key = naming.deployment_key(tenant, deployment)
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                entry = await self.status_kv.get(key)
+                current, revision = (_status.decode(entry.value) if entry.value else None), entry.revision
+            except nats.js.errors.KeyNotFoundError:
+                current, revision = None, None
+            if current is None:
+                if initial is None:
+                    return None
+                current = msgspec.structs.replace(initial)
+            changed = edit(current)
+            if changed is None:
+                return current
+            changed.updated_at = naming.now_iso()
+            try:
+                if revision is None:
+                    await self.status_kv.create(key, _json.encode(changed))
+                else:
+                    await self.status_kv.update(key, _json.encode(changed), last=revision)
+                return changed
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+        raise ExecutionError(ErrorCode.OVERLOADED, f"status of {deployment!r} is changing concurrently; retry")

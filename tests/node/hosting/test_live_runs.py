@@ -1,0 +1,113 @@
+"""Two nodes on one real nats-server: a deployment runs on every new bar, once per bar."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import nats
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from backtest.store import BarStore
+from contracts import Signal
+from node.config import Settings
+from node.embedded import EmbeddedServer
+from node.hosting.client import HostingClient, HostingError
+from node.service import Node
+
+from .support import CROSSOVER, arrays, one_bar, stream_msgs, wait_for
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+HISTORY = 20
+LIVE = 200
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = EmbeddedServer().start()
+    yield srv
+    srv.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def nodes(server):
+    started = []
+    for name in ("host-a", "host-b"):
+        settings = Settings.from_env({"MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10", "NODE_ID": name,
+                                      "JOBS_ACK_WAIT_SECONDS": "3"})
+        node = Node(settings, server.url)
+        await node.start()
+        started.append(node)
+    for node in started:
+        await asyncio.wait_for(node.hosting.ready.wait(), 20)
+    yield started
+    for node in started:
+        await node.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def nc(server, nodes):
+    conn = await nats.connect(server.url)
+    yield conn
+    await conn.drain()
+
+
+async def test_two_symbols_200_live_bars_give_one_signal_per_bar_equal_to_a_backtest(nc, nodes):
+    hosting = HostingClient(nc)
+    js = nc.jetstream()
+    store = BarStore(js, nc)
+    full = {"AAA": arrays(HISTORY + LIVE, seed=3), "BBB": arrays(HISTORY + LIVE, seed=4)}
+    for sym, bars in full.items():
+        await store.load(sym, "1d", one_bar_range(bars, 0, HISTORY))
+    put = await hosting.put_strategy("cross", CROSSOVER)
+    assert put.strategy.version == 1 and put.strategy.style == "function"
+    created = await hosting.create_deployment("cross-live", strategy="cross", symbols=["AAA", "BBB"],
+                                              timeframe="1d", lookback=30, overlap="allow")
+    assert created.status.state == "pending"
+    for i in range(HISTORY, HISTORY + LIVE):
+        for sym, bars in full.items():
+            await store.load(sym, "1d", one_bar(bars, i))
+
+    async def all_recorded():
+        runs = (await hosting.runs("cross-live", limit=1000)).runs
+        return runs if len(runs) == 2 * LIVE else None
+
+    runs = await wait_for(all_recorded, timeout=90)
+    assert {r.status for r in runs} == {"ok"}
+    # The expected signals: the same strategy executed over every bar at once (a vectorized backtest).
+    expected = {}
+    from node.client import StrategyClient
+    client = StrategyClient(nc)
+    for sym, bars in full.items():
+        ts = bars.column("timestamp")
+        result = await client.execute(CROSSOVER.replace('state.get("runs", 0)', "0").replace('state["runs"] = n', "pass"),
+                                      {"timestamp": (ts // 1_000_000).tolist(),
+                                       **{k: bars.column(k).tolist() for k in ("open", "high", "low", "close", "volume")}},
+                                      symbol=sym, timeframe="1d")
+        assert result.success, result.error
+        live_from = str(np.datetime64(int(ts[HISTORY]), "ns").astype("datetime64[s]")) + "Z"
+        expected[sym] = {(s.timestamp, s.type) for s in result.signals if s.timestamp >= live_from}
+    stored = await stream_msgs(js, "SIGNALS", "signals.local.cross-live.>")
+    got = {"AAA": set(), "BBB": set()}
+    for msg in stored:
+        sig = msgspec.json.decode(msg.data, type=Signal)
+        got[msg.subject.rsplit(".", 1)[1]].add((sig.timestamp, sig.type))
+    assert len(stored) == sum(len(v) for v in got.values())  # nothing published twice
+    assert got == expected and all(expected.values())
+    # logs: one message per run, carrying the strategy's print
+    logs = await stream_msgs(js, "STRATEGY_LOGS", "strategy.logs.local.cross-live")
+    assert len(logs) == 2 * LIVE
+    # state persisted per symbol between runs: the last run saw every earlier one
+    status = (await hosting.get_deployment("cross-live")).status
+    assert status.runs == 2 * LIVE and status.state == "running" and status.signals == len(stored)
+    # both nodes served runs
+    assert {r.node_id for r in runs} == {"host-a", "host-b"}
+
+
+def one_bar_range(bars, lo, hi):
+    from contracts import BarArrays
+    return BarArrays.from_numpy(bars.column("timestamp")[lo:hi],
+                                **{k: bars.column(k)[lo:hi] for k in ("open", "high", "low", "close", "volume")})
