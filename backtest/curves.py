@@ -63,3 +63,18 @@ def extreme_indices(equity: np.ndarray, drawdown: np.ndarray, limit: int) -> np.
         _first_arg(dd, edges, np.minimum),
     ))
     return np.unique(keep)
+
+
+def monthly_returns(ts: np.ndarray, equity: np.ndarray, initial: float) -> list[tuple[str, float | None]]:
+    """``(YYYY-MM, return %)`` per calendar month (UTC): the month's last equity over the
+    previous month's last (the first month over ``initial``); None where undefined."""
+    if not len(ts):
+        return []
+    month = ts.astype("datetime64[ns]").astype("datetime64[M]")
+    last = np.concatenate((np.flatnonzero(month[1:] != month[:-1]), [len(ts) - 1]))
+    ends = equity[last]
+    before = np.concatenate(([initial], ends[:-1]))
+    with np.errstate(all="ignore"):
+        returns = (ends / before - 1) * 100
+    names = np.datetime_as_string(month[last], unit="M").tolist()
+    return [(m, float(r) if np.isfinite(r) else None) for m, r in zip(names, returns.tolist())]

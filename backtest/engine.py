@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from contracts import BacktestOptions, EquityPoint, PerBar, Performance, Trade, ns_to_iso
+from contracts import BacktestOptions, EquityPoint, MonthlyReturn, PerBar, Performance, Trade, ns_to_iso
 from contracts.bars import ns_to_isos
 
 from . import compat, native
-from .curves import extreme_indices, positions
+from .curves import extreme_indices, monthly_returns, positions
 from .ledger import END, RUIN, SIGNAL, STOP, TARGET, Ledger, equity_curve
 from .metrics import native_metrics
 
@@ -33,6 +33,7 @@ def run_backtest(
     reasons: dict[int, str] | None = None,
     *,
     warmup: int = 0,
+    indicators: dict[str, list] | None = None,
 ) -> Performance:
     """Backtest one signal per bar (1 BUY, -1 SELL, 0 HOLD) over OHLC bars.
 
@@ -73,6 +74,13 @@ def run_backtest(
         equity = equity_curve(c, initial, trades)
         stats, dd = native_metrics(ts, c, equity, trades, initial, options.periods_per_year,
                                    options.risk_free_rate, warmup)
+    points = n if options.per_bar else options.equity_points
+    idx = extreme_indices(equity, dd, points)
+    curve_extras: dict = {}
+    if points:
+        curve_extras["monthly_returns"] = [MonthlyReturn(m, r) for m, r in monthly_returns(
+            ts, equity, initial if options.mode == "native" else float(equity[0]))]
+        curve_extras["indicators"] = _sampled(indicators or {}, idx, n)
     per_bar = None
     if options.per_bar:
         per_bar = PerBar(timestamp=(ts // 1_000_000).tolist(), position=positions(n, held).tolist(),
@@ -87,7 +95,8 @@ def run_backtest(
         initial_cash=initial,
         trades=_trade_list(ts, trades, options.max_trades, reasons or {}),
         trades_truncated=len(trades) > options.max_trades,
-        equity_curve=_equity_points(ts, equity, dd, n if options.per_bar else options.equity_points),
+        equity_curve=_equity_points(ts, equity, dd, idx),
+        **curve_extras,
         warmup_bar=min(warmup, n - 1),
         per_bar=per_bar,
     )
@@ -130,11 +139,20 @@ def _trade_list(ts, trades: Ledger, limit: int, reasons: dict[int, str]) -> list
     return out
 
 
-def _equity_points(ts, equity, dd, limit: int) -> list[EquityPoint]:
-    """At most ``limit`` points: every bar when they fit, else the first and last bar and each
-    run's lowest and highest equity and deepest drawdown (backtest.curves.extreme_indices), so
-    the drawn curve reaches the reported peak and maximum drawdown."""
-    idx = extreme_indices(equity, dd, limit)
+def _sampled(indicators: dict[str, list], idx: np.ndarray, n: int) -> dict[str, list]:
+    """Each full-length indicator series at the equity curve's bars (others are left out)."""
+    out = {}
+    for name, values in indicators.items():
+        if len(values) == n:
+            arr = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)[idx]
+            out[str(name)] = [None if not np.isfinite(v) else v for v in arr.tolist()]
+    return out
+
+
+def _equity_points(ts, equity, dd, idx: np.ndarray) -> list[EquityPoint]:
+    """The curve at ``idx``: every bar when they fit, else the first and last bar and each run's
+    lowest and highest equity and deepest drawdown (backtest.curves.extreme_indices), so the
+    drawn curve reaches the reported peak and maximum drawdown."""
     if not len(idx):
         return []
     return [

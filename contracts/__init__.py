@@ -6,7 +6,7 @@ from .codec import content_type, decode, encode
 from .errors import ErrorCode, ErrorInfo, ExecutionError
 from .execute import ExecuteRequest, ExecuteResult, Signal
 from .health import Health, IsolationLayer, Limits, PoolState
-from .performance import EquityPoint, PerBar, Performance, Trade
+from .performance import EquityPoint, MonthlyReturn, PerBar, Performance, Trade
 from .screen import ScreenRequest, ScreenResult, ScreenRow
 from .validate import ValidateRequest, ValidateResult
 from . import limits, subjects
@@ -18,7 +18,7 @@ __all__ = [
     "ErrorCode", "ErrorInfo", "ExecutionError",
     "ExecuteRequest", "ExecuteResult", "Signal",
     "Health", "IsolationLayer", "Limits", "PoolState",
-    "EquityPoint", "PerBar", "Performance", "Trade",
+    "EquityPoint", "MonthlyReturn", "PerBar", "Performance", "Trade",
     "ScreenRequest", "ScreenResult", "ScreenRow",
     "ValidateRequest", "ValidateResult",
     "limits", "subjects",

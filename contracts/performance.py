@@ -41,6 +41,15 @@ class EquityPoint(msgspec.Struct, array_like=True):
     drawdown_pct: float
 
 
+class MonthlyReturn(msgspec.Struct, array_like=True):
+    """`[month, return_pct]`: "YYYY-MM" (UTC) and the equity's return over that calendar month
+    in percent (month-end equity over the previous month-end's, the first month over the
+    initial cash)."""
+
+    month: str
+    return_pct: float | None
+
+
 class PerBar(msgspec.Struct, kw_only=True):
     """Every bar, columnar (`options.per_bar`): `timestamp` in epoch milliseconds, `position`
     the signed units held at the bar's close as the equity marks them (negative: short),
@@ -106,3 +115,7 @@ class Performance(msgspec.Struct, kw_only=True):
     # trading start there (0 in native mode)
     warmup_bar: int = 0
     per_bar: PerBar | None = None
+    # calendar-month returns (empty when equity_points is 0, as in sweeps)
+    monthly_returns: list[MonthlyReturn] = []
+    # the strategy's indicator() series at the equity curve's bars (same length and order)
+    indicators: dict[str, list[float | None]] = {}

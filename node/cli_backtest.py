@@ -191,7 +191,8 @@ def _request(args: argparse.Namespace, code: str) -> BacktestRequest:
     from .cli import parse_params
 
     options = BacktestOptions(mode=args.mode, initial_cash=args.cash, commission_rate=args.commission,
-                              allow_short=args.allow_short)
+                              allow_short=args.allow_short,
+                              equity_points=5_000 if getattr(args, "report", None) and not args.grid else 500)
     fields: dict[str, Any] = dict(code=code, parameters=parse_params(args.param), options=options,
                                   timeout_ms=args.timeout_ms, symbol=args.symbol or "",
                                   timeframe=args.timeframe or "")
@@ -320,15 +321,17 @@ async def cmd_backtest(args: argparse.Namespace) -> int:
                 best = await _backtest_once(client, msgspec.structs.replace(
                     req, parameters={**req.parameters, **top}, grid=None, rank_by="sharpe_ratio"))
                 result.bars = best.bars
+        bars = await _report_bars(client, args, req) if args.report else None
     finally:
         await client.close()
 
     if args.report:
         title = f"{os.path.basename(args.strategy)} — {where}"
         if grid is None:
-            page = backtest_report(result, title=title, subtitle=f"backtest, {result.bars:,} bars, {args.mode} mode")
+            page = backtest_report(result, title=title, subtitle=f"backtest, {result.bars:,} bars, {args.mode} mode",
+                                   bars=bars)
         else:
-            page = sweep_report(result, rank_by=req.rank_by, title=title, best=best,
+            page = sweep_report(result, rank_by=req.rank_by, title=title, best=best, bars=bars,
                                 subtitle=f"sweep of {len(result.sweep or []):,} points, {args.mode} mode")
         with open(args.report, "w", encoding="utf-8") as fh:
             fh.write(page)
@@ -339,6 +342,21 @@ async def cmd_backtest(args: argparse.Namespace) -> int:
         if args.report:
             print(f"report: {args.report}")
     return 0 if result.success else 1
+
+
+async def _report_bars(client, args: argparse.Namespace, req: BacktestRequest):
+    """The backtest's bars for the report's price chart: the --bars file, or the same range
+    replayed from the bar store; None (no price chart) when they cannot be read."""
+    from backtest.loader import read_bars
+    from backtest.store import BarStore
+
+    try:
+        if args.bars:
+            return read_bars(args.bars)
+        return await BarStore(client.nc.jetstream(), client.nc).replay_ref(req.source)
+    except Exception as exc:  # noqa: BLE001 - the report is still written, without prices
+        print(f"report: no price chart ({exc})", file=sys.stderr)
+        return None
 
 
 def _print(result: BacktestResult, rank_by: str, sweep: bool) -> None:

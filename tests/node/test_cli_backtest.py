@@ -112,7 +112,8 @@ async def test_backtest_grid_writes_a_ranked_html_report(nats_url, tmp_path, str
     assert "6 grid points ranked by sharpe_ratio" in out.out
     page = report.read_text()
     assert "Ranked grid" in page and page.count("<tr class='best'>") == 1
-    assert "Best: fast=" in page and page.count("<svg") == 2 and "<script" not in page
+    assert "Best: fast=" in page and "fast and slow" in page  # the two-parameter heatmap
+    assert '"type":"candlestick"' in page.replace(" ", "")  # the best point's price chart
 
 
 async def test_backtest_grid_json_rows_are_ranked(nats_url, tmp_path, strategy_file, capsys):
