@@ -205,7 +205,7 @@ def test_pods_run_as_non_root_with_read_only_root_filesystem(rendered):
         sc = c["securityContext"]
         assert pod_sc["runAsNonRoot"] and sc["runAsNonRoot"]
         assert pod_sc["runAsUser"] != 0
-        assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod_sc["seccompProfile"] == {"type": "Localhost", "localhostProfile": NODE_SECCOMP_PROFILE.name}
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
@@ -213,6 +213,63 @@ def test_pods_run_as_non_root_with_read_only_root_filesystem(rendered):
         volumes = {v["name"]: v for v in spec["volumes"]}
         (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
         assert "emptyDir" in volumes[tmp["name"]]
+
+
+# --- the sandbox's layers without root (deploy/k8s/seccomp) ------------------------------------
+
+SECCOMP = K8S / "seccomp"
+NODE_SECCOMP_PROFILE = SECCOMP / "strategy-node.json"
+RUNTIME_DEFAULT_LIKE = SECCOMP / "runtime-default-like.json"
+
+
+def _allowed(profile: dict) -> dict[str, list]:
+    """syscall -> its rules' argument conditions ([] = unconditional) for every ALLOW rule."""
+    allowed: dict[str, list] = {}
+    for rule in profile["syscalls"]:
+        if rule["action"] == "SCMP_ACT_ALLOW":
+            for name in rule["names"]:
+                allowed.setdefault(name, []).append(rule.get("args", []))
+    return allowed
+
+
+def test_pods_run_in_a_user_namespace_of_their_own(rendered):
+    for deployment in by_kind(rendered, "Deployment"):
+        assert pod_spec(deployment)["hostUsers"] is False, deployment["metadata"]["name"]
+
+
+def test_node_profile_adds_to_runtime_default_only_what_the_zygote_needs():
+    from sandbox import namespaces
+
+    node = json.loads(NODE_SECCOMP_PROFILE.read_text())
+    base = json.loads(RUNTIME_DEFAULT_LIKE.read_text())
+    assert node["defaultAction"] == base["defaultAction"] == "SCMP_ACT_ERRNO"
+    ours, theirs = _allowed(node), _allowed(base)
+    added = {name: ours[name] for name in ours if ours[name] != theirs.get(name)}
+    flags = (namespaces.CLONE_NEWUSER | namespaces.CLONE_NEWNS | namespaces.CLONE_NEWIPC
+             | namespaces.CLONE_NEWUTS | namespaces.CLONE_NEWNET)
+    assert added == {
+        "unshare": [[{"index": 0, "value": flags, "op": "SCMP_CMP_EQ"}]],
+        "chroot": [[]], "fsopen": [[]], "fsconfig": [[]], "fsmount": [[]],
+    }
+    for name in ("unshare", "setns", "mount", "pivot_root", "chroot", "bpf", "keyctl"):
+        assert name not in theirs, f"RuntimeDefault-like must not allow {name}"
+    # clone never with namespace flags: only the one unshare above creates namespaces
+    (clone,) = theirs["clone"]
+    assert clone[0]["op"] == "SCMP_CMP_MASKED_EQ" and clone[0]["value"] & namespaces.CLONE_NEWUSER
+
+
+@pytest.mark.skipif(not __import__("ctypes.util").util.find_library("seccomp"), reason="libseccomp not installed")
+def test_seccomp_profiles_are_what_the_generator_writes():
+    out = subprocess.run([os.sys.executable, str(SECCOMP / "generate.py"), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_readme_names_what_each_layer_needs():
+    text = (DEPLOY / "README.md").read_text()
+    for needed in ("strategy-node.json", "hostUsers: false", "unshare", "max_user_namespaces",
+                   "apparmor_restrict_unprivileged_userns", "/var/lib/kubelet/seccomp"):
+        assert needed in text, needed
 
 
 def test_pods_get_no_service_account_token(rendered):

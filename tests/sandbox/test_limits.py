@@ -15,7 +15,7 @@ from tests.support import columnar_bars, request_json
 
 NODE_SLACK_MS = 100
 ROOT_ONLY_LAYERS = ("network_namespace", "seccomp", "chroot", "landlock", "uid_drop")
-EVERY_LAYER = ("fresh_process", "network_namespace", "seccomp", "chroot", "landlock", "uid_drop",
+EVERY_LAYER = ("fresh_process", "network_namespace", "seccomp", "chroot", "landlock", "uid_drop", "no_capabilities",
                "no_new_privs", "rlimits", "empty_environment", "closed_fds", "restricted_python")
 
 
@@ -153,7 +153,8 @@ async def test_health_lists_every_isolation_layer_with_its_active_flag(nc):
     assert set(EVERY_LAYER) <= set(layers), set(EVERY_LAYER) - set(layers)
     for layer in layers.values():
         assert isinstance(layer["active"], bool) and layer["detail"], layer
-    for name in ("fresh_process", "no_new_privs", "rlimits", "empty_environment", "closed_fds", "restricted_python"):
+    for name in ("fresh_process", "no_capabilities", "no_new_privs", "rlimits", "empty_environment", "closed_fds",
+                 "restricted_python"):
         assert layers[name]["active"], layers[name]
 
 
