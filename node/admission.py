@@ -29,10 +29,10 @@ class ByteBudget:
         self.used = 0
         self.refused = 0
 
-    def take(self, size: int) -> bool:
+    def take(self, size: int, force: bool = False) -> bool:
         if size <= 0:
             return True
-        if self.max_bytes and self.used and self.used + size > self.max_bytes:
+        if not force and self.max_bytes and self.used and self.used + size > self.max_bytes:
             self.refused += 1
             return False
         self.used += size
@@ -58,12 +58,15 @@ class Admission:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    def submit(self, work: Callable[[], Awaitable[None]], size: int = 0) -> bool:
+    def submit(self, work: Callable[[], Awaitable[None]], size: int = 0, force_bytes: bool = False) -> bool:
         """Start `work` behind the bounds, holding `size` payload bytes until it ends; False
-        (and nothing started) when closed, when the count is full or the bytes would not fit."""
+        (and nothing started) when closed, when the count is full or the bytes would not fit.
+        `force_bytes` counts the bytes without refusing on them: for work already taken that
+        must not be handed back (a durable job: a hand-back costs one of its deliveries), whose
+        taking was gated on the budget beforehand."""
         if self.closed or len(self._tasks) >= self.max_workers + self.max_queue:
             return False
-        if not self.budget.take(size):
+        if not self.budget.take(size, force_bytes):
             return False
         task = asyncio.ensure_future(self._run(work))
         self._tasks.add(task)

@@ -509,7 +509,7 @@ class JobConsumer:
                 self.running -= 1
                 self._capacity.set()
 
-        if not self.admission.submit(work, len(msg.data or b"")):
+        if not self.admission.submit(work, len(msg.data or b""), force_bytes=True):  # gated in _free
             finished.set()
             self._finished.pop(id(msg), None)
             heartbeat.cancel()

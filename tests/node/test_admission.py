@@ -244,9 +244,8 @@ def test_max_inflight_bytes_defaults_to_64_mib_and_is_validated():
 
 
 async def test_durable_jobs_wait_in_the_stream_while_the_byte_budget_is_held(tmp_path):
-    """Jobs count against the same byte budget: while a large request holds most of it, a large
-    job is not taken (it stays in STRATEGY_JOBS, or goes back there); when the bytes are given
-    back the job runs."""
+    """Jobs count against the same byte budget: while a large request holds it, the node fetches
+    no job (it stays in STRATEGY_JOBS); when the bytes are given back the job runs."""
     from node import jobs_client
 
     server = EmbeddedServer(store_dir=str(tmp_path / "js")).start()
@@ -261,9 +260,9 @@ async def test_durable_jobs_wait_in_the_stream_while_the_byte_budget_is_held(tmp
                 break
             await asyncio.sleep(0.1)
         bars = columnar_bars(12_000, step_ms=60_000)
-        busy = asyncio.ensure_future(request_json(conn, subjects.EXECUTE, {"code": LOOP, "bars": bars, "timeout_ms": 2000}))
-        await asyncio.sleep(0.5)
-        job = {"code": QUICK, "bars": columnar_bars(7_000, step_ms=60_000)}  # 0.4 MB: 1.1 MB with the request
+        busy = asyncio.ensure_future(request_json(conn, subjects.EXECUTE, {"code": LOOP, "bars": bars, "timeout_ms": 4000}))
+        await asyncio.sleep(1.5)  # longer than a pull request lingers (FETCH_WAIT_S): none is outstanding
+        job = {"code": QUICK, "bars": columnar_bars(5)}
         job_id = await jobs_client.submit(conn, "execute", job)
         await asyncio.sleep(1.0)
         assert await jobs_client.result(conn, job_id, wait=0.1) is None  # still waiting in the stream
