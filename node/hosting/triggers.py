@@ -61,6 +61,7 @@ class Routes:
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
+        self._watcher: Any = None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._watch())
@@ -68,11 +69,19 @@ class Routes:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._watcher is not None:
+            try:
+                await self._watcher.stop()
+            except Exception:  # noqa: BLE001
+                pass
+            self._watcher = None
 
     async def _watch(self) -> None:
         while True:
             try:
-                watcher = await self.kv.watchall()
+                if self._watcher is not None:
+                    await self._watcher.stop()
+                watcher = self._watcher = await self.kv.watchall()
                 while True:
                     entry = await watcher.updates(timeout=60 * 60)
                     if entry is None:  # the initial values are all in
@@ -149,6 +158,12 @@ class PullLoop:
                 await asyncio.wait_for(asyncio.shield(self._task), FETCH_WAIT_S + 2)
             except (asyncio.TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001
                 self._task.cancel()
+        if self.sub is not None:
+            sub, self.sub = self.sub, None
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001
+                pass
         self.state = "stopped"
 
     def room(self) -> None:

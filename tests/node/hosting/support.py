@@ -36,9 +36,13 @@ def arrays(n: int, seed: int, start: int = 0) -> BarArrays:
                                        for k in ("open", "high", "low", "close", "volume")})
 
 
+def bar_range(full: BarArrays, lo: int, hi: int) -> BarArrays:
+    return BarArrays.from_numpy(full.column("timestamp")[lo:hi],
+                                **{k: full.column(k)[lo:hi] for k in ("open", "high", "low", "close", "volume")})
+
+
 def one_bar(full: BarArrays, i: int) -> BarArrays:
-    ts = full.column("timestamp")[i:i + 1]
-    return BarArrays.from_numpy(ts, **{k: full.column(k)[i:i + 1] for k in ("open", "high", "low", "close", "volume")})
+    return bar_range(full, i, i + 1)
 
 
 async def wait_for(predicate, timeout: float = 20.0, every: float = 0.05):

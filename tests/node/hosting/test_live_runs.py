@@ -2,57 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
-import nats
 import numpy as np
 import pytest
-import pytest_asyncio
 
 from backtest.store import BarStore
 from contracts import Signal
-from node.config import Settings
-from node.embedded import EmbeddedServer
-from node.hosting.client import HostingClient, HostingError
-from node.service import Node
+from node.hosting.client import HostingClient
 
-from .support import CROSSOVER, arrays, one_bar, stream_msgs, wait_for
+from .support import CROSSOVER, arrays, bar_range, one_bar, stream_msgs, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 HISTORY = 20
 LIVE = 200
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = EmbeddedServer().start()
-    yield srv
-    srv.close()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def nodes(server):
-    started = []
-    for name in ("host-a", "host-b"):
-        settings = Settings.from_env({"MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10", "NODE_ID": name,
-                                      "JOBS_ACK_WAIT_SECONDS": "3"})
-        node = Node(settings, server.url)
-        await node.start()
-        started.append(node)
-    for node in started:
-        await asyncio.wait_for(node.hosting.ready.wait(), 20)
-    yield started
-    for node in started:
-        await node.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def nc(server, nodes):
-    conn = await nats.connect(server.url)
-    yield conn
-    await conn.drain()
 
 
 async def test_two_symbols_200_live_bars_give_one_signal_per_bar_equal_to_a_backtest(nc, nodes):
@@ -61,7 +24,7 @@ async def test_two_symbols_200_live_bars_give_one_signal_per_bar_equal_to_a_back
     store = BarStore(js, nc)
     full = {"AAA": arrays(HISTORY + LIVE, seed=3), "BBB": arrays(HISTORY + LIVE, seed=4)}
     for sym, bars in full.items():
-        await store.load(sym, "1d", one_bar_range(bars, 0, HISTORY))
+        await store.load(sym, "1d", bar_range(bars, 0, HISTORY))
     put = await hosting.put_strategy("cross", CROSSOVER)
     assert put.strategy.version == 1 and put.strategy.style == "function"
     created = await hosting.create_deployment("cross-live", strategy="cross", symbols=["AAA", "BBB"],
@@ -106,8 +69,3 @@ async def test_two_symbols_200_live_bars_give_one_signal_per_bar_equal_to_a_back
     # both nodes served runs
     assert {r.node_id for r in runs} == {"host-a", "host-b"}
 
-
-def one_bar_range(bars, lo, hi):
-    from contracts import BarArrays
-    return BarArrays.from_numpy(bars.column("timestamp")[lo:hi],
-                                **{k: bars.column(k)[lo:hi] for k in ("open", "high", "low", "close", "volume")})

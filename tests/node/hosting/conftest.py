@@ -1,0 +1,43 @@
+"""Fixtures of the hosted-strategy tests: one real nats-server and two in-process nodes per module."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+import pytest_asyncio
+
+from node.config import Settings
+from node.embedded import EmbeddedServer
+from node.service import Node
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = EmbeddedServer().start()
+    yield srv
+    srv.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def nodes(server):
+    started = []
+    for name in ("host-a", "host-b"):
+        settings = Settings.from_env({"MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10", "NODE_ID": name,
+                                      "JOBS_ACK_WAIT_SECONDS": "3"})
+        node = Node(settings, server.url)
+        await node.start()
+        started.append(node)
+    for node in started:
+        await asyncio.wait_for(node.hosting.ready.wait(), 20)
+    yield started
+    for node in started:
+        await node.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def nc(server, nodes):
+    conn = await nats.connect(server.url)
+    yield conn
+    await conn.drain()
