@@ -144,7 +144,7 @@ async def test_a_burst_of_large_requests_is_answered_without_a_slow_consumer_dis
     node's peak RSS stays under BURST_RSS_MB.
 
     The server's `max_pending` is raised from its 64 MB default to hold the burst, as in
-    deploy/README: 300 MB sent at once to one connection exceeds 64 MB faster than any nats-py
+    deploy/nats/cluster/common.conf: 300 MB sent at once to one connection exceeds 64 MB faster than any nats-py
     client reads (a bare nats-py echo subscriber is dropped the same way), so "waits in the
     server" needs room in the server; what the node holds stays bounded by its byte budget.
     """
