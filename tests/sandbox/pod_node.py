@@ -9,6 +9,7 @@ and then execs `python -m node run`, as the container's entrypoint would.
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import subprocess
@@ -42,7 +43,7 @@ CREDENTIALS = {
 
 def _settings(nats_url: str, node_id: str, extra: dict[str, str] | None) -> dict[str, str]:
     env = {"NATS_URL": nats_url, "NODE_ID": node_id, "MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10",
-           "HEARTBEAT_FILE": f"/tmp/{node_id}.heartbeat", **THREAD_VARS}
+           "HEARTBEAT_FILE": f"/tmp/{node_id}-{os.getpid()}.heartbeat", **THREAD_VARS}
     env.update(extra or {})
     return env
 
@@ -55,8 +56,10 @@ def start_pod_node(nats_url: str, node_id: str, log: Path, extra: dict[str, str]
     env = {**base, **_settings(nats_url, node_id, extra), "HOME": "/tmp", "TMPDIR": "/tmp"}
     cfg = {"root": str(ROOT), "profile": str(profile), "exe": exe, "env": env}
     with open(log, "wb") as out:
-        return subprocess.Popen([exe, "-c", _LAUNCH, json.dumps(cfg)], env=base, cwd="/",
+        proc = subprocess.Popen([exe, "-c", _LAUNCH, json.dumps(cfg)], env=base, cwd="/",
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    proc.heartbeat = env["HEARTBEAT_FILE"]
+    return proc
 
 
 def start_root_node(nats_url: str, node_id: str, log: Path, extra: dict[str, str] | None = None) -> subprocess.Popen:
@@ -64,8 +67,10 @@ def start_root_node(nats_url: str, node_id: str, log: Path, extra: dict[str, str
     env.update(_settings(nats_url, node_id, extra))
     env["PYTHONPATH"] = str(ROOT)
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "node", "run"], env=env, cwd=str(ROOT),
+        proc = subprocess.Popen([sys.executable, "-m", "node", "run"], env=env, cwd=str(ROOT),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    proc.heartbeat = env["HEARTBEAT_FILE"]
+    return proc
 
 
 async def wait_healthy(nc, node_id: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> dict:
@@ -88,6 +93,13 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    heartbeat = getattr(proc, "heartbeat", None)
+    if heartbeat:  # the node's heartbeat file and anything it keeps beside it
+        for path in glob.glob(glob.escape(heartbeat) + "*"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def children_of(ppid: int) -> list[int]:
