@@ -113,6 +113,24 @@ def test_nested_json_values_are_refused(tmp_path):
         read_securities(path)
 
 
+try:
+    import pyarrow  # noqa: F401
+    HAVE_PYARROW = True
+except ImportError:
+    HAVE_PYARROW = False
+
+#: pyarrow is the `parquet` extra of a loading machine, not installed with the node (see pyproject)
+needs_pyarrow = pytest.mark.skipif(not HAVE_PYARROW, reason="pyarrow (the `parquet` extra) is not installed")
+
+
+@pytest.mark.skipif(HAVE_PYARROW, reason="pyarrow is installed")
+def test_parquet_without_pyarrow_is_a_clear_error(tmp_path):
+    path = write(tmp_path, "f.parquet", "PAR1")
+    with pytest.raises(ValueError, match=r"f.parquet: reading Parquet needs pyarrow \(pip install pyarrow\)"):
+        read_facts(path, "fundamentals")
+
+
+@needs_pyarrow
 def test_parquet_files_read_like_csv(tmp_path):
     path = str(tmp_path / "f.parquet")
     pd.DataFrame({"symbol": ["AAA", "BBB"], "known_date": pd.to_datetime(["2024-05-02", "2024-05-03"]),
@@ -122,6 +140,7 @@ def test_parquet_files_read_like_csv(tmp_path):
     assert facts[1].values == {"pe_ratio": None, "shares": 200.0}
 
 
+@needs_pyarrow
 def test_parquet_errors_name_row_and_column(tmp_path):
     path = str(tmp_path / "s.parquet")
     pd.DataFrame({"symbol": ["AAA", "BBB"], "lot_size": [100, -5]}).to_parquet(path)
