@@ -272,7 +272,8 @@ def _ipc_objects(key: int) -> list[str]:
     return found
 
 
-def run_probes(probes: dict[str, str], disabled: frozenset[str] = frozenset(), manifest: str | None = None) -> Run:
+def run_probes(probes: dict[str, str], disabled: frozenset[str] = frozenset(), manifest: str | None = None,
+               tmpdir_in_work: bool = False) -> Run:
     """Run `probes` in a locked-down child of a fresh process; collect what happened.
 
     With `manifest` (a seccomp profile path) the process first takes the pod's securityContext
@@ -297,6 +298,8 @@ def run_probes(probes: dict[str, str], disabled: frozenset[str] = frozenset(), m
                    "secret_env": SECRET_ENV, "ipc_key": ipc_key},
     }
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", **{SECRET_ENV: secret})
+    if tmpdir_in_work:  # anything the sandbox leaves in its TMPDIR shows up in `leftovers`
+        env["TMPDIR"] = work
     exe = sys.executable
     if manifest:
         found = manifest_conditions.interpreter()
@@ -426,6 +429,29 @@ def test_runtime_default_without_the_profile_additions_turns_the_namespace_layer
         assert not run.layers[name]["active"], run.layers[name]
     assert "unshare(CLONE_NEWUSER) not permitted here" in run.layers["network_namespace"]["detail"]
     assert run.layers["seccomp"]["active"] and run.layers["landlock"]["active"]
+
+
+def test_without_the_mount_api_the_empty_root_is_a_deleted_directory_and_nothing_is_left():
+    # A runtime that refuses fsopen/fsmount (older kernel, AppArmor): the zygote's fallback root
+    # is a directory deleted before use. It must still be empty, and leave nothing in TMPDIR.
+    _pod_conditions_or_skip()
+    profile = json.loads(manifest_conditions.NODE_PROFILE.read_text())
+    for rule in profile["syscalls"]:
+        rule["names"] = [n for n in rule["names"] if n not in ("fsopen", "fsconfig", "fsmount")]
+    fd, path = tempfile.mkstemp(prefix="no-mount-api-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(profile, fh)
+        os.chmod(path, 0o644)
+        probes = {name: PROBES[name] for name in ("listdir_root", "read_canary", "write_file", "mkdir", "uid")}
+        run = run_probes(probes, manifest=path, tmpdir_in_work=True)
+    finally:
+        os.unlink(path)
+    assert run.layers["chroot"]["active"], run.layers["chroot"]
+    assert "deleted before use" in run.layers["chroot"]["detail"], run.layers["chroot"]
+    for name in ("listdir_root", "read_canary", "write_file", "mkdir"):
+        assert CHECKS[name](run.results[name]), (name, run.results[name])
+    assert run.leftovers == [], run.leftovers
 
 
 @pytest.mark.parametrize("probe", list(ARCH_PROBES))
