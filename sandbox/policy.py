@@ -334,6 +334,10 @@ ROUND_HALF_DOWN ROUND_HALF_EVEN ROUND_HALF_UP ROUND_UP Rounded Subnormal Underfl
 
 _FRACTIONS = "Fraction"
 
+# sandbox.stdlib.safe_enum: the functional API (`Enum("Side", ["BUY", "SELL"])`) without
+# type=/module=/qualname=/boundary=; class statements cannot derive from Enum in the sandbox.
+_ENUM = "Enum Flag IntEnum IntFlag StrEnum"
+
 # sandbox.stdlib.safe_warnings: warn() is a line in the run's logs (so are library warnings).
 # Without filterwarnings/simplefilter/catch_warnings (process-wide filter state).
 _WARNINGS = "warn"
@@ -373,6 +377,7 @@ MODULE_SURFACES: Final[dict[str, frozenset[str]]] = {
     "decimal": _words(_DECIMAL),
     "fractions": _words(_FRACTIONS),
     "warnings": _words(_WARNINGS),
+    "enum": _words(_ENUM),
 }
 
 #: Extra import spellings -> the surface key they resolve to.
@@ -391,6 +396,7 @@ MODULE_REAL_NAMES: Final[dict[str, str]] = {
     "dataclasses": "sandbox.stdlib.safe_dataclasses",
     "warnings": "sandbox.stdlib.safe_warnings",
     "talib.abstract": "sandbox.stdlib.safe_talib_abstract",
+    "enum": "sandbox.stdlib.safe_enum",
 }
 
 #: Names accepted by `import x` / `__import__("x")`.

@@ -1,7 +1,7 @@
 """Standard-library surfaces for strategies, where the real module cannot be exposed as it is.
 
 Each module here is what a strategy's `import json` / `random` / `operator` / `functools` /
-`dataclasses` / `warnings` proxy is built from (sandbox.policy.MODULE_REAL_NAMES points at it);
+`dataclasses` / `warnings` / `enum` / `talib.abstract` proxy is built from (sandbox.policy.MODULE_REAL_NAMES points at it);
 the other allowed stdlib modules (collections, itertools, typing, bisect, heapq, decimal,
 fractions) are exposed from the real module with a curated surface in sandbox.policy.
 
@@ -22,5 +22,7 @@ Why each wrapper exists:
   only (asdict/astuple rebuilt without `copy.deepcopy`, which reduces and rebuilds any object);
   `make_dataclass` (any bases) is left out.
 - talib.abstract: a fresh `Function` per use, never the module's shared, settable ones.
+- enum: the functional API with identifier member names, without `type=` (a mixin base) or
+  `module=`/`qualname=`/`boundary=`.
 - warnings: `warn()` lands in the run's logs (as do library warnings; see `bind_sink`).
 """

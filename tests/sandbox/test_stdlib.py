@@ -101,6 +101,12 @@ HONEST = {
                          "o = Order([Leg(1), Leg(2)])\nd = asdict(o)\nd['legs'][0]['qty'] = 9\n"
                          "log(d, astuple(o), o.legs[0].qty)",
                          "{'legs': [{'qty': 9}, {'qty': 2}], 'note': 'x'} ([(1,), (2,)], 'x') 1"),
+    "enum": ("import enum\nSide = enum.Enum('Side', {'BUY': 1, 'SELL': -1})\n"
+             "def act(s):\n    match s:\n        case Side.BUY:\n            return 'long'\n"
+             "        case _:\n            return 'flat'\n"
+             "log(Side.BUY.name, Side(-1).name, [m.value for m in Side], act(Side.BUY), act(Side.SELL), "
+             "enum.IntEnum('Lvl', 'LOW HIGH').HIGH + 1)",
+             "BUY SELL [1, -1] long flat 3"),
     "match-dataclass": ("from dataclasses import dataclass\n@dataclass\nclass Bar:\n    o: float\n    c: float\n"
                         "match Bar(1.0, 2.0):\n    case Bar(o, c) if c > o:\n        log('up', c - o)",
                         "up 1.0"),
@@ -188,8 +194,14 @@ ATTACKS = {
     "decimal-setcontext": ("import decimal\ndecimal.setcontext", SV),
     "decimal-getcontext": ("import decimal\ndecimal.getcontext", SV),
     "decimal-context-write": ("import decimal\nwith decimal.localcontext() as ctx:\n    ctx.prec = 2", SV),
-    # enum is not offered (its metaclass and mixins are a second class system)
-    "enum": ("import enum", SV),
+    # enum: the functional API only (a class statement cannot derive from Enum; no mixins)
+    "enum-class-statement": ("import enum\nclass Side(enum.Enum):\n    BUY = 1", SV),
+    "enum-mixin-type": ("import enum\nleak = enum.Enum('X', 'A', type=pd.DataFrame)", RT),
+    "enum-private-member": ("import enum\nleak = enum.Enum('X', ['__class__'])", SV),
+    "enum-private-member-pair": ("import enum\nleak = enum.Enum('X', [('_x', 1)])", SV),
+    "enum-metaclass": ("import enum\nleak = enum.EnumMeta", SV),
+    "enum-members-map": ("import enum\nleak = enum.Enum('X', 'A B').__members__", SV),
+    "enum-write-member": ("import enum\nX = enum.Enum('X', 'A B')\nX.A = 5", SV),
     # talib.abstract
     "abstract-private": ("from talib import abstract\nleak = abstract._ta_lib", SV),
     "abstract-function-class": ("from talib import abstract\nleak = abstract.Function('SMA').__class__", SV),
