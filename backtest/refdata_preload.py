@@ -11,7 +11,8 @@ fetches only what those accessors can serve, for the run's symbols:
 * `get_market_indices` → every series marked as an index in this timeframe, and its bars.
 
 Extra bars (indices, sector members) come back separately: the caller adds them to the job's
-universe and counts them against its bar limit. The result is a `RefBundle` of plain data.
+universe and counts them against its bar limit. The result is a `RefBundle` of plain data; more than
+`MAX_BUNDLE_FACTS` records refuse the request with INVALID_REQUEST.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import asyncio
 import types
 from typing import Awaitable, Callable, Iterable
 
-from contracts import BarArrays
+from contracts import BarArrays, ErrorCode, ExecutionError
 
 from .refdata_bundle import RefBundle
 from .refdata_store import RefDataStore
@@ -29,6 +30,9 @@ __all__ = ["preload", "wants_refdata", "code_names", "MAX_SECTOR_MEMBERS", "MAX_
 
 MAX_SECTOR_MEMBERS = 200
 MAX_INDICES = 50
+#: reference records one run may receive (every run of a screen receives all of them, like the
+#: universe's bars): beyond it the request is refused, never cut short silently
+MAX_BUNDLE_FACTS = 100_000
 _FACT_ACCESSORS = {
     "get_fundamental_data": "fundamentals",
     "get_earnings_data": "earnings",
@@ -75,6 +79,10 @@ async def preload(
 
         for facts in await asyncio.gather(*(facts_of(s) for s in symbols)):
             bundle.facts.extend(facts)
+        if len(bundle.facts) > MAX_BUNDLE_FACTS:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST, (
+                f"the run would receive {len(bundle.facts):,} reference records ({', '.join(kinds)}) for "
+                f"{len(symbols):,} symbols; the limit is {MAX_BUNDLE_FACTS:,}: name fewer symbols or set `end`"))
         loaded += kinds
 
     if "get_security_info" in names or "get_sector_data" in names:

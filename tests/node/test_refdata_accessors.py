@@ -413,3 +413,15 @@ async def test_execute_of_a_classify_symbol_reads_the_index_and_earnings(nc, wor
     assert reply["success"] is True, reply["error"]
     assert reply["logs"] == ["Cheap Co NYSE 1 11.0 30.0"]
     assert isinstance(reply["result"], bool)
+
+
+async def test_a_screen_that_would_receive_too_many_reference_records_is_refused(nc, world, monkeypatch):
+    from backtest import refdata_preload
+
+    monkeypatch.setattr(refdata_preload, "MAX_BUNDLE_FACTS", 2)  # the session's node runs in this process
+    reply = await request_json(nc, subjects.SCREEN, {"code": VALUE, "symbols": [world["cheap"], world["pricey"],
+                                                                                world["energy"]]}, timeout=30)
+    assert reply["success"] is False
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+    assert reply["error"]["message"] == ("the run would receive 4 reference records (fundamentals) for 3 symbols; "
+                                         "the limit is 2: name fewer symbols or set `end`")
