@@ -345,6 +345,11 @@ ATTACKS = {
     "dict of a frame": ("get_earnings_data(symbol)", "__dict__"),
     "frame internals": ("get_earnings_data(symbol)", "_mgr"),
     "a dict's class": ("get_security_info(symbol)", "__class__"),
+    "volume closure": ("get_volume_data", "__closure__"),
+    "operation globals": ("vectorized_operation", "__globals__"),
+    "history closure": ("get_historical_data", "__closure__"),
+    "index frame internals": ("get_market_indices()[params['index']]", "_mgr"),
+    "sector frame dict": ("get_sector_data(get_security_info(symbol)['sector'])", "__dict__"),
 }
 
 
@@ -354,10 +359,40 @@ async def test_an_accessor_leads_nowhere_near_the_node_through(nc, world, name):
     head, tail = attribute[:3], attribute[3:]
     code = (f"def classify_symbol(symbol):\n    x = getattr({target}, {head!r} + {tail!r})\n"
             f"    return repr(x)[:200]\n")
-    row = rows(await screen(nc, code, [world["cheap"]]))[world["cheap"]]
+    row = rows(await screen(nc, code, [world["cheap"]], parameters={"index": world["index"]}))[world["cheap"]]
     assert row["passed"] is False and row["error"] is not None, row
     assert row["error"]["code"] == "SECURITY_VIOLATION", row["error"]
     assert "RefBundle" not in row["error"]["message"] and "nats" not in row["error"]["message"].lower()
+
+
+async def test_vectorized_operation_picks_operations_from_its_table_only(nc, world):
+    code = ("def classify_symbol(symbol):\n"
+            "    return vectorized_operation(get_price_data(symbol)['close'], '__glob' + 'als__').tolist()\n")
+    error = rows(await screen(nc, code, [world["cheap"]]))[world["cheap"]]["error"]
+    assert error["code"] == "RUNTIME_ERROR"
+    assert error["message"].startswith("ValueError: operation must be one of add, subtract, multiply")
+
+
+async def test_changing_returned_bars_does_not_change_what_the_next_call_sees(nc, world):
+    code = """
+def classify_symbol(symbol):
+    sector = get_security_info(symbol)["sector"]
+    before = [float(get_market_indices()[params["index"]]["close"].iloc[-1]),
+              float(get_sector_data(sector)["return"].iloc[-1]), float(get_volume_data(symbol)["volume"].iloc[-1]),
+              float(get_historical_data(symbol, "1d", 5, 1)["close"].iloc[-1])]
+    get_market_indices()[params["index"]]["close"] = 0.0
+    get_sector_data(sector)["return"] = 0.0
+    v = get_volume_data(symbol)
+    v["volume"] = 0.0
+    h = get_historical_data(symbol, "1d", 5, 1)
+    h["close"] = 0.0
+    after = [float(get_market_indices()[params["index"]]["close"].iloc[-1]),
+             float(get_sector_data(sector)["return"].iloc[-1]), float(get_volume_data(symbol)["volume"].iloc[-1]),
+             float(get_historical_data(symbol, "1d", 5, 1)["close"].iloc[-1])]
+    return before == after and 0.0 not in after
+"""
+    reply = await screen(nc, code, [world["cheap"]], parameters={"index": world["index"]})
+    assert reply["passed"] == [world["cheap"]], reply["results"]
 
 
 async def test_accessor_internals_named_in_the_source_are_refused_before_running(nc, world):
