@@ -167,3 +167,17 @@ def test_an_unusable_data_directory_is_one_line_naming_it(tmp_path, nodes):
     out = node.output()
     assert "Traceback" not in out
     assert "error: cannot start the embedded nats-server" in out and str(blocker / "nats") in out
+
+
+def test_a_joined_node_exits_when_the_server_it_joined_goes_away(tmp_path, nodes):
+    port = free_port()
+    env = {"EMBEDDED_NATS_PORT": str(port), "EMBEDDED_NATS_STORE": str(tmp_path / "store"),
+           "HEARTBEAT_FILE": str(tmp_path / "hb"), "NATS_DISCONNECTED_EXIT_SECONDS": "2"}
+    first = RunningNode(tmp_path, "first", env)
+    nodes.append(first)
+    first.wait_ready()
+    second = RunningNode(tmp_path, "second", env)
+    nodes.append(second)
+    assert "joining the nats-server" in second.wait_ready()
+    assert first.stop() == 0
+    assert second.proc.wait(30) == 1  # off NATS: it exits so that it can be replaced
