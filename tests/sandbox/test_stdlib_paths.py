@@ -87,3 +87,62 @@ async def test_a_durable_job_refuses_it(nc, name):
     result = await jobs_client.result(nc, job_id, wait=30)
     assert result is not None and result.error is not None
     assert result.error.code == SV, result.error
+
+
+# -- warm workers: the same attacks, and nothing a run does to the stdlib reaches the next run --
+
+import nats  # noqa: E402
+import pytest_asyncio  # noqa: E402
+
+from node.config import Settings  # noqa: E402
+from node.embedded import EmbeddedServer  # noqa: E402
+from node.service import Node  # noqa: E402
+
+
+@pytest_asyncio.fixture(scope="module")
+async def warm_node():
+    server = EmbeddedServer().start()
+    settings = Settings.from_env({"NATS_URL": server.url, "NODE_ID": "warm-stdlib", "MAX_WORKERS": "2",
+                                  "TENANT_WARM_RUNS": "50", "TENANT_WARM_WORKERS": "1",
+                                  "TENANT_WARM_MAX": "2", "TRUST_BODY_USER_ID": "true"})
+    node = Node(settings, server.url)
+    await node.start()
+    conn = await nats.connect(server.url)
+    yield node, conn
+    await conn.drain()
+    await node.stop()
+    server.close()
+
+
+async def warm(nc, code: str, user: str = "tenant-a") -> dict:
+    return await request_json(nc, subjects.EXECUTE, {"code": code, "bars": columnar_bars(60), "user_id": user})
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+async def test_a_warm_worker_refuses_it_and_serves_the_tenant_after(warm_node, name):
+    _, nc = warm_node
+    reply = await warm(nc, function(ATTACKS[name], "'HOLD'"), user=f"mallory-{name}")
+    assert reply["error"]["code"] == SV, reply["error"]
+    after = await warm(nc, "def strategy(data):\n    return 'BUY'\n", user=f"mallory-{name}")
+    assert after["success"], after["error"]
+
+
+async def test_a_warm_workers_random_draws_differ_from_run_to_run(warm_node):
+    node, nc = warm_node
+    code = "import random\ndef strategy(data):\n    log(random.getrandbits(64))\n    return 'HOLD'\n"
+    draws = [(await warm(nc, code, user="dice"))["logs"][0] for _ in range(3)]
+    assert len(set(draws)) == 3
+    assert len([t for t in node.pool.warm_children() if t.user_id == "dice"]) == 1  # one worker served all
+
+
+async def test_talib_abstract_settings_of_one_warm_run_do_not_reach_the_next(warm_node):
+    _, nc = warm_node
+    tamper = ("from talib import abstract\ndef strategy(data):\n    f = abstract.Function('SMA')\n"
+              "    f.set_parameters(timeperiod=3)\n    return 'HOLD'\n")
+    check = ("from talib import abstract\ndef strategy(data):\n"
+             "    log(round(float(abstract.SMA(data).iloc[-1]) - float(data['close'].iloc[-30:].mean()), 9))\n"
+             "    return 'HOLD'\n")
+    assert (await warm(nc, tamper, user="ta"))["success"]
+    reply = await warm(nc, check, user="ta")
+    assert reply["success"], reply["error"]
+    assert reply["logs"] == ["0.0"]
