@@ -32,14 +32,23 @@ def positions(n: int, ledger: Ledger) -> np.ndarray:
     return held
 
 
-def _first_arg(values: np.ndarray, edges: np.ndarray, reduce) -> np.ndarray:
-    """Index of the first element equal to each run's ``reduce`` (np.minimum / np.maximum)."""
-    starts = edges[:-1]
-    best = reduce.reduceat(values, starts)
-    run = np.repeat(np.arange(len(starts)), np.diff(edges))
-    hit = np.flatnonzero(values == best[run])
-    _, first = np.unique(run[hit], return_index=True)
-    return hit[first]
+def _run_args(values: np.ndarray, runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per run of ``len(values) // runs`` bars (the remainder is a last, shorter run): the index
+    of the first minimum and of the first maximum. NaN is never chosen unless a run is all NaN."""
+    n = len(values)
+    size = n // runs
+    body = values[: size * runs].reshape(runs, size)
+    base = np.arange(runs, dtype=np.int64) * size
+    with np.errstate(invalid="ignore"):
+        lo = base + np.nanargmin(np.where(np.isnan(body), np.inf, body), axis=1) if np.isnan(body).any() \
+            else base + body.argmin(axis=1)
+        hi = base + np.nanargmax(np.where(np.isnan(body), -np.inf, body), axis=1) if np.isnan(body).any() \
+            else base + body.argmax(axis=1)
+    tail = values[size * runs:]
+    if len(tail) and not np.isnan(tail).all():
+        lo = np.append(lo, size * runs + int(np.nanargmin(tail)))
+        hi = np.append(hi, size * runs + int(np.nanargmax(tail)))
+    return lo, hi
 
 
 def extreme_indices(equity: np.ndarray, drawdown: np.ndarray, limit: int) -> np.ndarray:
@@ -52,17 +61,10 @@ def extreme_indices(equity: np.ndarray, drawdown: np.ndarray, limit: int) -> np.
     if limit < 5:  # too few points for runs: the last bar, then the extremes that fit
         keep = [n - 1, int(np.argmax(equity)), int(np.argmin(drawdown)), int(np.argmin(equity)), 0]
         return np.array(sorted(set(keep[:limit]))[:limit], dtype=np.int64)
-    runs = max(1, (limit - 2) // 3)
-    edges = (np.arange(runs + 1, dtype=np.int64) * n) // runs
-    eq = np.nan_to_num(np.asarray(equity, dtype=np.float64), nan=0.0)
-    dd = np.nan_to_num(np.asarray(drawdown, dtype=np.float64), nan=0.0)
-    keep = np.concatenate((
-        [0, n - 1],
-        _first_arg(eq, edges, np.minimum),
-        _first_arg(eq, edges, np.maximum),
-        _first_arg(dd, edges, np.minimum),
-    ))
-    return np.unique(keep)
+    runs = max(1, (limit - 2) // 3 - 1)  # one more (shorter) run may hold the remainder
+    eq_lo, eq_hi = _run_args(np.asarray(equity, dtype=np.float64), runs)
+    dd_lo, _ = _run_args(np.asarray(drawdown, dtype=np.float64), runs)
+    return np.unique(np.concatenate(([0, n - 1], eq_lo, eq_hi, dd_lo)))
 
 
 def monthly_returns(ts: np.ndarray, equity: np.ndarray, initial: float) -> list[tuple[str, float | None]]:
@@ -70,11 +72,17 @@ def monthly_returns(ts: np.ndarray, equity: np.ndarray, initial: float) -> list[
     previous month's last (the first month over ``initial``); None where undefined."""
     if not len(ts):
         return []
-    month = ts.astype("datetime64[ns]").astype("datetime64[M]")
-    last = np.concatenate((np.flatnonzero(month[1:] != month[:-1]), [len(ts) - 1]))
+    first, last_month = (np.array([ts[0], ts[-1]]).astype("datetime64[ns]").astype("datetime64[M]"))
+    if last_month < first:  # not in time order: no calendar months to speak of
+        return []
+    months = np.arange(first, last_month + 1)
+    starts = months[1:].astype("datetime64[ns]").astype(np.int64)
+    last = np.append(np.searchsorted(ts, starts, side="left") - 1, len(ts) - 1)
+    present = np.concatenate(([True], last[1:] != last[:-1]))  # a month without bars repeats the last
+    months, last = months[present], last[present]
     ends = equity[last]
     before = np.concatenate(([initial], ends[:-1]))
     with np.errstate(all="ignore"):
         returns = (ends / before - 1) * 100
-    names = np.datetime_as_string(month[last], unit="M").tolist()
+    names = np.datetime_as_string(months, unit="M").tolist()
     return [(m, float(r) if np.isfinite(r) else None) for m, r in zip(names, returns.tolist())]

@@ -15,8 +15,8 @@ Account
   or to the last bar if never recovered, with at least one bar under water between;
   avg_drawdown = mean over the periods of each one's deepest drawdown (%, <= 0);
   avg_drawdown_duration_s = mean length of the periods in seconds.
-- beta = cov(l, m) / var(m) (ddof=1), l and m the log returns bar to bar of the equity and of
-  the close from the warm-up bar on; alpha = total_return - 100 rf - beta *
+- beta = cov(s, m) / var(m) (ddof=1), s and m the simple returns bar to bar of the equity and
+  of the close from the warm-up bar on (backtesting.py mode: log returns over every bar); alpha = total_return - 100 rf - beta *
   (buy_and_hold_return - 100 rf) (Jensen's alpha over the run, in %).
 - duration_s = last - first bar time.
 - exposure = % of bars at whose close a position is held.
@@ -154,9 +154,9 @@ def drawdown_periods(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = 
     keep = gap > 1
     if tail_of_one_bar and dd[-1] != 0:
         keep[-1] = True
-    depth = np.abs(np.nan_to_num(np.asarray(dd, dtype=np.float64), nan=0.0))
-    seg = np.maximum.reduceat(depth, ends[:-1])  # [ends[j], ends[j+1]) ...
-    deepest = np.maximum(seg[: len(gap)], depth[ends[1:]])  # ... and the closing bar
+    depth = np.abs(np.asarray(dd, dtype=np.float64))
+    seg = np.fmax.reduceat(depth, ends[:-1])  # [ends[j], ends[j+1]) ... (NaN ignored)
+    deepest = np.nan_to_num(np.fmax(seg[: len(gap)], depth[ends[1:]]), nan=0.0)  # ... and the closing bar
     return (ts[ends[1:]] - ts[ends[:-1]])[keep], deepest[keep]
 
 
@@ -167,26 +167,31 @@ def drawdown_duration_s(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool
     return float(durations.max()) / NS if len(durations) else None
 
 
-def average_drawdown(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True
+def average_drawdown(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True, periods=None
                      ) -> tuple[float | None, float | None]:
     """``(avg_drawdown in % (<= 0), avg_drawdown_duration_s)`` over ``drawdown_periods``."""
-    durations, deepest = drawdown_periods(ts, dd, tail_of_one_bar=tail_of_one_bar)
+    durations, deepest = periods or drawdown_periods(ts, dd, tail_of_one_bar=tail_of_one_bar)
     if not len(durations):
         return None, None
     return num(-deepest.mean() * 100), float(durations.mean()) / NS
 
 
-def capm(equity: np.ndarray, close: np.ndarray, total_return, bh, rf: float) -> tuple[float | None, float | None]:
-    """``(alpha in %, beta)``: beta = cov(log equity returns, log close returns) / var(log close
-    returns) over consecutive bars (ddof=1); alpha = total_return - 100 rf - beta * (buy & hold
-    - 100 rf), Jensen's alpha over the whole run (backtesting.py's definitions)."""
+def capm(equity: np.ndarray, close: np.ndarray, total_return, bh, rf: float, *,
+         log: bool = True) -> tuple[float | None, float | None]:
+    """``(alpha in %, beta)``: beta = cov(equity returns, close returns) / var(close returns)
+    over consecutive bars (ddof=1), log returns (backtesting.py) or simple ones (``log=False``,
+    native: no logarithm of every bar); alpha = total_return - 100 rf - beta * (buy & hold -
+    100 rf), Jensen's alpha over the whole run."""
     if len(equity) < 3 or total_return is None or bh is None:
         return None, None
     with np.errstate(all="ignore"):
-        strat = np.log(equity[1:] / equity[:-1])
-        market = np.log(close[1:] / close[:-1])
-        cov = np.cov(strat, market)
-        beta = cov[0, 1] / cov[1, 1]
+        strat = equity[1:] / equity[:-1]
+        market = close[1:] / close[:-1]
+        if log:
+            strat, market = np.log(strat, out=strat), np.log(market, out=market)
+        strat -= strat.mean()
+        market -= market.mean()
+        beta = np.dot(strat, market) / np.dot(market, market)  # cov / var: the (n - 1)s cancel
     beta = num(beta)
     if beta is None:
         return None, None
@@ -208,6 +213,7 @@ def equity_metrics(ts, equity, initial: float, periods: float, rf: float) -> dic
     final = float(equity[-1])
     dd = drawdown(equity, initial)
     max_dd = num(np.min(dd) * 100)
+    dd_periods = drawdown_periods(ts, dd)
     with np.errstate(all="ignore"):
         r = np.diff(equity, prepend=initial) / np.concatenate(([initial], equity[:-1]))
         excess = r - rf / periods
@@ -226,7 +232,8 @@ def equity_metrics(ts, equity, initial: float, periods: float, rf: float) -> dic
         "final_equity": final,
         "peak_equity": max(initial, float(np.max(equity))),
         "max_drawdown": max_dd,
-        "max_drawdown_duration_s": drawdown_duration_s(ts, dd),
+        "max_drawdown_duration_s": float(dd_periods[0].max()) / NS if len(dd_periods[0]) else None,
+        "_periods": dd_periods,
         "sharpe_ratio": sharpe,
         "sortino_ratio": sortino,
         "annualized_return": num(ann * 100),
@@ -279,7 +286,7 @@ def native_metrics(ts, close, equity, trades: Ledger, initial: float, periods: f
     bh = num((close[-1] / close[min(warmup, n - 1)] - 1) * 100)
     out["buy_and_hold_return"] = bh
     out["outperformance"] = None if bh is None or out["total_return"] is None else out["total_return"] - bh
-    out["avg_drawdown"], out["avg_drawdown_duration_s"] = average_drawdown(ts, dd)
+    out["avg_drawdown"], out["avg_drawdown_duration_s"] = average_drawdown(ts, dd, periods=out.pop("_periods"))
     w = min(warmup, n - 1)
-    out["alpha"], out["beta"] = capm(equity[w:], close[w:], out["total_return"], bh, rf)
+    out["alpha"], out["beta"] = capm(equity[w:], close[w:], out["total_return"], bh, rf, log=False)
     return out, dd

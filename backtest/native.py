@@ -47,6 +47,91 @@ def next_at(indices: np.ndarray, i: int, n: int) -> int:
 
 
 def simulate(o, h, l, c, signals: np.ndarray, opt: BacktestOptions, warmup: int) -> Ledger:
+    if opt.stop_loss_pct is None and opt.take_profit_pct is None:
+        fast = _without_stops(o, c, signals, opt, warmup)
+        if fast is not None:
+            return fast
+    return _walk_trades(o, h, l, c, signals, opt, warmup)
+
+
+def _without_stops(o, c, signals: np.ndarray, opt: BacktestOptions, warmup: int) -> Ledger | None:
+    """The same trades as ``_walk_trades`` when no stop or target is set, found with whole-array
+    operations: the signals that change the position are the first of each run of equal
+    nonzero signals (long-only: alternating BUY, SELL from the first BUY; with shorts: every run
+    start reverses). Cash compounds trade by trade in a loop over floats with the walk's own
+    arithmetic, so every figure is bit-identical; None (use the walk) when an entry could not
+    buy a positive quantity, which changes which later signals act."""
+    n = len(c)
+    on_close, short = opt.fill == "close", opt.allow_short
+    view = signals[warmup:] if warmup else signals
+    p = np.flatnonzero(view)
+    if warmup:
+        p += warmup
+    v = signals[p]
+    if len(p) > 1:
+        run_start = np.empty(len(p), dtype=bool)
+        run_start[0] = True
+        np.not_equal(v[1:], v[:-1], out=run_start[1:])
+        p, v = p[run_start], v[run_start]
+    if short:
+        entries, sides = p, v.astype(np.int64)
+        exits = np.append(p[1:], n)[: len(entries)]
+    else:
+        if len(v) and v[0] == -1:
+            p = p[1:]
+        entries = p[0::2]
+        exits = np.append(p[1::2], n)[: len(entries)]
+        sides = np.ones(len(entries), dtype=np.int64)
+    usable = entries < n - 1  # an entry needs a bar to be held through
+    if not usable.all():
+        k = int(np.argmin(usable))
+        entries, exits, sides = entries[:k], exits[:k], sides[:k]
+    signal_exit = exits < n
+    if not on_close:
+        signal_exit &= exits + 1 < n
+    if not signal_exit.all():  # the first trade held to the end closes there; nothing follows
+        k = int(np.argmin(signal_exit)) + 1
+        entries, exits, sides, signal_exit = entries[:k], exits[:k], sides[:k], signal_exit[:k]
+    t = len(entries)
+    slip = opt.slippage_rate
+    fill_bar = entries if on_close else entries + 1
+    entry = (c[entries] if on_close else o[fill_bar]) * (1 + sides * slip)
+    last = n - 1
+    exit_bar = np.where(signal_exit, exits if on_close else exits + 1, last)
+    raw_exit = np.where(signal_exit, c[np.minimum(exits, last)] if on_close else o[np.minimum(exits + 1, last)],
+                        c[last])
+    exit_ = raw_exit * (1 - sides * slip)
+    kind = np.where(signal_exit, SIGNAL, END)
+    size, rate, fixed, whole = opt.position_size, opt.commission_rate, opt.commission_fixed, not opt.fractional
+    qty, comm, pnl, cash_open, cash_after = [], [], [], [], []
+    cash = float(opt.initial_cash)
+    for side, e, x in zip(sides.tolist(), entry.tolist(), exit_.tolist()):
+        q = (size * cash - fixed) / (e * (1 + rate))
+        if whole:
+            q = math.floor(q) if math.isfinite(q) else q
+        if not q > 0:
+            return None
+        entry_comm = fixed + rate * q * e
+        exit_comm = fixed + rate * q * x
+        gain = side * q * (x - e) - entry_comm - exit_comm
+        qty.append(q), comm.append(entry_comm + exit_comm), pnl.append(gain)
+        cash_open.append(cash - entry_comm), cash_after.append(cash + gain)
+        cash += gain
+    qty_a, pnl_a = np.array(qty, dtype=np.float64), np.array(pnl, dtype=np.float64)
+    return Ledger(
+        side=sides, entry_signal=entries.astype(np.int64), entry_bar=fill_bar.astype(np.int64),
+        exit_signal=np.where(signal_exit, exits, -1).astype(np.int64), exit_bar=exit_bar.astype(np.int64),
+        exit_kind=kind.astype(np.int64), entry_price=entry, exit_price=exit_, quantity=qty_a,
+        commission=np.array(comm, dtype=np.float64), pnl=pnl_a,
+        return_pct=pnl_a / (qty_a * entry) * 100 if t else np.zeros(0),
+        eq_start=fill_bar.astype(np.int64), eq_end=exit_bar.astype(np.int64),
+        cash_open=np.array(cash_open, dtype=np.float64), cash_after=np.array(cash_after, dtype=np.float64),
+        closed=np.ones(t, dtype=bool),
+    )
+
+
+def _walk_trades(o, h, l, c, signals: np.ndarray, opt: BacktestOptions, warmup: int) -> Ledger:
+    """Trade by trade (stops need it): find the entry, the exit signal, any stop in between."""
     n = len(c)
     buys = np.flatnonzero(signals == 1)
     sells = np.flatnonzero(signals == -1)

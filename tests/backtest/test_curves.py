@@ -20,7 +20,7 @@ def walk(n: int, seed: int = 3) -> np.ndarray:
 
 def backtest(close, signals, **options):
     n = len(close)
-    ts = 1_704_067_200 * 10**9 + np.arange(n, dtype=np.int64) * DAY
+    ts = 1_704_067_200 * 10**9 + np.arange(n, dtype=np.int64) * (DAY if n <= 10_000 else 60 * 10**9)
     return run_backtest(ts, close, close * 1.01, close * 0.99, close, np.ones(n), np.asarray(signals),
                         BacktestOptions(**options))
 
@@ -110,3 +110,14 @@ def test_warmup_bar_is_reported():
 
 def test_positions_from_an_empty_ledger_are_flat():
     assert positions(4, Ledger.from_rows([])).tolist() == [0.0] * 4
+
+
+def test_monthly_returns_chain_month_end_equity_and_skip_empty_months():
+    from backtest.curves import monthly_returns
+
+    days = np.array(["2024-01-05", "2024-01-31", "2024-02-10", "2024-04-02", "2024-04-30"], dtype="datetime64[D]")
+    ts = days.astype("datetime64[ns]").astype(np.int64)
+    equity = np.array([100.0, 110.0, 99.0, 120.0, 132.0])
+    got = monthly_returns(ts, equity, 100.0)
+    assert [m for m, _ in got] == ["2024-01", "2024-02", "2024-04"]
+    assert [r for _, r in got] == pytest.approx([10.0, -10.0, 100 * (132 / 99 - 1)])
