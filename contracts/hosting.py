@@ -163,6 +163,7 @@ class RunRecord(msgspec.Struct, kw_only=True):
     node_id: str = ""
     manual: bool = False
     note: str | None = None  # e.g. why a run was skipped
+    delivery: int = 1  # which delivery of the trigger ran (>1: an earlier one's node failed or died)
 
 
 class DeploymentStatus(msgspec.Struct, kw_only=True):

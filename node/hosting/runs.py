@@ -230,7 +230,8 @@ class Runner:
         record = RunRecord(run_id=run_id, deployment=dep.id, version=dep.version, symbol=trig.symbol,
                            bar_time=stamp, status="error" if error else "ok", error=error, signal=signal,
                            started_at=started, duration_ms=round((time.perf_counter() - t0) * 1000.0, 3),
-                           node_id=h.settings.node_id, manual=trig.manual, note=note)
+                           node_id=h.settings.node_id, manual=trig.manual, note=note,
+                           delivery=msg.metadata.num_delivered)
         if await self._store_record(tenant, record):
             self.ran += 1
             await self._status(tenant, dep, record)

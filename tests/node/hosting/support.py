@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
 import numpy as np
 
-from contracts import BarArrays
+from contracts import BarArrays, Signal
 from tests.support import columnar_bars
 
 # A vectorized SMA crossover that also keeps a per-symbol run count in `state` and logs it.
@@ -73,3 +74,32 @@ async def stream_msgs(js, stream: str, subject: str) -> list:
     finally:
         await sub.unsubscribe()
     return out
+
+
+async def expected_signals(nc, full: dict[str, BarArrays], live_from: int) -> dict[str, set]:
+    """What a backtest of the same bars says: the strategy run once over every bar (state left
+    out), its (timestamp, type) per bar from `live_from` on."""
+    from node.client import StrategyClient
+
+    code = CROSSOVER.replace('state.get("runs", 0)', "0").replace('state["runs"] = n', "pass")
+    client = StrategyClient(nc)
+    expected = {}
+    for sym, bars in full.items():
+        ts = bars.column("timestamp")
+        result = await client.execute(code, {"timestamp": (ts // 1_000_000).tolist(),
+                                             **{k: bars.column(k).tolist() for k in ("open", "high", "low", "close", "volume")}},
+                                      symbol=sym, timeframe="1d", timeout=60)
+        assert result.success, result.error
+        first = str(np.datetime64(int(ts[live_from]), "ns").astype("datetime64[s]")) + "Z"
+        expected[sym] = {(s.timestamp, s.type) for s in result.signals if s.timestamp >= first}
+    return expected
+
+
+async def stored_signals(js, deployment: str, tenant: str = "local") -> tuple[list, dict[str, set]]:
+    """Every message in SIGNALS for the deployment, and their (timestamp, type) per symbol."""
+    stored = await stream_msgs(js, "SIGNALS", f"signals.{tenant}.{deployment}.>")
+    got: dict[str, set] = {}
+    for msg in stored:
+        sig = msgspec.json.decode(msg.data, type=Signal)
+        got.setdefault(msg.subject.rsplit(".", 1)[1], set()).add((sig.timestamp, sig.type))
+    return stored, got

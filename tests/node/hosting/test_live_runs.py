@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import msgspec
-import numpy as np
 import pytest
 
 from backtest.store import BarStore
-from contracts import Signal
 from node.hosting.client import HostingClient
 
-from .support import CROSSOVER, arrays, bar_range, one_bar, stream_msgs, wait_for
+from .support import CROSSOVER, arrays, bar_range, expected_signals, one_bar, stored_signals, stream_msgs, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -41,23 +38,8 @@ async def test_two_symbols_200_live_bars_give_one_signal_per_bar_equal_to_a_back
     runs = await wait_for(all_recorded, timeout=90)
     assert {r.status for r in runs} == {"ok"}
     # The expected signals: the same strategy executed over every bar at once (a vectorized backtest).
-    expected = {}
-    from node.client import StrategyClient
-    client = StrategyClient(nc)
-    for sym, bars in full.items():
-        ts = bars.column("timestamp")
-        result = await client.execute(CROSSOVER.replace('state.get("runs", 0)', "0").replace('state["runs"] = n', "pass"),
-                                      {"timestamp": (ts // 1_000_000).tolist(),
-                                       **{k: bars.column(k).tolist() for k in ("open", "high", "low", "close", "volume")}},
-                                      symbol=sym, timeframe="1d")
-        assert result.success, result.error
-        live_from = str(np.datetime64(int(ts[HISTORY]), "ns").astype("datetime64[s]")) + "Z"
-        expected[sym] = {(s.timestamp, s.type) for s in result.signals if s.timestamp >= live_from}
-    stored = await stream_msgs(js, "SIGNALS", "signals.local.cross-live.>")
-    got = {"AAA": set(), "BBB": set()}
-    for msg in stored:
-        sig = msgspec.json.decode(msg.data, type=Signal)
-        got[msg.subject.rsplit(".", 1)[1]].add((sig.timestamp, sig.type))
+    expected = await expected_signals(nc, full, HISTORY)
+    stored, got = await stored_signals(js, "cross-live")
     assert len(stored) == sum(len(v) for v in got.values())  # nothing published twice
     assert got == expected and all(expected.values())
     # logs: one message per run, carrying the strategy's print
