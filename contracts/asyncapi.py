@@ -30,6 +30,17 @@ from .backtest import BacktestRequest, BacktestResult
 from .errors import ErrorCode
 from .execute import ExecuteRequest, ExecuteResult
 from .health import Health
+from .hosting import (
+    DeploymentCreate,
+    DeploymentRef,
+    DeploymentReply,
+    DeploymentUpdate,
+    RunLogs,
+    StrategyPut,
+    StrategyRef,
+    StrategyReply,
+)
+from .execute import Signal
 from .screen import ScreenRequest, ScreenResult
 from .validate import ValidateRequest, ValidateResult
 
@@ -59,6 +70,28 @@ REQUEST_REPLY: dict[str, tuple[str, type, type, str]] = {
     "HEALTH": ("health", AnyRequest, Health,
                "Status, version, limits and the active isolation layers of any one node."),
 }
+
+
+# Hosted strategies: one request-reply subject per operation of each group (contracts/hosting.py).
+HOSTING_OPS: dict[str, tuple[str, str, str]] = {  # group constant -> (op id prefix, noun, verb summary)
+    "STRATEGIES": ("strategies", "strategy", "the tenant's strategy registry"),
+    "DEPLOYMENTS": ("deployments", "deployment", "the tenant's deployments"),
+}
+
+
+def hosting_types(group: str, op: str) -> tuple[type, type]:
+    if group == "STRATEGIES":
+        return (StrategyPut if op == "put" else StrategyRef), StrategyReply
+    return {"create": DeploymentCreate, "update": DeploymentUpdate}.get(op, DeploymentRef), DeploymentReply
+
+
+def hosting_subjects() -> dict[str, tuple[str, str]]:
+    """Every hosted-strategy request subject: subject -> (group constant, op)."""
+    out = {}
+    for group, ops in (("STRATEGIES", subjects.STRATEGY_OPS), ("DEPLOYMENTS", subjects.DEPLOYMENT_OPS)):
+        for op in ops:
+            out[f"{getattr(subjects, group)}.{op}"] = (group, op)
+    return out
 
 
 # -- NATS micro discovery ($SRV.*) payloads, as nats.micro sends them ---------------------------
@@ -143,7 +176,8 @@ SRV_VERBS: dict[str, tuple[type, str]] = {
 def request_subjects() -> dict[str, str]:
     """Every request subject constant of contracts.subjects: NAME → subject."""
     return {name: value for name, value in vars(subjects).items()
-            if name.isupper() and isinstance(value, str) and value.startswith(subjects.PREFIX + ".")}
+            if name.isupper() and isinstance(value, str) and value.startswith(subjects.PREFIX + ".")
+            and name not in HOSTING_OPS}  # group prefixes: their subjects are `<prefix>.<op>` (hosting_subjects)
 
 
 def _message(name: str, schema_ref: dict, headers: str) -> dict:
@@ -168,6 +202,9 @@ def build() -> dict[str, Any]:
     payload_types = []
     for *_, request, reply, _summary in entries:
         payload_types += [t for t in (request, reply) if t is not AnyRequest]
+    for group, op in hosting_subjects().values():
+        payload_types += [t for t in hosting_types(group, op) if t not in payload_types]
+    payload_types += [Signal, RunLogs]
     refs, schemas = msgspec.json.schema_components(payload_types + srv_types, ref_template=REF)
     ref_of: dict[type, dict] = dict(zip(payload_types + srv_types, refs))
     ref_of[AnyRequest] = {"description": AnyRequest.__doc__}  # no constraint at all
@@ -247,6 +284,28 @@ def build() -> dict[str, Any]:
             description=(f"Same headers and results as `{subjects.JOBS}.{kind}`. JetStream drops "
                          f"`{subjects.REQUEST_INFO_HEADER}` from stored messages; this subject "
                          "token is the job's verified tenant (deploy/nats/permissions.conf)."))
+
+    # Hosted strategies: control requests (the tenant is the caller's verified NATS account).
+    for address, (group, op) in hosting_subjects().items():
+        prefix, noun, what = HOSTING_OPS[group]
+        request, reply = hosting_types(group, op)
+        add(f"{prefix}{op.title()}", address, request, reply, f"{op.title()} in {what} ({noun}).",
+            subjects.QUEUE_GROUP)
+    # ... and what their runs publish (JetStream streams SIGNALS and STRATEGY_LOGS).
+    for op_id, address, type_, summary in (
+        ("hostedSignal", f"{subjects.SIGNALS}.{{tenant}}.{{deployment}}.{{symbol}}", Signal,
+         "The newest bar's BUY/SELL signal of a hosted run (stream SIGNALS; Nats-Msg-Id = the trigger id)."),
+        ("hostedLogs", f"{subjects.LOGS}.{{tenant}}.{{deployment}}", RunLogs,
+         "One hosted run's captured log lines (stream STRATEGY_LOGS, kept a week)."),
+    ):
+        name, ref = message_ref(type_, "ReplyHeaders")
+        channels[op_id] = {"address": address, "title": address, "summary": summary,
+                           "parameters": {p: {"description": f"The {p} (tenant: `local` without accounts, "
+                                                             "else the NATS account)." if p == "tenant" else f"The {p}."}
+                                          for p in ("tenant", "deployment", "symbol") if "{" + p + "}" in address},
+                           "messages": {_lower_first(name): ref}}
+        operations[op_id] = {"action": "send", "channel": {"$ref": f"#/channels/{op_id}"}, "summary": summary,
+                             "messages": [{"$ref": f"#/channels/{op_id}/messages/{_lower_first(name)}"}]}
 
     service = subjects.SERVICE_NAME
     for verb, (type_, summary) in SRV_VERBS.items():

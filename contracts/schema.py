@@ -15,6 +15,16 @@ import msgspec
 from .backtest import BacktestRequest, BacktestResult
 from .execute import ExecuteRequest, ExecuteResult
 from .health import Health
+from .hosting import (
+    DeploymentCreate,
+    DeploymentRef,
+    DeploymentReply,
+    DeploymentUpdate,
+    RunLogs,
+    StrategyPut,
+    StrategyRef,
+    StrategyReply,
+)
 from .screen import ScreenRequest, ScreenResult
 from .validate import ValidateRequest, ValidateResult
 
@@ -30,6 +40,14 @@ MESSAGES: dict[str, type] = {
     "ScreenRequest": ScreenRequest,
     "ScreenResult": ScreenResult,
     "Health": Health,
+    "StrategyPut": StrategyPut,
+    "StrategyRef": StrategyRef,
+    "StrategyReply": StrategyReply,
+    "DeploymentCreate": DeploymentCreate,
+    "DeploymentUpdate": DeploymentUpdate,
+    "DeploymentRef": DeploymentRef,
+    "DeploymentReply": DeploymentReply,
+    "RunLogs": RunLogs,
 }
 
 

@@ -13,7 +13,7 @@ import msgspec
 
 from contracts import ExecuteResult, Performance
 
-from . import cli_backtest, cli_jobs, cli_refdata, cli_run, cli_screen
+from . import cli_backtest, cli_hosting, cli_jobs, cli_live, cli_refdata, cli_run, cli_screen
 
 
 def _parse_value(text: str) -> Any:
@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_backtest.register(sub)  # bars load/ls, backtest
     cli_screen.register(sub)  # screen (classify_symbol over stored symbols)
     cli_refdata.register(sub)  # refdata load (reference data for the accessors)
+    cli_live.register(sub)  # bars publish / replay-live (live feeds)
+    cli_hosting.register(sub)  # strategies, deployments, signals, logs (hosted strategies)
     return parser
 
 

@@ -134,6 +134,14 @@ class StrategyClient:
         wait = timeout if timeout is not None else (req.timeout_ms or 10_000) / 1000 + _MARGIN_S
         return await self._request(subjects.EXECUTE, req, ExecuteResult, wait)
 
+    @property
+    def hosting(self):
+        """Hosted strategies on the same connection: registry, deployments, runs, live signals
+        and logs (node/hosting/client.py)."""
+        from .hosting.client import HostingClient
+
+        return HostingClient(self.nc)
+
     async def validate(self, code: str, *, timeout: float = 10.0, **fields: Any) -> ValidateResult:
         return await self._request(subjects.VALIDATE, ValidateRequest(code=code, **fields), ValidateResult, timeout)
 

@@ -1,0 +1,258 @@
+"""`strategy-node strategies ...`, `deployments ...`, `logs DEPLOYMENT`, `signals DEPLOYMENT`.
+
+    strategy-node strategies put sma sma.py            # a new version, validated like `validate`
+    strategy-node strategies ls | get NAME [--version N] | versions NAME | rm NAME
+    strategy-node deployments create sma-live --strategy sma --symbols AAPL,MSFT --timeframe 1m
+    strategy-node deployments ls | get ID | runs ID | pause ID | resume ID | stop ID | run ID | rm ID
+    strategy-node deployments update ID [--version N] [--lookback N] [--param k=v ...] [--overlap skip]
+    strategy-node signals sma-live --follow            # live signals of every symbol
+    strategy-node logs sma-live --follow               # live run logs
+
+The tenant is whoever the connection authenticates as (its NATS account); `--tenant` only tells
+`logs`/`signals` which subjects to follow (`local` without accounts, else the account name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import msgspec
+
+from contracts import Signal
+from contracts.hosting import RunLogs
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="NATS URL (default: $NATS_URL or nats://127.0.0.1:4222)")
+    p.add_argument("--json", action="store_true", help="print the reply as JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    st = sub.add_parser("strategies", help="the strategy registry: put, ls, get, versions, rm")
+    st_sub = st.add_subparsers(dest="strategies_command", required=True, metavar="put|ls|get|versions|rm")
+    p = st_sub.add_parser("put", help="upload a strategy file as a new version (validated first)")
+    _common(p)
+    p.add_argument("name", help="the strategy's name (1-64 of A-Z a-z 0-9 _ -)")
+    p.add_argument("file", help="a .py strategy file")
+    p.add_argument("--description", default="", help="a note kept with this version")
+    p.set_defaults(func=cmd_strategies, op="put")
+    p = st_sub.add_parser("ls", help="list your strategies")
+    _common(p)
+    p.set_defaults(func=cmd_strategies, op="list")
+    for name, op, help_ in (("get", "get", "print a version's source (default: the latest)"),
+                            ("versions", "versions", "list a strategy's versions"),
+                            ("rm", "delete", "delete a strategy and all its versions")):
+        p = st_sub.add_parser(name, help=help_)
+        _common(p)
+        p.add_argument("name", help="the strategy's name")
+        if name == "get":
+            p.add_argument("--version", type=int, help="this version (default: the latest)")
+        p.set_defaults(func=cmd_strategies, op=op)
+
+    dp = sub.add_parser("deployments", help="deployments: create, ls, get, update, pause, resume, stop, run, runs, rm")
+    dp_sub = dp.add_subparsers(dest="deployments_command", required=True,
+                               metavar="create|ls|get|update|pause|resume|stop|run|runs|rm")
+    p = dp_sub.add_parser("create", help="deploy a strategy version on symbols x a timeframe")
+    _common(p)
+    p.add_argument("id", help="the deployment's id (1-64 of A-Z a-z 0-9 _ -)")
+    p.add_argument("--strategy", required=True, help="a strategy name from `strategies ls`")
+    p.add_argument("--version", type=int, help="default: the latest")
+    p.add_argument("--symbols", required=True, help="comma-separated")
+    p.add_argument("--timeframe", required=True, help="the bars' timeframe, e.g. 1m, 1d")
+    _options(p, create=True)
+    p.set_defaults(func=cmd_deployments, op="create")
+    p = dp_sub.add_parser("update", help="change a deployment (only the options given)")
+    _common(p)
+    p.add_argument("id", help="the deployment's id")
+    p.add_argument("--version", type=int, help="move it to this version of its strategy")
+    p.add_argument("--symbols", help="comma-separated")
+    _options(p, create=False)
+    p.set_defaults(func=cmd_deployments, op="update")
+    p = dp_sub.add_parser("ls", help="status of every deployment at a glance")
+    _common(p)
+    p.set_defaults(func=cmd_deployments, op="list")
+    for name, op, help_ in (("get", "get", "a deployment and its status"), ("pause", "pause", "stop running on new bars"),
+                            ("resume", "resume", "run on new bars again"), ("stop", "stop", "stop (run-now refused too)"),
+                            ("run", "run", "run once now on each symbol's newest bar"),
+                            ("runs", "runs", "recent run records"), ("rm", "delete", "delete it, its status and queued triggers")):
+        p = dp_sub.add_parser(name, help=help_)
+        _common(p)
+        p.add_argument("id", help="the deployment's id")
+        if name == "runs":
+            p.add_argument("--limit", type=int, default=20, help="the newest N records (default 20)")
+        p.set_defaults(func=cmd_deployments, op=op)
+
+    for name, help_ in (("signals", "follow a deployment's signals live"), ("logs", "follow a deployment's run logs live")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--url", help="NATS URL (default: $NATS_URL or nats://127.0.0.1:4222)")
+        p.add_argument("--json", action="store_true", help="one JSON object per line")
+        p.add_argument("deployment", help="the deployment's id")
+        p.add_argument("--follow", "-f", action="store_true", required=True, help="stream them as they come (Ctrl-C stops)")
+        p.add_argument("--tenant", default="local", help="your NATS account name when tenants are accounts (default: local)")
+        p.set_defaults(func=cmd_follow, what=name)
+
+
+def _options(p: argparse.ArgumentParser, create: bool) -> None:
+    p.add_argument("--lookback", type=int, help="bars handed to each run" + (" (default 500)" if create else ""))
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy parameter (JSON value); repeatable")
+    p.add_argument("--timeout-ms", type=int, help="wall-clock limit of each run (default: the node's)")
+    p.add_argument("--memory-mb", type=int, help="memory limit of each run (default: the node's)")
+    p.add_argument("--overlap", choices=("skip", "queue_one", "allow"),
+                   help="a new bar while the previous run goes on" + (" (default skip)" if create else ""))
+    if create:
+        p.add_argument("--paused", action="store_true", help="create it paused")
+
+
+async def _hosting(args: argparse.Namespace):
+    from .cli_connect import connect
+    from .hosting.client import HostingClient
+
+    nc = await connect(args)
+    return nc, HostingClient(nc, tenant=getattr(args, "tenant", "local"))
+
+
+def _emit(obj: Any) -> None:
+    print(msgspec.json.encode(obj).decode())
+
+
+def _fail(error: Any) -> int:
+    print(f"error: {error.code}: {error.message}", file=sys.stderr)
+    return 1
+
+
+async def cmd_strategies(args: argparse.Namespace) -> int:
+    from .cli import read_strategy
+    from .hosting.client import HostingError
+
+    code = read_strategy(args.file) if args.op == "put" else None
+    nc, hosting = await _hosting(args)
+    try:
+        if args.op == "put":
+            reply = await hosting.put_strategy(args.name, code, args.description)
+        elif args.op == "list":
+            reply = await hosting.list_strategies()
+        elif args.op == "get":
+            reply = await hosting.get_strategy(args.name, args.version)
+        elif args.op == "versions":
+            reply = await hosting.strategy_versions(args.name)
+        else:
+            reply = await hosting.delete_strategy(args.name)
+    except HostingError as exc:
+        return _fail(exc.error)
+    finally:
+        await nc.drain()
+    if args.json:
+        _emit(reply)
+    elif args.op == "put":
+        print(f"{reply.strategy.name} version {reply.strategy.version} stored ({reply.strategy.style} style)")
+    elif args.op == "list":
+        print(f"{'NAME':<24} {'LATEST':>6} {'VERSIONS':>8}  STYLE     CREATED")
+        for s in reply.strategies:
+            print(f"{s.name:<24} {s.latest:>6} {s.versions:>8}  {s.style:<9} {s.created_at}")
+    elif args.op == "get":
+        sys.stdout.write(reply.strategy.code)
+    elif args.op == "versions":
+        for v in reply.versions:
+            print(f"v{v.version:<4} {v.created_at}  {v.style:<9} {v.description}")
+    else:
+        print(f"{args.name} deleted")
+    return 0
+
+
+def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
+    from .cli import parse_params
+
+    fields: dict[str, Any] = {}
+    for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap"):
+        value = getattr(args, name, None)
+        if value is not None:
+            fields[name] = value
+    if getattr(args, "symbols", None):
+        fields["symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    if args.param:
+        fields["parameters"] = parse_params(args.param)
+    if getattr(args, "paused", False):
+        fields["desired"] = "paused"
+    return fields
+
+
+async def cmd_deployments(args: argparse.Namespace) -> int:
+    from .hosting.client import HostingError
+
+    nc, hosting = await _hosting(args)
+    try:
+        if args.op == "create":
+            fields = _deployment_fields(args)
+            reply = await hosting.create_deployment(args.id, strategy=args.strategy, symbols=fields.pop("symbols"),
+                                                    timeframe=args.timeframe, **fields)
+        elif args.op == "update":
+            reply = await hosting.update_deployment(args.id, **_deployment_fields(args))
+        else:
+            reply = await hosting.deployment(args.op, getattr(args, "id", None), getattr(args, "limit", 100))
+    except HostingError as exc:
+        return _fail(exc.error)
+    except (msgspec.ValidationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await nc.drain()
+    if args.json:
+        _emit(reply)
+        return 0
+    if args.op == "list":
+        print(f"{'ID':<20} {'STRATEGY':<20} {'SYMBOLS':<20} {'TF':<5} {'STATE':<8} {'RUNS':>6} {'ERR':>4} {'SIG':>5}  LAST RUN")
+        for view in reply.deployments:
+            d, s = view.deployment, view.status
+            last = s.last_run if s else None
+            print(f"{d.id:<20} {f'{d.strategy}@v{d.version}':<20} {','.join(d.symbols)[:20]:<20} {d.timeframe:<5} "
+                  f"{(s.state if s else d.desired):<8} {(s.runs if s else 0):>6} {(s.errors if s else 0):>4} "
+                  f"{(s.signals if s else 0):>5}  "
+                  + (f"{last.bar_time} {last.symbol} {last.status}" if last else "-"))
+    elif args.op == "runs":
+        for r in reply.runs:
+            signal = r.signal.type if r.signal else "-"
+            error = f" {r.error.code}: {r.error.message}" if r.error else ""
+            print(f"{r.bar_time} {r.symbol:<10} {r.status:<7} {signal:<5} {r.duration_ms:8.1f} ms {r.node_id}{error}")
+    elif args.op == "run":
+        print(f"{args.id}: triggered ({reply.run_id})")
+    elif args.op == "delete":
+        print(f"{args.id} deleted")
+    else:
+        d, s = reply.deployment, reply.status
+        print(f"{d.id}: {d.strategy}@v{d.version} on {','.join(d.symbols)} {d.timeframe}, lookback {d.lookback}, "
+              f"overlap {d.overlap}, desired {d.desired}" + (f"; state {s.state}, {s.runs} runs, {s.errors} errors, "
+                                                               f"{s.signals} signals" if s else ""))
+    return 0
+
+
+async def cmd_follow(args: argparse.Namespace) -> int:
+    nc, hosting = await _hosting(args)
+    try:
+        if args.what == "signals":
+            async for symbol, signal in hosting.follow_signals(args.deployment):
+                _print_signal(args, symbol, signal)
+        else:
+            async for logs in hosting.follow_logs(args.deployment):
+                _print_logs(args, logs)
+    finally:
+        await nc.close()
+    return 0
+
+
+def _print_signal(args: argparse.Namespace, symbol: str, signal: Signal) -> None:
+    if args.json:
+        print(json.dumps({"symbol": symbol, **msgspec.to_builtins(signal)}), flush=True)
+    else:
+        price = f" @ {signal.price:g}" if signal.price is not None else ""
+        print(f"{signal.timestamp} {symbol} {signal.type}{price}" + (f"  {signal.reason}" if signal.reason else ""), flush=True)
+
+
+def _print_logs(args: argparse.Namespace, logs: RunLogs) -> None:
+    if args.json:
+        print(msgspec.json.encode(logs).decode(), flush=True)
+        return
+    for line in logs.lines:
+        print(f"{logs.bar_time} {logs.symbol} | {line.rstrip()}", flush=True)
