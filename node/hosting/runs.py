@@ -21,6 +21,7 @@ with the bucket's max_age as retention.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -134,6 +135,21 @@ class Runner:
             return "wait"
         return "skip"
 
+    async def _wait_turn(self, dep: Deployment, tenant: str, symbol: str, run_id: str) -> str:
+        """queue_one: the one waiting trigger polls the lock until the running one releases it
+        (the trigger's heartbeat keeps it from redelivery; a redelivery after this node died
+        finds the queued mark its own and waits again). The lock's TTL bounds the wait."""
+        key = self.lock_key(tenant, dep.id, symbol)
+        deadline = time.monotonic() + streams.lock_ttl(self.h.settings) + 1.0
+        pause = 0.005
+        while time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, QUEUE_WAIT_S)
+            if await self._lock(key, run_id):
+                await self._unlock(f"{key}.queued", run_id)
+                return "run"
+        return "skip"
+
     # -- one trigger -----------------------------------------------------------------------
     async def handle(self, msg: Any) -> None:
         headers = dict(msg.headers or {})
@@ -161,8 +177,7 @@ class Runner:
             return
         decision = await self._overlap(dep, tenant, trig.symbol, run_id)
         if decision == "wait":
-            await msg.nak(delay=QUEUE_WAIT_S)
-            return
+            decision = await self._wait_turn(dep, tenant, trig.symbol, run_id)
         started = naming.now_iso()
         if decision == "skip":
             record = RunRecord(run_id=run_id, deployment=dep.id, version=dep.version, symbol=trig.symbol,

@@ -184,8 +184,11 @@ class PullLoop:
                     except asyncio.TimeoutError:
                         pass
                     continue
+                # One message per pull: nats-py's fetch(batch=n) holds the messages that arrived
+                # during a lingering pull until n arrive or the wait ends (up to FETCH_WAIT_S of
+                # added latency); a pull of one returns as soon as one is there.
                 try:
-                    msgs = await self.sub.fetch(batch=min(n, MAX_BATCH), timeout=FETCH_WAIT_S)
+                    msgs = await self.sub.fetch(batch=1, timeout=FETCH_WAIT_S)
                 except asyncio.TimeoutError:
                     continue
                 await self.handle(msgs)
