@@ -315,12 +315,15 @@ def test_keda_scales_jobs_deployment_on_strategy_workers_lag(rendered):
     (scaled,) = by_kind(rendered, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled["spec"]["scaleTargetRef"]["name"] == JOBS
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "nats-jetstream"
-    meta = trigger["metadata"]
-    assert meta["stream"] == "STRATEGY_JOBS" and meta["consumer"] == "strategy-workers"
-    assert meta["account"] == "STRATEGY"
-    assert meta["natsServerMonitoringEndpoint"].endswith(":8222")
+    # durable jobs, then hosted-strategy triggers (node/hosting/triggers.py): the same jobs-role pods run both
+    jobs, hosted = scaled["spec"]["triggers"]
+    for trigger, (stream, consumer) in ((jobs, ("STRATEGY_JOBS", "strategy-workers")),
+                                        (hosted, ("STRATEGY_TRIGGERS", "strategy-triggers"))):
+        assert trigger["type"] == "nats-jetstream"
+        meta = trigger["metadata"]
+        assert meta["stream"] == stream and meta["consumer"] == consumer
+        assert meta["account"] == "STRATEGY"
+        assert meta["natsServerMonitoringEndpoint"].endswith(":8222")
     assert scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
 
 
@@ -449,9 +452,10 @@ def test_manifests_and_nats_permissions_agree_on_names():
     # KEDA account/stream/consumer and the queue group must be the ones the server grants.
     conf = (DEPLOY / "nats" / "permissions.conf").read_text()
     scaled = yaml.safe_load((K8S / "base" / "scaledobject.yaml").read_text())
-    meta = scaled["spec"]["triggers"][0]["metadata"]
-    assert re.search(rf"^\s+{meta['account']}:\s*{{", conf, re.M)
-    assert f"$JS.API.CONSUMER.MSG.NEXT.{meta['stream']}.{meta['consumer']}" in conf
+    for trigger in scaled["spec"]["triggers"]:  # jobs and hosted-strategy triggers
+        meta = trigger["metadata"]
+        assert re.search(rf"^\s+{meta['account']}:\s*{{", conf, re.M)
+        assert f"$JS.API.CONSUMER.MSG.NEXT.{meta['stream']}.{meta['consumer']}" in conf
     assert f'"{subjects.PREFIX}.> {subjects.QUEUE_GROUP}"' in conf
     # Per-node health: any one-token queue (the node uses `health-<node_id>`).
     assert f'"{subjects.HEALTH}.* *"' in conf
