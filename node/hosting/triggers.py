@@ -49,6 +49,13 @@ def trigger_message(tenant: str, dep: Deployment, symbol: str, bar_ns: int,
     return naming.triggers_subject(tenant, dep.id), _trigger.encode(trig), {"Nats-Msg-Id": run_id}
 
 
+async def _quiet_stop(watcher: Any) -> None:
+    try:
+        await watcher.stop()
+    except Exception:  # noqa: BLE001 - a watcher of a lost connection
+        pass
+
+
 class Routes:
     """Running deployments by series, from a watch of KV DEPLOYMENTS."""
 
@@ -80,7 +87,7 @@ class Routes:
         while True:
             try:
                 if self._watcher is not None:
-                    await self._watcher.stop()
+                    await _quiet_stop(self._watcher)
                 watcher = self._watcher = await self.kv.watchall()
                 while True:
                     entry = await watcher.updates(timeout=60 * 60)
@@ -111,7 +118,26 @@ class Routes:
         self._changed.set()
 
     async def caught_up(self, timeout: float = 5.0) -> None:
-        """Wait until the watch has applied every change the bucket holds now."""
+        """Wait until the watch has applied every change the bucket holds now; a watch that
+        stays behind (e.g. its ordered consumer lost in a server restart) is started again
+        and the caller retries the batch later."""
+        try:
+            await self._caught_up(timeout)
+        except asyncio.TimeoutError:
+            log.warning("the deployment watch is behind; watching again")
+            self.restart()
+            raise
+
+    def restart(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            asyncio.ensure_future(_quiet_stop(watcher))
+        self._ready = asyncio.Event()
+        self.start()
+
+    async def _caught_up(self, timeout: float) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
         info = await self.js.stream_info(f"KV_{streams.DEPLOYMENTS}")
         last = info.state.last_seq
@@ -212,7 +238,16 @@ class FanOut:
         self.loop = PullLoop(hosting, "BARS", streams.FANOUT_CONSUMER, self._batch, lambda: MAX_BATCH)
 
     async def _batch(self, msgs: list[Any]) -> None:
-        await self.routes.caught_up()
+        try:
+            await self.routes.caught_up()
+        except Exception as exc:  # noqa: BLE001 - the watch is behind or JetStream is away: later
+            log.warning("fan-out waits for the deployment watch (%s: %s)", type(exc).__name__, exc)
+            for msg in msgs:
+                try:
+                    await msg.nak(delay=0.2)
+                except Exception:  # noqa: BLE001
+                    pass
+            return
         for msg in msgs:
             try:
                 await self._one(msg)
