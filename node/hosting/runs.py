@@ -36,7 +36,7 @@ from contracts.hosting import Deployment, DeploymentStatus, RunLogs, RunRecord, 
 from sandbox.protocol import Job, OutputLimits
 
 from .. import sizing
-from ..failures import error_of
+from ..failures import Overloaded, error_of
 from ..jobs import run_limits
 from . import logs as run_logs
 from . import naming, streams
@@ -165,11 +165,12 @@ class Runner:
         if tenant != trig.tenant:
             await msg.ack()
             return
-        if await self.record(tenant, trig.deployment, run_id) is not None:
+        recorded, (dep, _) = await asyncio.gather(self.record(tenant, trig.deployment, run_id),
+                                                  self.h.deployments.read(tenant, trig.deployment))
+        if recorded is not None:
             self.duplicates += 1
             await msg.ack()
             return
-        dep, _ = await self.h.deployments.read(tenant, trig.deployment)
         if dep is None or dep.version != trig.version or trig.symbol not in dep.symbols or (
                 dep.desired != "running" and not (trig.manual and dep.desired == "paused")):
             self.dropped += 1
@@ -210,15 +211,16 @@ class Runner:
         revision = None
         outcome = None
         try:
-            version = await h.registry.get(tenant, dep.strategy, dep.version)
-            compiled, _hit = h.cache.get(version.code)
             timeout_ms, memory_mb = run_limits(dep, h.settings)
-            bars = await h.windows.window(trig.symbol, trig.timeframe, trig.bar_ns, dep.lookback)
-            state_in, revision = await h.states.read(tenant, dep.id, trig.symbol, run_id)
+            version, bars, (state_in, revision) = await asyncio.gather(
+                h.registry.get(tenant, dep.strategy, dep.version),
+                h.windows.window(trig.symbol, trig.timeframe, trig.bar_ns, dep.lookback),
+                h.states.read(tenant, dep.id, trig.symbol, run_id))
+            compiled, _hit = h.cache.get(version.code)
             job = Job(kind="execute", code=compiled.to_bytes(), bars=bars, symbol=trig.symbol,
                       timeframe=trig.timeframe, parameters=dep.parameters, timeout_ms=timeout_ms,
                       memory_mb=memory_mb, limits=OutputLimits(), state=state_in)
-            outcome = await h.pool.run(job)
+            outcome = await self._sandbox(job)
             error = outcome.error
         except Exception as exc:  # noqa: BLE001 - every failure is a record (or a retry)
             error = error_of(exc, "hosted run")
@@ -230,18 +232,25 @@ class Runner:
             for s in outcome.signals:
                 if s.timestamp == stamp and s.type != "HOLD":
                     signal = s
-            if isinstance(outcome.state, dict) and outcome.state != state_in:
-                if not await h.states.write(tenant, dep.id, trig.symbol, run_id, state_in, outcome.state, revision):
-                    note = "state not saved: a concurrent run (overlap: allow) changed it first"
+        # The signal first (the latency that counts); a redelivery after a crash from here on
+        # starts from the same state (state.py) and publishes the same id, which SIGNALS drops.
         if signal is not None:
             headers = {"Nats-Msg-Id": run_id, subjects.CONTENT_TYPE: subjects.JSON, RUN_ID: run_id,
                        "Strategy-Deployment": dep.id, "Strategy-Symbol": trig.symbol}
             body = _json.encode(signal)
             sizing.check(h.nc, body, headers, "the signal")
             await h.js.publish(naming.signals_subject(tenant, dep.id, trig.symbol), body, headers=headers)
+
+        async def save_state() -> str | None:
+            if error is None and outcome is not None and isinstance(outcome.state, dict) and outcome.state != state_in:
+                if not await h.states.write(tenant, dep.id, trig.symbol, run_id, state_in, outcome.state, revision):
+                    return "state not saved: a concurrent run (overlap: allow) changed it first"
+            return None
+
         lines = list(outcome.logs) if outcome is not None else []
-        await run_logs.publish(h.js, h.nc, tenant, RunLogs(run_id=run_id, deployment=dep.id, symbol=trig.symbol,
-                                                           bar_time=stamp, lines=lines))
+        note, _ = await asyncio.gather(save_state(), run_logs.publish(
+            h.js, h.nc, tenant, RunLogs(run_id=run_id, deployment=dep.id, symbol=trig.symbol, bar_time=stamp,
+                                        lines=lines)))
         record = RunRecord(run_id=run_id, deployment=dep.id, version=dep.version, symbol=trig.symbol,
                            bar_time=stamp, status="error" if error else "ok", error=error, signal=signal,
                            started_at=started, duration_ms=round((time.perf_counter() - t0) * 1000.0, 3),
@@ -251,6 +260,25 @@ class Runner:
             self.ran += 1
             await self._status(tenant, dep, record)
         return False
+
+    async def _sandbox(self, job: Job) -> Any:
+        """The sandbox run through the node's Admission, like a request's: it shares the node's
+        worker slots (the control-plane reads and writes around it do not hold one)."""
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def work() -> None:
+            try:
+                result = await self.h.pool.run(job)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting run
+                if not done.done():
+                    done.set_exception(exc)
+                return
+            if not done.done():
+                done.set_result(result)
+
+        if not self.h.admission.submit(work):
+            raise Overloaded("this node is at capacity; the trigger is retried")
+        return await done
 
     async def _status(self, tenant: str, dep: Deployment, record: RunRecord) -> None:
         def edit(status: DeploymentStatus) -> DeploymentStatus:

@@ -116,6 +116,10 @@ class Hosting:
 
     async def close(self) -> None:
         await self.stop_fetching()
+        if self.triggers is not None and self.triggers._tasks:  # runs finishing their records and acks
+            _, pending = await asyncio.wait(set(self.triggers._tasks), timeout=self.settings.drain_timeout_seconds)
+            for task in pending:
+                task.cancel()
         if self.routes is not None:
             await self.routes.close()
         if self._task is not None and not self._task.done():

@@ -37,6 +37,7 @@ log = logging.getLogger("node.hosting.triggers")
 _trigger = msgspec.msgpack.Encoder()
 _deployment = msgspec.json.Decoder(Deployment)
 FETCH_WAIT_S = 1.0
+PER_WORKER = 3  # triggers in hand per sandbox worker (one running, the others reading or publishing)
 MAX_BATCH = 256
 RANGE_HEADER = "Bars-Range"
 
@@ -288,8 +289,13 @@ class Triggers:
         self._tasks: set[asyncio.Task] = set()
 
     def _free(self) -> int:
+        """Triggers this node may take now: its sandbox runs go through the node's Admission
+        (shared with requests and jobs), and the reads and writes around them are short, so it
+        holds at most PER_WORKER triggers per worker, and none while the Admission has a queue."""
         adm = self.h.admission
-        return adm.max_workers - adm.in_flight
+        if adm.queued:
+            return 0
+        return adm.max_workers * PER_WORKER - self.running
 
     async def _batch(self, msgs: list[Any]) -> None:
         for msg in msgs:
@@ -328,10 +334,6 @@ class Triggers:
                 self.running -= 1
                 self.loop.room()
 
-        if not self.h.admission.submit(work):
-            finished.set()
-            heartbeat.cancel()
-            self.running -= 1
-            task = asyncio.ensure_future(msg.nak())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        task = asyncio.ensure_future(work())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
