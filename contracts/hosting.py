@@ -128,7 +128,7 @@ class DeploymentUpdate(msgspec.Struct, kw_only=True):
 
 class DeploymentRef(msgspec.Struct, kw_only=True):
     id: Name | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100  # runs: how many, newest
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None  # runs only: how many, newest (100)
 
 
 class Deployment(msgspec.Struct, kw_only=True):

@@ -191,7 +191,7 @@ async def cmd_deployments(args: argparse.Namespace) -> int:
         elif args.op == "update":
             reply = await hosting.update_deployment(args.id, **_deployment_fields(args))
         else:
-            reply = await hosting.deployment(args.op, getattr(args, "id", None), getattr(args, "limit", 100))
+            reply = await hosting.deployment(args.op, getattr(args, "id", None), getattr(args, "limit", None))
     except HostingError as exc:
         return _fail(exc.error)
     except (msgspec.ValidationError, ValueError) as exc:

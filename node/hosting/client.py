@@ -79,7 +79,7 @@ class HostingClient:
     async def update_deployment(self, id: str, **fields: Any) -> DeploymentReply:
         return await self._call(f"{subjects.DEPLOYMENTS}.update", DeploymentUpdate(id=id, **fields), DeploymentReply)
 
-    async def deployment(self, op: str, id: str | None = None, limit: int = 100) -> DeploymentReply:
+    async def deployment(self, op: str, id: str | None = None, limit: int | None = None) -> DeploymentReply:
         """get, list, pause, resume, stop, delete, run or runs."""
         if op not in subjects.DEPLOYMENT_OPS or op in ("create", "update"):
             raise ValueError(f"unknown deployment operation {op!r}")
@@ -107,7 +107,7 @@ class HostingClient:
         return await self.deployment("run", id)
 
     async def runs(self, id: str, limit: int = 100) -> DeploymentReply:
-        return await self.deployment("runs", id, limit)
+        return await self.deployment("runs", id, limit)  # the newest `limit` records
 
     # -- following -------------------------------------------------------------------------
     async def follow_signals(self, deployment: str) -> AsyncIterator[tuple[str, Signal]]:

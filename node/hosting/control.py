@@ -78,6 +78,8 @@ class Control:
         if op == "put":
             return StrategyReply(ok=True, strategy=await reg.put(tenant, decode(data, StrategyPut, kind)))
         ref = decode(data or b"{}", StrategyRef, kind)
+        _refuse(ref.name if op == "list" else None, "name", op)
+        _refuse(ref.version if op in ("list", "versions", "delete") else None, "version", op)
         if op == "list":
             return StrategyReply(ok=True, strategies=await reg.list(tenant))
         name = _need(ref.name, "name")
@@ -101,6 +103,8 @@ class Control:
         if op == "update":
             return await self._update(tenant, decode(data, DeploymentUpdate, kind))
         ref = decode(data or b"{}", DeploymentRef, kind)
+        _refuse(ref.id if op == "list" else None, "id", op)
+        _refuse(ref.limit if op != "runs" else None, "limit", op)
         if op == "list":
             views = [DeploymentView(deployment=d, status=await deps.status(tenant, d.id))
                      for d in await deps.list(tenant)]
@@ -111,7 +115,7 @@ class Control:
             return DeploymentReply(ok=True, deployment=dep, status=await deps.status(tenant, dep_id))
         if op == "runs":
             await deps.get(tenant, dep_id)
-            return DeploymentReply(ok=True, runs=await self.h.runner.records(tenant, dep_id, ref.limit))
+            return DeploymentReply(ok=True, runs=await self.h.runner.records(tenant, dep_id, ref.limit or 100))
         if op in ("pause", "resume", "stop"):
             desired = {"pause": "paused", "resume": "running", "stop": "stopped"}[op]
             dep = await deps.change(tenant, dep_id, lambda d: msgspec.structs.replace(d, desired=desired))
@@ -168,6 +172,13 @@ class Control:
 
         dep = await self.h.deployments.change(tenant, req.id, edit)
         return DeploymentReply(ok=True, deployment=dep, status=await self.h.deployments.status(tenant, req.id))
+
+
+def _refuse(value: Any, field: str, op: str) -> None:
+    """An option that does not apply to this operation is refused, never ignored."""
+    if value is not None:
+        raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                             f"invalid request: `$.{field}` does not apply to `{op}`; leave it out")
 
 
 class _Limits:

@@ -170,3 +170,24 @@ async def test_a_strategy_in_use_cannot_be_deleted(nc, nodes):
     with pytest.raises(HostingError) as refused:
         await hosting.delete_strategy("inuse")
     assert refused.value.error.code == ErrorCode.INVALID_REQUEST and "iu" in refused.value.error.message
+
+
+@pytest.mark.parametrize("subject, body, field", [
+    ("strategy.v1.strategies.list", {"name": "x"}, "name"),
+    ("strategy.v1.strategies.versions", {"name": "ver", "version": 1}, "version"),
+    ("strategy.v1.strategies.delete", {"name": "ver", "version": 1}, "version"),
+    ("strategy.v1.deployments.list", {"id": "x"}, "id"),
+    ("strategy.v1.deployments.pause", {"id": "x", "limit": 5}, "limit"),
+])
+async def test_an_option_that_does_not_apply_is_refused_naming_it(nc, nodes, subject, body, field):
+    reply = msgspec.json.decode((await nc.request(subject, msgspec.json.encode(body), timeout=5)).data)
+    assert reply["ok"] is False and reply["error"]["code"] == "INVALID_REQUEST"
+    assert f"`$.{field}` does not apply" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[]", b'{"name": 5}', b'{"name": "a.b"}', b"\xff\xfe"])
+async def test_bad_control_input_is_invalid_request_never_internal(nc, nodes, raw):
+    for subject in ("strategy.v1.strategies.put", "strategy.v1.strategies.get",
+                    "strategy.v1.deployments.create", "strategy.v1.deployments.get"):
+        reply = msgspec.json.decode((await nc.request(subject, raw, timeout=5)).data)
+        assert reply["ok"] is False and reply["error"]["code"] == "INVALID_REQUEST", (subject, raw, reply)
