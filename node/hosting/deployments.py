@@ -17,6 +17,7 @@ import nats.js.errors
 from contracts import ErrorCode, ExecutionError
 from contracts.hosting import Deployment, DeploymentStatus
 
+from .. import sizing
 from . import naming, streams
 
 _json = msgspec.json.Encoder()
@@ -32,9 +33,20 @@ def not_found(deployment: str) -> ExecutionError:
 
 
 class Deployments:
-    def __init__(self, kv: Any, status_kv: Any) -> None:
+    def __init__(self, kv: Any, status_kv: Any, max_payload: Any = sizing.DEFAULT_MAX_PAYLOAD) -> None:
         self.kv = kv
         self.status_kv = status_kv
+        self.max_payload = max_payload  # the connection (its INFO) or an int: node/sizing.py
+
+    def _sized(self, value: bytes, what: str) -> bytes:
+        """Every value is sized before it is published: KV puts carry a few headers, so a value
+        may take the body limit (max_payload less node/sizing.py's header room)."""
+        limit = sizing.body_limit(self.max_payload)
+        if len(value) > limit:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                 f"{what} would be {len(value):,} bytes; this NATS server stores at most {limit:,}: "
+                                 "send smaller parameters")
+        return value
 
     # -- deployments -----------------------------------------------------------------------
     async def read(self, tenant: str, deployment: str) -> tuple[Deployment | None, int | None]:
@@ -54,7 +66,8 @@ class Deployments:
 
     async def create(self, tenant: str, deployment: Deployment) -> None:
         try:
-            await self.kv.create(naming.deployment_key(tenant, deployment.id), _json.encode(deployment))
+            await self.kv.create(naming.deployment_key(tenant, deployment.id),
+                                 self._sized(_json.encode(deployment), "the deployment"))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise ExecutionError(ErrorCode.INVALID_REQUEST,
                                  f"deployment {deployment.id!r} exists: update it, or delete it first") from None
@@ -68,7 +81,8 @@ class Deployments:
             changed = edit(msgspec.structs.replace(current))
             changed.updated_at = naming.now_iso()
             try:
-                await self.kv.update(naming.deployment_key(tenant, deployment), _json.encode(changed), last=revision)
+                await self.kv.update(naming.deployment_key(tenant, deployment),
+                                     self._sized(_json.encode(changed), "the deployment"), last=revision)
                 return changed
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
@@ -116,11 +130,12 @@ class Deployments:
             if changed is None:
                 return current
             changed.updated_at = naming.now_iso()
+            value = self._sized(_json.encode(changed), "the status")
             try:
                 if revision is None:
-                    await self.status_kv.create(key, _json.encode(changed))
+                    await self.status_kv.create(key, value)
                 else:
-                    await self.status_kv.update(key, _json.encode(changed), last=revision)
+                    await self.status_kv.update(key, value, last=revision)
                 return changed
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue

@@ -8,6 +8,7 @@ two concurrent puts never share a version number and a stored version never chan
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from . import naming, streams
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StrategyVersion)
 PUT_ATTEMPTS = 20
+VERSIONS_CACHED = 1024
 
 
 def not_found(what: str) -> ExecutionError:
@@ -33,6 +35,7 @@ class Registry:
     def __init__(self, kv: Any, cache: CompileCache) -> None:
         self.kv = kv
         self.cache = cache
+        self._versions_seen: OrderedDict[tuple[str, str, int], StrategyVersion] = OrderedDict()
 
     async def _keys(self, prefix: str) -> list[str]:
         return await streams.keys(self.kv, prefix)
@@ -56,6 +59,18 @@ class Registry:
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # a concurrent put took this version: take the next
         raise ExecutionError(ErrorCode.OVERLOADED, f"strategy {req.name!r} is being changed concurrently; retry")
+
+    async def version(self, tenant: str, name: str, version: int) -> StrategyVersion:
+        """A stored version for a run: versions never change, so each node keeps the last
+        VERSIONS_CACHED it read (a deleted strategy has no deployment left to run it)."""
+        key = (tenant, name, version)
+        found = self._versions_seen.get(key)
+        if found is None:
+            found = await self.get(tenant, name, version)
+            self._versions_seen[key] = found
+            while len(self._versions_seen) > VERSIONS_CACHED:
+                self._versions_seen.popitem(last=False)
+        return found
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> StrategyVersion:
         if version is None:

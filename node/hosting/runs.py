@@ -87,8 +87,8 @@ class Runner:
     async def _store_record(self, tenant: str, record: RunRecord) -> bool:
         """Create the record; False when one exists already (another delivery finished first)."""
         body = _json.encode(record)
-        if not sizing.fits(self.h.nc, body, {}):
-            record.signal = None
+        if len(body) > sizing.body_limit(self.h.nc):  # KV puts carry headers: keep their room
+            record.signal, record.note = None, None
             record.error = ErrorInfo(code=ErrorCode.OUTPUT_LIMIT, message="the run record was too large")
             body = _json.encode(record)
         try:
@@ -213,7 +213,7 @@ class Runner:
         try:
             timeout_ms, memory_mb = run_limits(dep, h.settings)
             version, bars, (state_in, revision) = await asyncio.gather(
-                h.registry.get(tenant, dep.strategy, dep.version),
+                h.registry.version(tenant, dep.strategy, dep.version),
                 h.windows.window(trig.symbol, trig.timeframe, trig.bar_ns, dep.lookback),
                 h.states.read(tenant, dep.id, trig.symbol, run_id))
             compiled, _hit = h.cache.get(version.code)

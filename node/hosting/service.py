@@ -94,7 +94,7 @@ class Hosting:
         await streams.ensure_consumer(self.js, streams.TRIGGERS_STREAM, streams.trigger_consumer(self.settings))
         await streams.ensure_consumer(self.js, "BARS", streams.fanout_consumer(self.settings))
         self.registry = Registry(kv[streams.STRATEGIES], self.cache)
-        self.deployments = Deployments(kv[streams.DEPLOYMENTS], kv[streams.STATUS])
+        self.deployments = Deployments(kv[streams.DEPLOYMENTS], kv[streams.STATUS], self.nc)
         self.states = StateStore(kv[streams.STATE])
         self.runs_kv = kv[streams.RUNS]
         self.locks_kv = kv[streams.LOCKS]

@@ -266,7 +266,12 @@ class FanOut:
             await msg.ack()
             return
         _, timeframe, symbol = parts
-        bar_ns = int(rng.split()[1])
+        try:
+            bar_ns = int(rng.split()[1])
+        except (IndexError, ValueError):  # not a chunk of the bar store: nothing to fan out
+            log.warning("ignored %s: unreadable %s header %r", msg.subject[:100], RANGE_HEADER, rng[:100])
+            await msg.ack()
+            return
         pubs = []
         for tenant, dep in self.routes.running(timeframe, symbol):
             subject, body, headers = trigger_message(tenant, dep, symbol, bar_ns)

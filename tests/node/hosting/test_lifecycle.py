@@ -191,3 +191,18 @@ async def test_bad_control_input_is_invalid_request_never_internal(nc, nodes, ra
                     "strategy.v1.deployments.create", "strategy.v1.deployments.get"):
         reply = msgspec.json.decode((await nc.request(subject, raw, timeout=5)).data)
         assert reply["ok"] is False and reply["error"]["code"] == "INVALID_REQUEST", (subject, raw, reply)
+
+
+async def test_a_deployment_too_large_for_the_server_is_refused_before_it_is_stored(nc, nodes):
+    hosting = HostingClient(nc)
+    await hosting.put_strategy("big", "def strategy(data):\n    return 'BUY'\n")
+    # parameters that fit in a request but leave the stored record no room for KV's headers
+    big = {f"p{i:03d}": "x" * 4090 for i in range(255)}
+    size = len(msgspec.json.encode(big))
+    assert 1024 * 1024 - 4096 < size < 1024 * 1024 - 600
+    with pytest.raises(HostingError) as refused:
+        await hosting.create_deployment("big-d", strategy="big", symbols=["B1"], timeframe="1d", parameters=big)
+    assert refused.value.error.code == ErrorCode.INVALID_REQUEST and "send smaller parameters" in refused.value.error.message
+    with pytest.raises(HostingError):
+        await hosting.get_deployment("big-d")
+    assert (await hosting.list_strategies()).ok  # the node kept its connection
