@@ -118,5 +118,8 @@ async def preload(
             extra[symbol] = arrays
 
     await asyncio.gather(*(fetch(s) for s in sorted(needed)))
+    # an index marked in this timeframe whose bars are gone (or were never loaded) is not served:
+    # one such mark must not make every get_market_indices() of every tenant fail
+    bundle.indices = [s for s in bundle.indices if s in extra or s in symbols]
     bundle.loaded = loaded
     return bundle, extra
