@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import statistics
-import time
 import types
 
 import pytest
@@ -340,53 +338,6 @@ def test_cache_remembers_failures_and_raises_them_again() -> None:
 
 def test_cache_default_size_is_512() -> None:
     assert CompileCache().maxsize == 512
-
-
-# --- speed -----------------------------------------------------------------------------------
-
-THIRTY_LINES = '''
-import numpy as np
-import pandas as pd
-
-def strategy(data):
-    """SMA crossover with an RSI filter."""
-    fast = params.get("fast", 10)
-    slow = params.get("slow", 30)
-    rsi_max = params.get("rsi_max", 70)
-    close = data["close"]
-    volume_ok = data["volume"] > data["volume"].rolling(20).mean()
-    sma_fast = close.rolling(fast).mean()
-    sma_slow = close.rolling(slow).mean()
-    delta = close.diff()
-    gain = delta.where(delta > 0, 0.0).rolling(14).mean()
-    loss = (-delta.where(delta < 0, 0.0)).rolling(14).mean()
-    rsi = 100 - 100 / (1 + gain / loss)
-    indicator("sma_fast", sma_fast)
-    indicator("sma_slow", sma_slow)
-    indicator("rsi", rsi)
-    signals = []
-    for i in range(1, len(close)):
-        if sma_fast.iloc[i] > sma_slow.iloc[i] and sma_fast.iloc[i - 1] <= sma_slow.iloc[i - 1]:
-            signals.append("BUY")
-        elif sma_fast.iloc[i] < sma_slow.iloc[i] and rsi.iloc[i] > rsi_max and volume_ok.iloc[i]:
-            signals.append("SELL")
-        else:
-            signals.append("HOLD")
-    last = signals[-1] if signals else "HOLD"
-    print(f"last signal {last}")
-    return last
-'''
-
-
-def test_compiling_a_thirty_line_strategy_takes_at_most_3ms() -> None:
-    assert len(THIRTY_LINES.strip().splitlines()) == 30
-    compile_strategy(THIRTY_LINES)
-    samples = []
-    for _ in range(30):
-        start = time.perf_counter()
-        compile_strategy(THIRTY_LINES)
-        samples.append(time.perf_counter() - start)
-    assert statistics.median(samples) <= 0.003
 
 
 def test_static_refusals_are_not_recorded_as_run_time_violations() -> None:

@@ -306,15 +306,3 @@ def test_print_goes_to_the_sink_one_call_per_print() -> None:
     exec(compile_strategy(source).code, namespace)
     assert lines == ["a 1", "b", "x-y", "in f"]
     assert namespace["out"] == "in f\n"
-
-
-def test_build_globals_takes_at_most_100_microseconds() -> None:
-    api = {
-        "signal": print, "indicator": print, "log": print, "params": {"a": 1},
-        "data": pd.DataFrame({"close": [1.0]}), "get_price_data": print,
-    }
-    build_globals(api, [].append)
-    start = time.perf_counter()
-    for _ in range(2000):
-        build_globals(api, [].append)
-    assert (time.perf_counter() - start) / 2000 <= 100e-6
