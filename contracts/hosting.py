@@ -100,6 +100,9 @@ class DeploymentCreate(msgspec.Struct, kw_only=True):
     memory_mb: MemoryMb | None = None
     overlap: Overlap = "skip"
     desired: Desired = "running"
+    # Opt-in: runs of this deployment (one owner, one version) reuse a warm sandbox worker of
+    # their own instead of a fresh process (needs a node with TENANT_WARM_RUNS > 0).
+    warm: bool = False
 
     def __post_init__(self) -> None:
         check_parameters(self.parameters)
@@ -118,6 +121,7 @@ class DeploymentUpdate(msgspec.Struct, kw_only=True):
     timeout_ms: TimeoutMs | None = None
     memory_mb: MemoryMb | None = None
     overlap: Overlap | None = None
+    warm: bool | None = None
 
     def __post_init__(self) -> None:
         if self.parameters is not None:
@@ -143,6 +147,7 @@ class Deployment(msgspec.Struct, kw_only=True):
     memory_mb: int | None = None
     overlap: Overlap = "skip"
     desired: Desired = "running"
+    warm: bool = False
     created_at: str = ""
     updated_at: str = ""
 

@@ -102,6 +102,8 @@ def _options(p: argparse.ArgumentParser, create: bool) -> None:
     p.add_argument("--memory-mb", type=int, help="memory limit of each run (default: the node's)")
     p.add_argument("--overlap", choices=("skip", "queue_one", "allow"),
                    help="a new bar while the previous run goes on" + (" (default skip)" if create else ""))
+    p.add_argument("--warm", action="store_true", default=None,
+                   help="reuse a warm sandbox worker of this deployment's own (nodes need TENANT_WARM_RUNS > 0)")
     if create:
         p.add_argument("--paused", action="store_true", help="create it paused")
 
@@ -166,7 +168,7 @@ def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
     from .cli import parse_params
 
     fields: dict[str, Any] = {}
-    for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap"):
+    for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap", "warm"):
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value

@@ -142,14 +142,21 @@ class Control:
             first_id = first_id or run_id
         return DeploymentReply(ok=True, deployment=dep, run_id=first_id)
 
+    def _check_warm(self, warm: bool | None) -> None:
+        if warm and self.h.settings.tenant_warm_runs <= 0:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                 "invalid request: `$.warm` needs nodes with warm workers on (TENANT_WARM_RUNS > 0); "
+                                 "leave it out to run each bar in a fresh process")
+
     async def _create(self, tenant: str, req: DeploymentCreate) -> DeploymentReply:
         run_limits(req, self.h.settings)  # timeout_ms / memory_mb within this node's limits, named
+        self._check_warm(req.warm)
         version = await self.h.registry.get(tenant, req.strategy, req.version)
         now = naming.now_iso()
         dep = Deployment(id=req.id, strategy=req.strategy, version=version.version, symbols=list(req.symbols),
                          timeframe=req.timeframe, lookback=req.lookback, parameters=req.parameters,
                          timeout_ms=req.timeout_ms, memory_mb=req.memory_mb, overlap=req.overlap,
-                         desired=req.desired, created_at=now, updated_at=now)
+                         desired=req.desired, warm=req.warm, created_at=now, updated_at=now)
         await self.h.deployments.create(tenant, dep)
         state = "pending" if req.desired == "running" else req.desired
         status = await self.h.deployments.set_status(
@@ -159,12 +166,13 @@ class Control:
 
     async def _update(self, tenant: str, req: DeploymentUpdate) -> DeploymentReply:
         run_limits(_Limits(req.timeout_ms, req.memory_mb), self.h.settings)
+        self._check_warm(req.warm)
         if req.version is not None:
             current = await self.h.deployments.get(tenant, req.id)
             await self.h.registry.get(tenant, current.strategy, req.version)  # must exist
 
         def edit(d: Deployment) -> Deployment:
-            for name in ("version", "symbols", "lookback", "parameters", "timeout_ms", "memory_mb", "overlap"):
+            for name in ("version", "symbols", "lookback", "parameters", "timeout_ms", "memory_mb", "overlap", "warm"):
                 value = getattr(req, name)
                 if value is not None:
                     setattr(d, name, list(value) if name == "symbols" else value)

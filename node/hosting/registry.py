@@ -73,11 +73,13 @@ class Registry:
         return found
 
     async def get(self, tenant: str, name: str, version: int | None = None) -> StrategyVersion:
-        if version is None:
-            versions = await self._versions(tenant, name)
-            if not versions:
-                raise not_found(f"strategy {name!r}")
-            version = versions[-1]
+        if version is None:  # the newest version still stored (deleted keys are listed too)
+            for candidate in reversed(await self._versions(tenant, name)):
+                try:
+                    return await self.get(tenant, name, candidate)
+                except ExecutionError:
+                    continue
+            raise not_found(f"strategy {name!r}")
         try:
             entry = await self.kv.get(naming.strategy_key(tenant, name, version))
         except nats.js.errors.KeyNotFoundError:
@@ -87,7 +89,12 @@ class Registry:
         return _decoder.decode(entry.value)
 
     async def versions(self, tenant: str, name: str) -> list[StrategyVersion]:
-        found = [await self.get(tenant, name, v) for v in await self._versions(tenant, name)]
+        found = []
+        for v in await self._versions(tenant, name):
+            try:
+                found.append(await self.get(tenant, name, v))
+            except ExecutionError:
+                continue  # deleted
         if not found:
             raise not_found(f"strategy {name!r}")
         return found
@@ -99,15 +106,17 @@ class Registry:
             by_name.setdefault(name, []).append(int(version))
         out = []
         for name in sorted(by_name):
-            latest = await self.get(tenant, name, max(by_name[name]))
-            out.append(StrategySummary(name=name, latest=latest.version, versions=len(by_name[name]),
+            try:
+                stored = await self.versions(tenant, name)
+            except ExecutionError:
+                continue  # deleted
+            latest = stored[-1]
+            out.append(StrategySummary(name=name, latest=latest.version, versions=len(stored),
                                        style=latest.style, created_at=latest.created_at))
         return out
 
     async def delete(self, tenant: str, name: str) -> int:
-        versions = await self._versions(tenant, name)
-        if not versions:
-            raise not_found(f"strategy {name!r}")
+        versions = [v.version for v in await self.versions(tenant, name)]  # not found when none is stored
         for version in versions:
             await self.kv.purge(naming.strategy_key(tenant, name, version))
         return len(versions)

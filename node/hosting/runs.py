@@ -220,7 +220,8 @@ class Runner:
             job = Job(kind="execute", code=compiled.to_bytes(), bars=bars, symbol=trig.symbol,
                       timeframe=trig.timeframe, parameters=dep.parameters, timeout_ms=timeout_ms,
                       memory_mb=memory_mb, limits=OutputLimits(), state=state_in)
-            outcome = await self._sandbox(job)
+            # warm (opt-in): a worker of this deployment's own (one owner, one version), never shared
+            outcome = await self._sandbox(job, ("hosted", tenant, dep.id, dep.version) if dep.warm else None)
             error = outcome.error
         except Exception as exc:  # noqa: BLE001 - every failure is a record (or a retry)
             error = error_of(exc, "hosted run")
@@ -261,14 +262,14 @@ class Runner:
             await self._status(tenant, dep, record)
         return False
 
-    async def _sandbox(self, job: Job) -> Any:
+    async def _sandbox(self, job: Job, warm_key: Any = None) -> Any:
         """The sandbox run through the node's Admission, like a request's: it shares the node's
         worker slots (the control-plane reads and writes around it do not hold one)."""
         done: asyncio.Future = asyncio.get_running_loop().create_future()
 
         async def work() -> None:
             try:
-                result = await self.h.pool.run(job)
+                result = await self.h.pool.run(job, tenant=warm_key)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting run
                 if not done.done():
                     done.set_exception(exc)

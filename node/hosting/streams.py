@@ -156,20 +156,14 @@ async def ensure_consumer(js: Any, stream: str, config: ConsumerConfig) -> None:
 
 
 async def keys(kv: Any, pattern: str) -> list[str]:
-    """Keys matching a subject pattern (`<tenant>.<name>.>`), read with a server-side filter.
+    """Keys matching a subject pattern (`<tenant>.<name>.>`), from the server's own count of
+    the bucket's subjects (one stream-info request with a subject filter).
 
-    (nats-py's `kv.keys(filters=...)` reads every key of the bucket and matches substrings:
-    with tenants sharing a bucket that is both slow and wrong for wildcards.)
+    Not nats-py's `kv.keys(filters=...)`, which reads every key of the bucket and matches
+    substrings, nor a watch, whose end-of-initial-values marker can arrive before a value
+    already delivered. Keys whose last entry is a delete or purge marker are listed too: callers
+    read each key and skip the deleted ones.
     """
-    watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
-    found = []
-    try:
-        while True:
-            entry = await watcher.updates(timeout=5.0)
-            if entry is None:
-                break
-            if entry.operation is None:
-                found.append(entry.key)
-    finally:
-        await watcher.stop()
-    return found
+    prefix = kv._pre  # "$KV.<bucket>."
+    info = await kv._js.stream_info(kv._stream, subjects_filter=prefix + pattern)
+    return [subject[len(prefix):] for subject in (info.state.subjects or {})]

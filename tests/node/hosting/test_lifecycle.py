@@ -206,3 +206,11 @@ async def test_a_deployment_too_large_for_the_server_is_refused_before_it_is_sto
     with pytest.raises(HostingError):
         await hosting.get_deployment("big-d")
     assert (await hosting.list_strategies()).ok  # the node kept its connection
+
+
+async def test_warm_is_refused_naming_it_on_nodes_without_warm_workers(nc, nodes):
+    hosting = HostingClient(nc)
+    await hosting.put_strategy("warmish", "def strategy(data):\n    return 'BUY'\n")
+    with pytest.raises(HostingError) as refused:
+        await hosting.create_deployment("warm-d", strategy="warmish", symbols=["W2"], timeframe="1d", warm=True)
+    assert refused.value.error.code == ErrorCode.INVALID_REQUEST and "`$.warm`" in refused.value.error.message
