@@ -99,7 +99,8 @@ def unclear(subject: str, data: bytes, headers: dict | None) -> str | None:
         return None if reply.get("status") in ("ok", "degraded", "draining") else f"bad health {reply}"
     error = reply.get("error")
     if error is None:
-        return None if (reply.get("success") or reply.get("valid")) is not None else f"no verdict {reply}"
+        verdicts = [reply.get(key) for key in ("success", "valid", "ok")]  # ok: hosting control replies
+        return None if any(v is not None for v in verdicts) else f"no verdict {reply}"
     message = error.get("message") or ""
     if error.get("code") not in CODES or not message:
         return f"unclear error {error}"
