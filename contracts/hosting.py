@@ -47,14 +47,14 @@ DEFAULT_LOOKBACK = 500
 MAX_STATE_BYTES = 64 * 1024  # a deployment's `state` mapping, JSON-encoded
 
 
-class StrategyPut(msgspec.Struct, kw_only=True):
+class StrategyPut(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
     code: Code
     language: Annotated[str, msgspec.Meta(max_length=32)] = "python"
     description: Description = ""
 
 
-class StrategyRef(msgspec.Struct, kw_only=True):
+class StrategyRef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name | None = None
     version: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
@@ -88,7 +88,7 @@ class StrategyReply(msgspec.Struct, kw_only=True):
     node_id: str = ""
 
 
-class DeploymentCreate(msgspec.Struct, kw_only=True):
+class DeploymentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: Name
     strategy: Name
     version: Annotated[int, msgspec.Meta(ge=1)] | None = None  # None: the latest at creation
@@ -110,7 +110,7 @@ class DeploymentCreate(msgspec.Struct, kw_only=True):
             raise ValueError("symbols repeat: name each symbol once")
 
 
-class DeploymentUpdate(msgspec.Struct, kw_only=True):
+class DeploymentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Only the fields given change; `version` may move the deployment to another version."""
 
     id: Name
@@ -130,7 +130,7 @@ class DeploymentUpdate(msgspec.Struct, kw_only=True):
             raise ValueError("symbols repeat: name each symbol once")
 
 
-class DeploymentRef(msgspec.Struct, kw_only=True):
+class DeploymentRef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: Name | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None  # runs only: how many, newest (100)
 

@@ -193,6 +193,32 @@ async def test_bad_control_input_is_invalid_request_never_internal(nc, nodes, ra
         assert reply["ok"] is False and reply["error"]["code"] == "INVALID_REQUEST", (subject, raw, reply)
 
 
+CODE = "def strategy(data):\n    return 'BUY'\n"
+DEPLOY = {"id": "d", "strategy": "s", "symbols": ["X"], "timeframe": "1d"}
+
+
+@pytest.mark.parametrize("subject, body", [
+    ("strategy.v1.strategies.put", {"name": "s", "code": CODE}),
+    ("strategy.v1.strategies.get", {"name": "s"}),
+    ("strategy.v1.strategies.list", {}),
+    ("strategy.v1.strategies.versions", {"name": "s"}),
+    ("strategy.v1.strategies.delete", {"name": "s"}),
+    ("strategy.v1.deployments.create", DEPLOY),
+    ("strategy.v1.deployments.update", {"id": "d"}),
+    ("strategy.v1.deployments.get", {"id": "d"}),
+    ("strategy.v1.deployments.list", {}),
+    ("strategy.v1.deployments.pause", {"id": "d"}),
+    ("strategy.v1.deployments.run", {"id": "d"}),
+    ("strategy.v1.deployments.runs", {"id": "d"}),
+    ("strategy.v1.deployments.delete", {"id": "d"}),
+])
+async def test_an_unknown_field_is_refused_naming_it_never_ignored(nc, nodes, subject, body):
+    sent = {**body, "shedule": "@every 1m"}  # a misspelt option
+    reply = msgspec.json.decode((await nc.request(subject, msgspec.json.encode(sent), timeout=5)).data)
+    assert reply["ok"] is False and reply["error"]["code"] == "INVALID_REQUEST", reply
+    assert "shedule" in reply["error"]["message"]
+
+
 async def test_a_deployment_too_large_for_the_server_is_refused_before_it_is_stored(nc, nodes):
     hosting = HostingClient(nc)
     await hosting.put_strategy("big", "def strategy(data):\n    return 'BUY'\n")
