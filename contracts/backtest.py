@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .bars import Bars, BarRow, Timestamp
+from .bars import Bars, BarRow, Timestamp, check_row_symbols
 from .errors import ErrorInfo
 from .execute import Code, Id, MemoryMb, Parameters, TimeoutMs
 from .limits import MAX_BARS, MAX_GRID_POINTS
@@ -73,7 +73,7 @@ def option_refusals(o: "BacktestOptions") -> list[str]:
     return out
 
 
-class BarsRef(msgspec.Struct, kw_only=True):
+class BarsRef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Bars replayed from the BARS stream: `[start, end]` inclusive, in bar time."""
 
     symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -82,7 +82,7 @@ class BarsRef(msgspec.Struct, kw_only=True):
     end: Timestamp | None = None
 
 
-class BacktestRequest(msgspec.Struct, kw_only=True):
+class BacktestRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     code: Code
     language: Annotated[str, msgspec.Meta(max_length=32)] = "python"
     bars: Bars | None = None
@@ -104,6 +104,8 @@ class BacktestRequest(msgspec.Struct, kw_only=True):
         given = sum(x is not None for x in (self.bars, self.market_data, self.source))
         if given > 1:
             raise ValueError("give bars one way: `bars`, `market_data` or `source`")
+        if self.market_data is not None:
+            check_row_symbols(self.market_data, self.symbol)
         for problem in sweep_refusals(self):
             raise ValueError(problem)
         parameters_size = check_parameters(self.parameters)

@@ -23,7 +23,7 @@ _Column = Annotated[list[float], msgspec.Meta(max_length=MAX_BARS)]
 COLUMNS = ("open", "high", "low", "close", "volume")
 
 
-class Bars(msgspec.Struct, kw_only=True):
+class Bars(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Columnar bars: six arrays of equal length, oldest first."""
 
     timestamp: Annotated[list[Timestamp], msgspec.Meta(max_length=MAX_BARS)]
@@ -43,8 +43,16 @@ class Bars(msgspec.Struct, kw_only=True):
                 )
 
 
-class BarRow(msgspec.Struct, kw_only=True):
-    """One bar of the older row format (`market_data`)."""
+class BarRow(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One bar of the older row format (`market_data`).
+
+    Any other key is refused with INVALID_REQUEST naming it and the row (e.g. `vwap` at
+    `$.market_data[0]`), except
+    `symbol`: row exports from trading platforms and databases commonly carry the row's symbol,
+    so it is declared. It does not choose the series (the request's `symbol` does); it is
+    checked instead: every row must name the same symbol, and the request's `symbol` when that
+    is given (`check_row_symbols`), so a mixed or mislabelled series is refused, not run.
+    """
 
     timestamp: Timestamp
     open: float
@@ -52,6 +60,21 @@ class BarRow(msgspec.Struct, kw_only=True):
     low: float
     close: float
     volume: float = 0.0
+    symbol: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+def check_row_symbols(rows: list[BarRow], symbol: str = "") -> None:
+    """ValueError naming the first row whose `symbol` disagrees with the request's `symbol`
+    (when given) or with the first row that names one."""
+    expected, where = (symbol, "the request's `symbol`") if symbol else (None, "")
+    for i, row in enumerate(rows):
+        if row.symbol is None:
+            continue
+        if expected is None:
+            expected, where = row.symbol, f"market_data[{i}].symbol"
+        elif row.symbol != expected:
+            raise ValueError(f"market_data[{i}].symbol is {row.symbol!r} but {where} is {expected!r}; "
+                             "send one symbol's bars per request")
 
 
 class BarArrays(msgspec.Struct, kw_only=True, array_like=True):

@@ -6,6 +6,7 @@ the offending field path (`$.bars.close[3]`).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, Mapping, TypeVar
 
@@ -28,6 +29,10 @@ def content_type(headers: Mapping[str, str] | None) -> str:
     return JSON
 
 
+# msgspec's wording for a key a `forbid_unknown_fields` Struct does not declare.
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(.*?)`(?: - at `([^`]*)`)?$", re.DOTALL)
+
+
 @lru_cache(maxsize=None)
 def _decoder(kind: str, type_: type) -> Any:
     if kind == MSGPACK:
@@ -45,6 +50,13 @@ def decode(data: bytes, type_: type[T], kind: str = JSON) -> T:
             raise ExecutionError(ErrorCode.INVALID_REQUEST, "invalid request: `$.code` is empty: send the "
                                  "strategy's source (a strategy(data) function, script code over df, or "
                                  "classify_symbol(symbol))") from None
+        unknown = _UNKNOWN_FIELD.match(str(exc))
+        if unknown:
+            name, at = unknown.group(1), unknown.group(2) or "$"
+            shown = name if len(name) <= 64 else name[:64] + "..."
+            raise ExecutionError(ErrorCode.INVALID_REQUEST, f"invalid request: unknown field `{shown}` at "
+                                 f"`{at}`: not a field of this request (a field is never ignored; "
+                                 "check its spelling and where it is nested)") from None
         raise ExecutionError(ErrorCode.INVALID_REQUEST, f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         what = "msgpack" if kind == MSGPACK else "JSON"

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .bars import Bars, BarRow
+from .bars import Bars, BarRow, check_row_symbols
 from .errors import ErrorInfo
 from .limits import (
     MAX_BARS,
@@ -28,8 +28,11 @@ Parameters = Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_PARAMETERS)]
 SignalType = Literal["BUY", "SELL", "HOLD"]
 
 
-class ExecuteRequest(msgspec.Struct, kw_only=True):
-    """Bars come as columnar `bars` or as the older `market_data` rows, not both."""
+class ExecuteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Bars come as columnar `bars` or as the older `market_data` rows, not both.
+
+    A field this Struct does not declare is refused (INVALID_REQUEST naming it), never ignored.
+    """
 
     code: Code
     language: Annotated[str, msgspec.Meta(max_length=32)] = "python"
@@ -47,6 +50,8 @@ class ExecuteRequest(msgspec.Struct, kw_only=True):
     def __post_init__(self) -> None:
         if self.bars is not None and self.market_data is not None:
             raise ValueError("send bars either as `bars` (columnar) or `market_data` (rows), not both")
+        if self.market_data is not None:
+            check_row_symbols(self.market_data, self.symbol)
         check_parameters(self.parameters)
 
 

@@ -29,7 +29,7 @@ Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-
 Timeframe = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9]+$")]
 
 
-class ScreenRequest(msgspec.Struct, kw_only=True):
+class ScreenRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     code: Code
     language: Annotated[str, msgspec.Meta(max_length=32)] = "python"
     symbols: Annotated[list[Symbol], msgspec.Meta(min_length=1, max_length=MAX_SYMBOLS)]

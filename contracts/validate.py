@@ -12,7 +12,7 @@ from .execute import Code, Id
 Style = Literal["function", "script", "classify"]
 
 
-class ValidateRequest(msgspec.Struct, kw_only=True):
+class ValidateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     code: Code
     language: Annotated[str, msgspec.Meta(max_length=32)] = "python"
     request_id: Id | None = None
