@@ -1,7 +1,7 @@
 """Parameter sweeps: grid points, a bounded fan-out, and the ranking of the results.
 
 One helper serves both ends: the node that receives a sweep (`node.backtesting`) and the CLI
-(`strategy-node backtest --grid ...`, `node.cli_backtest`), which fans grid points out itself so
+(`strategy-node backtest --grid ...`, `node.cli.backtest`), which fans grid points out itself so
 it can show per-point progress.
 
 Ranking (`rank`): rows are ordered by the `rank_by` metric of their `performance`, best first.

@@ -13,7 +13,7 @@ import msgspec
 
 from contracts import ExecuteResult, Performance
 
-from . import cli_backtest, cli_hosting, cli_jobs, cli_live, cli_refdata, cli_run, cli_screen
+from . import backtest as cli_backtest, bars as cli_live, hosting as cli_hosting, jobs as cli_jobs, refdata as cli_refdata, run as cli_run, screen as cli_screen
 
 
 def _parse_value(text: str) -> Any:
@@ -64,8 +64,8 @@ def _url(args: argparse.Namespace) -> str:
 
 
 async def _client(args: argparse.Namespace):
-    from .cli_connect import connect
-    from .client import StrategyClient
+    from .connect import connect
+    from ..client import StrategyClient
 
     return StrategyClient(await connect(args), owns_connection=True)
 
@@ -147,8 +147,8 @@ CLASSIFY_NEEDS = (
 
 
 async def cmd_exec(args: argparse.Namespace) -> int:
-    from .cli_backtest import _inline_bars
-    from .cli_screen import defines, print_screen, screen
+    from .backtest import _inline_bars
+    from .screen import defines, print_screen, screen
 
     code = read_strategy(args.strategy)
     params = parse_params(args.param)
@@ -202,7 +202,7 @@ async def cmd_validate(args: argparse.Namespace) -> int:
 def local_liveness(path: str, max_age: float) -> int:
     """0 when this pod's node is alive: its heartbeat is fresh and it is on NATS (or has been
     off it for less than NATS_DISCONNECTED_EXIT_SECONDS). Reads only the file; never NATS."""
-    from .connectivity import check_heartbeat
+    from ..connectivity import check_heartbeat
 
     alive, why = check_heartbeat(path, max_age)
     print(why, file=sys.stdout if alive else sys.stderr)
@@ -211,7 +211,7 @@ def local_liveness(path: str, max_age: float) -> int:
 
 async def cmd_health(args: argparse.Namespace) -> int:
     if args.local:
-        from .config import Settings
+        from ..config import Settings
 
         return local_liveness(Settings.from_env().heartbeat_file, args.max_age)
     try:
@@ -290,13 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from . import cli_connect
+    from . import connect as cli_connect
 
     argv = list(sys.argv[1:] if argv is None else argv)
     cli_connect.debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     if args.command == "run":
-        from .serve import run
+        from ..serve import run
 
         sys.exit(run())
     try:

@@ -99,7 +99,7 @@ def register(sub: Any) -> None:
 # -- bars ---------------------------------------------------------------------------------------
 async def _connect(args: argparse.Namespace):
     """A connection to a server with JetStream (the bar store lives there), or one clear line why not."""
-    from .cli_connect import connect, require_jetstream, url_of
+    from .connect import connect, require_jetstream, url_of
 
     nc = await connect(args)
     try:
@@ -188,7 +188,7 @@ def _iso(ns: int) -> str:
 
 
 def _request(args: argparse.Namespace, code: str) -> BacktestRequest:
-    from .cli import parse_params
+    from .app import parse_params
 
     options = BacktestOptions(mode=args.mode, initial_cash=args.cash, commission_rate=args.commission,
                               allow_short=args.allow_short,
@@ -197,7 +197,7 @@ def _request(args: argparse.Namespace, code: str) -> BacktestRequest:
                                   timeout_ms=args.timeout_ms, symbol=args.symbol or "",
                                   timeframe=args.timeframe or "")
     if args.grid:  # a sweep: the parsed grid, ranked by --rank-by
-        from .sweep import parse_grid_spec
+        from ..sweep import parse_grid_spec
 
         try:
             fields["grid"] = parse_grid_spec(args.grid)
@@ -241,7 +241,7 @@ async def run_sweep(client, req: BacktestRequest, grid: dict[str, list[Any]], co
     use), at most `concurrency` in flight through the queue group; rows ranked together."""
     from contracts import subjects
 
-    from .sweep import check_rank_by, chunk_size, fan_out, grid_points, grid_size, rank, split_grid
+    from ..sweep import check_rank_by, chunk_size, fan_out, grid_points, grid_size, rank, split_grid
 
     check_rank_by(req.rank_by)
     total = grid_size(grid)
@@ -290,9 +290,9 @@ async def run_sweep(client, req: BacktestRequest, grid: dict[str, list[Any]], co
 async def cmd_backtest(args: argparse.Namespace) -> int:
     from backtest.loader import ProgressBar
 
-    from .cli import _client, read_strategy
-    from .report import backtest_report, sweep_report
-    from .sweep import sweep_concurrency
+    from .app import _client, read_strategy
+    from ..report import backtest_report, sweep_report
+    from ..sweep import sweep_concurrency
 
     code = read_strategy(args.strategy)
     req = _request(args, code)  # --grid parsed there
@@ -360,7 +360,7 @@ async def _report_bars(client, args: argparse.Namespace, req: BacktestRequest):
 
 
 def _print(result: BacktestResult, rank_by: str, sweep: bool) -> None:
-    from .cli import _fmt, error_line, print_performance
+    from .app import _fmt, error_line, print_performance
 
     status = "ok" if result.success else f"FAILED {result.error.code}"
     print(f"{status}  ({result.execution_time_ms:.1f} ms on {result.node_id or 'the fleet'})")

@@ -20,7 +20,7 @@ import numpy as np
 
 
 def _bars_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The subcommands of the existing `bars` command (registered by node/cli_backtest.py)."""
+    """The subcommands of the existing `bars` command (registered by node/cli/backtest.py)."""
     bars = sub.choices["bars"]
     for action in bars._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -68,7 +68,7 @@ async def cmd_publish(args: argparse.Namespace) -> int:
 
     ts = parse_time(int(args.time) if args.time.isdigit() else args.time, "time")
     bar = _one(ts, args.open, args.high, args.low, args.close, args.volume)
-    from .cli_backtest import _connect
+    from .backtest import _connect
 
     nc = await _connect(args)
     try:
@@ -95,7 +95,7 @@ async def cmd_replay_live(args: argparse.Namespace) -> int:
         raise SystemExit("error: --interval must be 0 or more")
     arrays = read_bars(args.file)
     cols = {name: arrays.column(name) for name in ("timestamp", "open", "high", "low", "close", "volume")}
-    from .cli_backtest import _connect
+    from .backtest import _connect
 
     nc = await _connect(args)
     stored = skipped = 0

@@ -39,7 +39,7 @@ async def _quiet(exc: Exception) -> None:
 
 def connect_kwargs() -> dict[str, Any]:
     """nats.connect options for a short-lived command: one retry, no 2-minute reconnect loop."""
-    from .nats_auth import connect_options
+    from ..nats_auth import connect_options
 
     return dict(connect_timeout=1.0, max_reconnect_attempts=1, reconnect_time_wait=0.2,
                 error_cb=_quiet, **connect_options(os.environ))

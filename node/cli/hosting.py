@@ -109,8 +109,8 @@ def _options(p: argparse.ArgumentParser, create: bool) -> None:
 
 
 async def _hosting(args: argparse.Namespace):
-    from .cli_connect import connect
-    from .hosting.client import HostingClient
+    from .connect import connect
+    from ..hosting.client import HostingClient
 
     nc = await connect(args)
     return nc, HostingClient(nc, tenant=getattr(args, "tenant", "local"))
@@ -126,8 +126,8 @@ def _fail(error: Any) -> int:
 
 
 async def cmd_strategies(args: argparse.Namespace) -> int:
-    from .cli import read_strategy
-    from .hosting.client import HostingError
+    from .app import read_strategy
+    from ..hosting.client import HostingError
 
     code = read_strategy(args.file) if args.op == "put" else None
     nc, hosting = await _hosting(args)
@@ -165,7 +165,7 @@ async def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
-    from .cli import parse_params
+    from .app import parse_params
 
     fields: dict[str, Any] = {}
     for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap", "warm"):
@@ -182,7 +182,7 @@ def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cmd_deployments(args: argparse.Namespace) -> int:
-    from .hosting.client import HostingError
+    from ..hosting.client import HostingError
 
     nc, hosting = await _hosting(args)
     try:

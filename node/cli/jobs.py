@@ -21,7 +21,7 @@ def _url(args: argparse.Namespace) -> str:
 
 async def _connect(args: argparse.Namespace):
     """A connection to a server with JetStream (durable jobs live there), or one clear line why not."""
-    from .cli_connect import connect, require_jetstream
+    from .connect import connect, require_jetstream
 
     nc = await connect(args)
     try:
@@ -44,7 +44,7 @@ def _bars(path: str) -> dict[str, list]:
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
-    from .cli import parse_params, read_strategy
+    from .app import parse_params, read_strategy
 
     request: dict[str, Any] = {
         "code": read_strategy(args.strategy),
@@ -55,7 +55,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             request[key] = getattr(args, key)
     nc = await _connect(args)  # first: with no server, say so before reading a large file or
     try:                       # importing the node's modules (jobs_client): ~1 s on a busy machine
-        from .jobs_client import submit
+        from ..jobs_client import submit
 
         request["bars"] = _bars(args.bars)
         job_id = await submit(nc, args.kind, request, job_id=args.job_id, reply_to=args.reply_to)
@@ -71,11 +71,11 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 async def cmd_result(args: argparse.Namespace) -> int:
     from contracts import BacktestResult
 
-    from .cli import _emit_json, print_execute, print_performance
+    from .app import _emit_json, print_execute, print_performance
 
     nc = await _connect(args)
     try:
-        from .jobs_client import result
+        from ..jobs_client import result
 
         res = await result(nc, args.job_id, wait=args.wait)
     finally:

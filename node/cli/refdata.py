@@ -44,7 +44,7 @@ async def cmd_refdata_load(args: argparse.Namespace) -> int:
     from backtest.refdata_store import RefDataStore
     from backtest.store import BarStore
 
-    from .cli_backtest import _connect
+    from .backtest import _connect
 
     kind = args.kind
     if args.symbol and kind != "indices":

@@ -55,8 +55,8 @@ def register(sub: Any) -> None:
 
 
 async def screen(args: argparse.Namespace, code: str, symbols: list[str]) -> ScreenResult:
-    from .cli import _client, parse_params
-    from .cli_backtest import _when
+    from .app import _client, parse_params
+    from .backtest import _when
 
     fields = dict(universe=symbols_of(getattr(args, "universe", None)) or None, timeframe=args.timeframe or "1d",
                   start=_when(getattr(args, "start", None)), end=_when(getattr(args, "end", None)),
@@ -71,7 +71,7 @@ async def screen(args: argparse.Namespace, code: str, symbols: list[str]) -> Scr
 
 
 async def cmd_screen(args: argparse.Namespace) -> int:
-    from .cli import _emit_json, read_strategy
+    from .app import _emit_json, read_strategy
 
     code = read_strategy(args.strategy)
     if not defines(code, "classify_symbol"):
@@ -92,7 +92,7 @@ def _cell(value: Any, width: int) -> str:
 
 
 def print_screen(result: ScreenResult, timeframe: str) -> None:
-    from .cli import error_line
+    from .app import error_line
 
     if not result.success:
         print(f"FAILED {result.error.code}  ({result.execution_time_ms:.1f} ms)")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from node.cli import build_parser
-from node.cli_run import ENVIRONMENT
+from node.cli.run import ENVIRONMENT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
