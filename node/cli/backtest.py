@@ -1,12 +1,9 @@
-"""`strategy-node bars load|ls` and `strategy-node backtest` (registered by node.cli).
+"""`strategy-node backtest` (registered by node.cli.app).
 
-    strategy-node bars load FILE.csv|FILE.parquet --symbol S --timeframe 1d
-    strategy-node bars ls
     strategy-node backtest STRATEGY.py --symbol S --timeframe 1d [--start T --end T]
         [--bars FILE.csv] [--param k=v ...] [--grid fast=5:50:5 slow=60:240:20]
         [--rank-by sharpe_ratio] [--report out.html] [--json]
 
-`bars load` is idempotent (the bar store skips bars it already holds) and shows a progress bar.
 `backtest` replays the bars from the BARS stream (or sends `--bars` inline). With `--grid` the
 CLI fans the grid out itself, with the node's own helpers (node.sweep), so it can show progress:
 the grid is split into sub-grids of 8-32 points, each sent as a small sweep request on
@@ -51,25 +48,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    """Add the `bars` and `backtest` commands to the CLI's subparsers."""
-    bars = sub.add_parser("bars", help="load and list bar series in the BARS stream")
-    bars_sub = bars.add_subparsers(dest="bars_command", required=True, metavar="load|ls",
-                                   title="commands", help="load: store a file of bars; ls: list the stored series")
-
-    p = bars_sub.add_parser("load", help="store a CSV/Parquet file of bars (idempotent)")
-    p.add_argument("file", help="CSV or Parquet: timestamp/date, open, high, low, close[, volume]")
-    p.add_argument("--symbol", required=True, help="the series' symbol, e.g. AAPL")
-    p.add_argument("--timeframe", required=True, help="e.g. 1m, 1h, 1d")
-    p.add_argument("--unit", default="auto", choices=["auto", "s", "ms", "us", "ns"],
-                   help="unit of numeric epoch times (default: guessed)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _common(p)
-    p.set_defaults(func=cmd_bars_load)
-
-    p = bars_sub.add_parser("ls", help="list the stored series")
-    _common(p)
-    p.set_defaults(func=cmd_bars_ls)
-
+    """Add the `backtest` command to the CLI's subparsers."""
     p = sub.add_parser("backtest", help="backtest a strategy file over stored or CSV bars, or sweep a grid")
     p.add_argument("strategy", help="a .py strategy file (strategy(data) or script style)")
     p.add_argument("--symbol", help="series in the bar store (required unless --bars)")
@@ -94,66 +73,6 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(p)
     p.set_defaults(func=cmd_backtest)
-
-
-# -- bars ---------------------------------------------------------------------------------------
-async def _connect(args: argparse.Namespace):
-    """A connection to a server with JetStream (the bar store lives there), or one clear line why not."""
-    from .connect import connect, require_jetstream, url_of
-
-    nc = await connect(args)
-    try:
-        await require_jetstream(nc, url_of(args))
-    except BaseException:
-        await nc.close()
-        raise
-    return nc
-
-
-async def cmd_bars_load(args: argparse.Namespace) -> int:
-    from backtest.loader import ProgressBar, read_bars
-    from backtest.store import BarStore
-
-    arrays = read_bars(args.file, unit=args.unit)  # validated before connecting
-    nc = await _connect(args)
-    try:
-        store = BarStore(nc.jetstream(), nc)
-        bar = None if args.quiet or args.json else ProgressBar(arrays.count, f"{args.symbol} {args.timeframe}")
-        try:
-            report = await store.load(args.symbol, args.timeframe, arrays, progress=bar)
-        finally:
-            if bar is not None:
-                bar.close()
-        info = await store.info(args.symbol, args.timeframe)
-    finally:
-        await nc.drain()
-    if args.json:
-        _emit({"load": report, "series": info})
-    else:
-        print(f"{args.symbol} {args.timeframe}: stored {report.bars:,} new bars in {report.stored_chunks:,} chunks, "
-              f"skipped {report.skipped_bars:,} already stored ({report.seconds * 1000:.0f} ms); "
-              f"series now {info.bars:,} bars {info.first} .. {info.last}")
-    return 0
-
-
-async def cmd_bars_ls(args: argparse.Namespace) -> int:
-    from backtest.store import BarStore
-
-    nc = await _connect(args)
-    try:
-        series = await BarStore(nc.jetstream(), nc).symbols()
-    finally:
-        await nc.drain()
-    if args.json:
-        _emit(series)
-        return 0
-    if not series:
-        print("no series stored")
-        return 0
-    print(f"{'SYMBOL':<16} {'TF':<6} {'BARS':>12} {'CHUNKS':>7}  FIRST .. LAST")
-    for s in series:
-        print(f"{s.symbol:<16} {s.timeframe:<6} {s.bars:>12,} {s.chunks:>7,}  {s.first} .. {s.last}")
-    return 0
 
 
 # -- backtest -----------------------------------------------------------------------------------
@@ -188,7 +107,7 @@ def _iso(ns: int) -> str:
 
 
 def _request(args: argparse.Namespace, code: str) -> BacktestRequest:
-    from .app import parse_params
+    from .inputs import parse_params
 
     options = BacktestOptions(mode=args.mode, initial_cash=args.cash, commission_rate=args.commission,
                               allow_short=args.allow_short,
@@ -290,7 +209,8 @@ async def run_sweep(client, req: BacktestRequest, grid: dict[str, list[Any]], co
 async def cmd_backtest(args: argparse.Namespace) -> int:
     from backtest.loader import ProgressBar
 
-    from .app import _client, read_strategy
+    from .connect import strategy_client
+    from .inputs import read_strategy
     from ..report import backtest_report, sweep_report
     from ..sweep import sweep_concurrency
 
@@ -299,7 +219,7 @@ async def cmd_backtest(args: argparse.Namespace) -> int:
     grid = req.grid
     concurrency = args.concurrency or sweep_concurrency()
     where = f"{args.symbol or os.path.basename(args.bars or '')} {args.timeframe}".strip()
-    client = await _client(args)
+    client = await strategy_client(args)
     try:
         if grid is None:
             result = await _backtest_once(client, req)
@@ -360,7 +280,7 @@ async def _report_bars(client, args: argparse.Namespace, req: BacktestRequest):
 
 
 def _print(result: BacktestResult, rank_by: str, sweep: bool) -> None:
-    from .app import _fmt, error_line, print_performance
+    from .output import _fmt, error_line, print_performance
 
     status = "ok" if result.success else f"FAILED {result.error.code}"
     print(f"{status}  ({result.execution_time_ms:.1f} ms on {result.node_id or 'the fleet'})")

@@ -92,3 +92,30 @@ def explain(exc: BaseException, url: str) -> str | None:
     if isinstance(exc, ValueError):
         return str(exc)
     return None
+
+
+def client_parser(sub: Any, name: str, help_: str) -> argparse.ArgumentParser:
+    """A request command's parser with the options every one of them takes: --url and --json."""
+    p = sub.add_parser(name, help=help_)
+    p.add_argument("--url", help="NATS URL (default: $NATS_URL or nats://127.0.0.1:4222)")
+    p.add_argument("--json", action="store_true", help="print the reply as JSON")
+    return p
+
+
+async def connect_jetstream(args: argparse.Namespace):
+    """A connection to a server with JetStream (bars, reference data and durable jobs live there), or
+    one clear line why not."""
+    nc = await connect(args)
+    try:
+        await require_jetstream(nc, url_of(args))
+    except BaseException:
+        await nc.close()
+        raise
+    return nc
+
+
+async def strategy_client(args: argparse.Namespace):
+    """A StrategyClient owning a fresh fail-fast connection."""
+    from ..client import StrategyClient
+
+    return StrategyClient(await connect(args), owns_connection=True)

@@ -1,28 +1,21 @@
-"""`strategy-node strategies ...`, `deployments ...`, `logs DEPLOYMENT`, `signals DEPLOYMENT`.
+"""`strategy-node strategies ...` and `deployments ...`: hosted strategies (signals/logs: follow.py).
 
     strategy-node strategies put sma sma.py            # a new version, validated like `validate`
     strategy-node strategies ls | get NAME [--version N] | versions NAME | rm NAME
     strategy-node deployments create sma-live --strategy sma --symbols AAPL,MSFT --timeframe 1m
     strategy-node deployments ls | get ID | runs ID | pause ID | resume ID | stop ID | run ID | rm ID
     strategy-node deployments update ID [--version N] [--lookback N] [--param k=v ...] [--overlap skip]
-    strategy-node signals sma-live --follow            # live signals of every symbol
-    strategy-node logs sma-live --follow               # live run logs
 
-The tenant is whoever the connection authenticates as (its NATS account); `--tenant` only tells
-`logs`/`signals` which subjects to follow (`local` without accounts, else the account name).
+The tenant is whoever the connection authenticates as (its NATS account).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 import msgspec
-
-from contracts import Signal
-from contracts.hosting import RunLogs
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -85,15 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--limit", type=int, default=20, help="the newest N records (default 20)")
         p.set_defaults(func=cmd_deployments, op=op)
 
-    for name, help_ in (("signals", "follow a deployment's signals live"), ("logs", "follow a deployment's run logs live")):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--url", help="NATS URL (default: $NATS_URL or nats://127.0.0.1:4222)")
-        p.add_argument("--json", action="store_true", help="one JSON object per line")
-        p.add_argument("deployment", help="the deployment's id")
-        p.add_argument("--follow", "-f", action="store_true", required=True, help="stream them as they come (Ctrl-C stops)")
-        p.add_argument("--tenant", default="local", help="your NATS account name when tenants are accounts (default: local)")
-        p.set_defaults(func=cmd_follow, what=name)
-
 
 def _options(p: argparse.ArgumentParser, create: bool) -> None:
     p.add_argument("--lookback", type=int, help="bars handed to each run" + (" (default 500)" if create else ""))
@@ -108,7 +92,7 @@ def _options(p: argparse.ArgumentParser, create: bool) -> None:
         p.add_argument("--paused", action="store_true", help="create it paused")
 
 
-async def _hosting(args: argparse.Namespace):
+async def hosting_client(args: argparse.Namespace):
     from .connect import connect
     from ..hosting.client import HostingClient
 
@@ -126,11 +110,11 @@ def _fail(error: Any) -> int:
 
 
 async def cmd_strategies(args: argparse.Namespace) -> int:
-    from .app import read_strategy
+    from .inputs import read_strategy
     from ..hosting.client import HostingError
 
     code = read_strategy(args.file) if args.op == "put" else None
-    nc, hosting = await _hosting(args)
+    nc, hosting = await hosting_client(args)
     try:
         if args.op == "put":
             reply = await hosting.put_strategy(args.name, code, args.description)
@@ -165,7 +149,7 @@ async def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
-    from .app import parse_params
+    from .inputs import parse_params
 
     fields: dict[str, Any] = {}
     for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap", "warm"):
@@ -184,7 +168,7 @@ def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
 async def cmd_deployments(args: argparse.Namespace) -> int:
     from ..hosting.client import HostingError
 
-    nc, hosting = await _hosting(args)
+    nc, hosting = await hosting_client(args)
     try:
         if args.op == "create":
             fields = _deployment_fields(args)
@@ -228,33 +212,3 @@ async def cmd_deployments(args: argparse.Namespace) -> int:
               f"overlap {d.overlap}, desired {d.desired}" + (f"; state {s.state}, {s.runs} runs, {s.errors} errors, "
                                                                f"{s.signals} signals" if s else ""))
     return 0
-
-
-async def cmd_follow(args: argparse.Namespace) -> int:
-    nc, hosting = await _hosting(args)
-    try:
-        if args.what == "signals":
-            async for symbol, signal in hosting.follow_signals(args.deployment):
-                _print_signal(args, symbol, signal)
-        else:
-            async for logs in hosting.follow_logs(args.deployment):
-                _print_logs(args, logs)
-    finally:
-        await nc.close()
-    return 0
-
-
-def _print_signal(args: argparse.Namespace, symbol: str, signal: Signal) -> None:
-    if args.json:
-        print(json.dumps({"symbol": symbol, **msgspec.to_builtins(signal)}), flush=True)
-    else:
-        price = f" @ {signal.price:g}" if signal.price is not None else ""
-        print(f"{signal.timestamp} {symbol} {signal.type}{price}" + (f"  {signal.reason}" if signal.reason else ""), flush=True)
-
-
-def _print_logs(args: argparse.Namespace, logs: RunLogs) -> None:
-    if args.json:
-        print(msgspec.json.encode(logs).decode(), flush=True)
-        return
-    for line in logs.lines:
-        print(f"{logs.bar_time} {logs.symbol} | {line.rstrip()}", flush=True)

@@ -10,26 +10,10 @@ result (yet) after the wait, 2 when NATS cannot be reached.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-
-def _url(args: argparse.Namespace) -> str:
-    return args.url or os.environ.get("NATS_URL") or "nats://127.0.0.1:4222"
-
-
-async def _connect(args: argparse.Namespace):
-    """A connection to a server with JetStream (durable jobs live there), or one clear line why not."""
-    from .connect import connect, require_jetstream
-
-    nc = await connect(args)
-    try:
-        await require_jetstream(nc, _url(args))
-    except BaseException:
-        await nc.close()
-        raise
-    return nc
+from .connect import connect_jetstream
 
 
 def _bars(path: str) -> dict[str, list]:
@@ -44,7 +28,7 @@ def _bars(path: str) -> dict[str, list]:
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
-    from .app import parse_params, read_strategy
+    from .inputs import parse_params, read_strategy
 
     request: dict[str, Any] = {
         "code": read_strategy(args.strategy),
@@ -53,7 +37,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     for key in ("symbol", "timeframe", "timeout_ms"):
         if getattr(args, key) is not None:
             request[key] = getattr(args, key)
-    nc = await _connect(args)  # first: with no server, say so before reading a large file or
+    nc = await connect_jetstream(args)  # first: with no server, say so before reading a large file or
     try:                       # importing the node's modules (jobs_client): ~1 s on a busy machine
         from ..jobs_client import submit
 
@@ -71,9 +55,9 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 async def cmd_result(args: argparse.Namespace) -> int:
     from contracts import BacktestResult
 
-    from .app import _emit_json, print_execute, print_performance
+    from .output import _emit_json, print_execute, print_performance
 
-    nc = await _connect(args)
+    nc = await connect_jetstream(args)
     try:
         from ..jobs_client import result
 

@@ -44,7 +44,7 @@ async def cmd_refdata_load(args: argparse.Namespace) -> int:
     from backtest.refdata_store import RefDataStore
     from backtest.store import BarStore
 
-    from .backtest import _connect
+    from .connect import connect_jetstream
 
     kind = args.kind
     if args.symbol and kind != "indices":
@@ -56,7 +56,7 @@ async def cmd_refdata_load(args: argparse.Namespace) -> int:
         payload = read_securities(args.file)
     else:
         payload = read_facts(args.file, kind)
-    nc = await _connect(args)
+    nc = await connect_jetstream(args)
     try:
         store = RefDataStore(nc.jetstream(), nc)
         if kind == "indices":

@@ -55,7 +55,8 @@ def register(sub: Any) -> None:
 
 
 async def screen(args: argparse.Namespace, code: str, symbols: list[str]) -> ScreenResult:
-    from .app import _client, parse_params
+    from .connect import strategy_client
+    from .inputs import parse_params
     from .backtest import _when
 
     fields = dict(universe=symbols_of(getattr(args, "universe", None)) or None, timeframe=args.timeframe or "1d",
@@ -63,7 +64,7 @@ async def screen(args: argparse.Namespace, code: str, symbols: list[str]) -> Scr
                   max_bars=getattr(args, "max_bars", 1000), parameters=parse_params(args.param),
                   timeout_ms=args.timeout_ms)
     ScreenRequest(code=code, symbols=symbols, **fields)  # a bad field fails here, before connecting
-    client = await _client(args)
+    client = await strategy_client(args)
     try:
         return await client.screen(code, symbols, **fields)
     finally:
@@ -71,7 +72,8 @@ async def screen(args: argparse.Namespace, code: str, symbols: list[str]) -> Scr
 
 
 async def cmd_screen(args: argparse.Namespace) -> int:
-    from .app import _emit_json, read_strategy
+    from .inputs import read_strategy
+    from .output import _emit_json
 
     code = read_strategy(args.strategy)
     if not defines(code, "classify_symbol"):
@@ -92,7 +94,7 @@ def _cell(value: Any, width: int) -> str:
 
 
 def print_screen(result: ScreenResult, timeframe: str) -> None:
-    from .app import error_line
+    from .output import error_line
 
     if not result.success:
         print(f"FAILED {result.error.code}  ({result.execution_time_ms:.1f} ms)")
