@@ -41,6 +41,7 @@ from .hosting import (
     StrategyReply,
 )
 from .execute import Signal
+from .secrets import SecretPut, SecretRef, SecretReply
 from .screen import ScreenRequest, ScreenResult
 from .validate import ValidateRequest, ValidateResult
 
@@ -76,19 +77,23 @@ REQUEST_REPLY: dict[str, tuple[str, type, type, str]] = {
 HOSTING_OPS: dict[str, tuple[str, str, str]] = {  # group constant -> (op id prefix, noun, verb summary)
     "STRATEGIES": ("strategies", "strategy", "the tenant's strategy registry"),
     "DEPLOYMENTS": ("deployments", "deployment", "the tenant's deployments"),
+    "SECRETS": ("secrets", "secret", "the tenant's encrypted secrets (values go in, never come back)"),
 }
 
 
 def hosting_types(group: str, op: str) -> tuple[type, type]:
     if group == "STRATEGIES":
         return (StrategyPut if op == "put" else StrategyRef), StrategyReply
+    if group == "SECRETS":
+        return (SecretPut if op == "put" else SecretRef), SecretReply
     return {"create": DeploymentCreate, "update": DeploymentUpdate}.get(op, DeploymentRef), DeploymentReply
 
 
 def hosting_subjects() -> dict[str, tuple[str, str]]:
     """Every hosted-strategy request subject: subject -> (group constant, op)."""
     out = {}
-    for group, ops in (("STRATEGIES", subjects.STRATEGY_OPS), ("DEPLOYMENTS", subjects.DEPLOYMENT_OPS)):
+    for group, ops in (("STRATEGIES", subjects.STRATEGY_OPS), ("DEPLOYMENTS", subjects.DEPLOYMENT_OPS),
+                       ("SECRETS", subjects.SECRET_OPS)):
         for op in ops:
             out[f"{getattr(subjects, group)}.{op}"] = (group, op)
     return out

@@ -45,6 +45,15 @@ MAX_DEPLOYMENT_SYMBOLS = 100
 MAX_LOOKBACK = 100_000
 DEFAULT_LOOKBACK = 500
 MAX_STATE_BYTES = 64 * 1024  # a deployment's `state` mapping, JSON-encoded
+MAX_ENV_ENTRIES = 64
+MAX_DEPLOYMENT_SECRETS = 32
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+EnvValue = Annotated[str, msgspec.Meta(max_length=4096)]
+# A deployment's plain environment (read-only `env` in the strategy) and the names of the
+# tenant's secrets its runs get (read-only `secrets`; contracts/secrets.py).
+Env = Annotated[dict[EnvName, EnvValue], msgspec.Meta(max_length=MAX_ENV_ENTRIES)]
+SecretNames = Annotated[list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]],
+                        msgspec.Meta(max_length=MAX_DEPLOYMENT_SECRETS)]
 
 
 class StrategyPut(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -103,9 +112,13 @@ class DeploymentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     # Opt-in: runs of this deployment (one owner, one version) reuse a warm sandbox worker of
     # their own instead of a fresh process (needs a node with TENANT_WARM_RUNS > 0).
     warm: bool = False
+    env: Env = {}
+    secrets: SecretNames = []
 
     def __post_init__(self) -> None:
         check_parameters(self.parameters)
+        if len(set(self.secrets)) != len(self.secrets):
+            raise ValueError("secrets repeat: name each secret once")
         if len(set(self.symbols)) != len(self.symbols):
             raise ValueError("symbols repeat: name each symbol once")
 
@@ -122,8 +135,12 @@ class DeploymentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     memory_mb: MemoryMb | None = None
     overlap: Overlap | None = None
     warm: bool | None = None
+    env: Env | None = None
+    secrets: SecretNames | None = None
 
     def __post_init__(self) -> None:
+        if self.secrets is not None and len(set(self.secrets)) != len(self.secrets):
+            raise ValueError("secrets repeat: name each secret once")
         if self.parameters is not None:
             check_parameters(self.parameters)
         if self.symbols is not None and len(set(self.symbols)) != len(self.symbols):
@@ -150,6 +167,8 @@ class Deployment(msgspec.Struct, kw_only=True):
     warm: bool = False
     created_at: str = ""
     updated_at: str = ""
+    env: dict[str, str] = {}
+    secrets: list[str] = []
 
 
 class RunRecord(msgspec.Struct, kw_only=True):

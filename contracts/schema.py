@@ -25,6 +25,7 @@ from .hosting import (
     StrategyRef,
     StrategyReply,
 )
+from .secrets import SecretPut, SecretRef, SecretReply
 from .screen import ScreenRequest, ScreenResult
 from .validate import ValidateRequest, ValidateResult
 
@@ -48,6 +49,9 @@ MESSAGES: dict[str, type] = {
     "DeploymentRef": DeploymentRef,
     "DeploymentReply": DeploymentReply,
     "RunLogs": RunLogs,
+    "SecretPut": SecretPut,
+    "SecretRef": SecretRef,
+    "SecretReply": SecretReply,
 }
 
 

@@ -26,6 +26,8 @@ STRATEGIES = f"{PREFIX}.strategies"
 DEPLOYMENTS = f"{PREFIX}.deployments"
 STRATEGY_OPS = ("put", "get", "list", "versions", "delete")
 DEPLOYMENT_OPS = ("create", "update", "get", "list", "pause", "resume", "stop", "delete", "run", "runs")
+SECRETS = f"{PREFIX}.secrets"  # contracts/secrets.py
+SECRET_OPS = ("put", "list", "delete", "rotate")
 # Results of hosted runs: signals.<tenant>.<deployment>.<symbol>, strategy.logs.<tenant>.<deployment>;
 # work items strategy.triggers.<tenant>.<deployment> (nodes only).
 SIGNALS = "signals"

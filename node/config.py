@@ -83,6 +83,10 @@ class Settings:
     # Trust a request's body `user_id` as its tenant when NATS proves none (node/identity.py);
     # for closed networks only, and reported in Health.
     trust_body_user_id: bool = False
+    # Hosted-strategy secrets (node/hosting/secrets.py): the key-encryption key(s), from a mounted
+    # file (read at start) or the variable itself; never shown in repr or Health.
+    secrets_key_file: str = ""
+    secrets_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -133,6 +137,8 @@ def _warm_settings(env: Mapping[str, str], workers: int) -> dict:
         tenant_warm_max=_int(env, "TENANT_WARM_MAX", workers, 1, 4096),
         tenant_warm_idle_seconds=_float(env, "TENANT_WARM_IDLE_SECONDS", 60.0, 0.1, 86_400.0),
         trust_body_user_id=_flag(env, "TRUST_BODY_USER_ID", False),
+        secrets_key_file=env.get("SECRETS_KEY_FILE", ""),
+        secrets_key=env.get("SECRETS_KEY", ""),
     )
 
 

@@ -29,6 +29,7 @@ from .backtesting import Backtesting
 from .config import Settings
 from .connectivity import Connectivity, write_heartbeat
 from .durable import JobConsumer
+from .hosting.secrets import Keyring
 from .hosting.service import Hosting
 from . import nats_internals, sizing
 from .endpoints import Endpoints, error_headers
@@ -73,6 +74,9 @@ class Node:
 
     # -- start --------------------------------------------------------------------------
     async def start(self) -> None:
+        # Hosted-strategy secrets: a key that is set but unreadable or malformed stops the node
+        # here, before it connects (node/hosting/secrets.py), not at the first secret it needs.
+        Keyring.load(self.settings.secrets_key, self.settings.secrets_key_file)
         await self.pool.start()
         for layer in self.pool.layers:
             log.info("isolation layer %-18s %s  %s", layer.name, "active  " if layer.active else "INACTIVE", layer.detail)

@@ -59,6 +59,10 @@ class Job(msgspec.Struct, array_like=True):
     # Hosted runs (node/hosting/): the deployment's persisted `state` mapping, handed in as the
     # strategy's global `state` and handed back in `Outcome.state` (None: no state for this run).
     state: dict[str, Any] | None = None
+    # Hosted runs: the deployment's plain environment and the clear values of the secrets it
+    # names, handed in as the read-only mappings `env` and `secrets` (None: not a hosted run).
+    env: dict[str, str] | None = None
+    secrets: dict[str, str] | None = None
 
 
 class PointOutcome(msgspec.Struct, array_like=True):

@@ -185,6 +185,10 @@ class Run:
         }
         if self.state is not None:
             api["state"] = self.state
+        if self.job.env is not None:
+            api["env"] = types.MappingProxyType(dict(self.job.env))
+        if self.job.secrets is not None:
+            api["secrets"] = types.MappingProxyType(dict(self.job.secrets))
         if with_data and not _DATA_NAMES.isdisjoint(global_names(self.compiled.code)):
             api["df"] = self.frame.copy()
             api["data"] = api["df"]

@@ -29,6 +29,7 @@ from contracts.hosting import (
     StrategyRef,
     StrategyReply,
 )
+from contracts.secrets import SecretPut, SecretRef, SecretReply
 
 from .naming import LOCAL_TENANT
 
@@ -108,6 +109,20 @@ class HostingClient:
 
     async def runs(self, id: str, limit: int = 100) -> DeploymentReply:
         return await self.deployment("runs", id, limit)  # the newest `limit` records
+
+    # -- secrets (values go in, never come back) ---------------------------------------------
+    async def set_secret(self, name: str, value: str) -> SecretReply:
+        return await self._call(f"{subjects.SECRETS}.put", SecretPut(name=name, value=value), SecretReply)
+
+    async def list_secrets(self) -> SecretReply:
+        return await self._call(f"{subjects.SECRETS}.list", SecretRef(), SecretReply)
+
+    async def delete_secret(self, name: str) -> SecretReply:
+        return await self._call(f"{subjects.SECRETS}.delete", SecretRef(name=name), SecretReply)
+
+    async def rotate_secrets(self) -> SecretReply:
+        """Re-encrypt this tenant's secrets under the nodes' newest key (`rotated`: how many)."""
+        return await self._call(f"{subjects.SECRETS}.rotate", SecretRef(), SecretReply)
 
     # -- following -------------------------------------------------------------------------
     async def follow_signals(self, deployment: str) -> AsyncIterator[tuple[str, Signal]]:

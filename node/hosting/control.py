@@ -28,6 +28,8 @@ from contracts.hosting import (
     StrategyReply,
 )
 
+from contracts.secrets import SecretPut, SecretRef, SecretReply
+
 from .. import identity, sizing
 from ..failures import error_of
 from ..jobs import run_limits
@@ -53,6 +55,8 @@ class Control:
             out.append((f"strategies-{op}", f"{subjects.STRATEGIES}.{op}", self._wrap(op, self.strategy, StrategyReply)))
         for op in subjects.DEPLOYMENT_OPS:
             out.append((f"deployments-{op}", f"{subjects.DEPLOYMENTS}.{op}", self._wrap(op, self.deployment, DeploymentReply)))
+        for op in subjects.SECRET_OPS:
+            out.append((f"secrets-{op}", f"{subjects.SECRETS}.{op}", self._wrap(op, self.secret, SecretReply)))
         return out
 
     def _wrap(self, op: str, fn, reply_type: type) -> Handler:
@@ -94,6 +98,27 @@ class Control:
                                  f"strategy {name!r} is deployed by {', '.join(users[:10])}: delete those first")
         await reg.delete(tenant, name)
         return StrategyReply(ok=True)
+
+    # -- secrets ---------------------------------------------------------------------------
+    async def secret(self, op: str, tenant: str, data: bytes, kind: str) -> SecretReply:
+        store = self.h.secrets
+        if op == "put":
+            req = decode(data, SecretPut, kind)
+            return SecretReply(ok=True, secret=await store.put(tenant, req.name, req.value))
+        ref = decode(data or b"{}", SecretRef, kind)
+        if op in ("list", "rotate"):
+            _refuse(ref.name, "name", op)
+            if op == "list":
+                return SecretReply(ok=True, secrets=await store.list(tenant))
+            return SecretReply(ok=True, rotated=await store.rotate(tenant))
+        name = _need(ref.name, "name")
+        users = [d.id for d in await self.h.deployments.list(tenant) if name in d.secrets]
+        if users:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                 f"secret {name!r} is named by deployment(s) {', '.join(users[:10])}: "
+                                 "update or delete those first")
+        await store.delete(tenant, name)
+        return SecretReply(ok=True)
 
     # -- deployments -----------------------------------------------------------------------
     async def deployment(self, op: str, tenant: str, data: bytes, kind: str) -> DeploymentReply:
@@ -151,12 +176,14 @@ class Control:
     async def _create(self, tenant: str, req: DeploymentCreate) -> DeploymentReply:
         run_limits(req, self.h.settings)  # timeout_ms / memory_mb within this node's limits, named
         self._check_warm(req.warm)
+        await self.h.secrets.require(tenant, list(req.secrets))
         version = await self.h.registry.get(tenant, req.strategy, req.version)
         now = naming.now_iso()
         dep = Deployment(id=req.id, strategy=req.strategy, version=version.version, symbols=list(req.symbols),
                          timeframe=req.timeframe, lookback=req.lookback, parameters=req.parameters,
                          timeout_ms=req.timeout_ms, memory_mb=req.memory_mb, overlap=req.overlap,
-                         desired=req.desired, warm=req.warm, created_at=now, updated_at=now)
+                         desired=req.desired, warm=req.warm, created_at=now, updated_at=now,
+                         env=dict(req.env), secrets=list(req.secrets))
         await self.h.deployments.create(tenant, dep)
         state = "pending" if req.desired == "running" else req.desired
         status = await self.h.deployments.set_status(
@@ -167,15 +194,18 @@ class Control:
     async def _update(self, tenant: str, req: DeploymentUpdate) -> DeploymentReply:
         run_limits(_Limits(req.timeout_ms, req.memory_mb), self.h.settings)
         self._check_warm(req.warm)
+        if req.secrets is not None:
+            await self.h.secrets.require(tenant, list(req.secrets))
         if req.version is not None:
             current = await self.h.deployments.get(tenant, req.id)
             await self.h.registry.get(tenant, current.strategy, req.version)  # must exist
 
         def edit(d: Deployment) -> Deployment:
-            for name in ("version", "symbols", "lookback", "parameters", "timeout_ms", "memory_mb", "overlap", "warm"):
+            for name in ("version", "symbols", "lookback", "parameters", "timeout_ms", "memory_mb", "overlap", "warm",
+                         "env", "secrets"):
                 value = getattr(req, name)
                 if value is not None:
-                    setattr(d, name, list(value) if name == "symbols" else value)
+                    setattr(d, name, list(value) if name in ("symbols", "secrets") else value)
             return d
 
         dep = await self.h.deployments.change(tenant, req.id, edit)

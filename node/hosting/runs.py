@@ -40,6 +40,7 @@ from ..failures import Overloaded, error_of
 from ..jobs import run_limits
 from . import logs as run_logs
 from . import naming, streams
+from .redact import Redactor
 
 log = logging.getLogger("node.hosting.runs")
 
@@ -210,21 +211,29 @@ class Runner:
         state_in: dict[str, Any] = {}
         revision = None
         outcome = None
+        redact = Redactor([])
         try:
             timeout_ms, memory_mb = run_limits(dep, h.settings)
-            version, bars, (state_in, revision) = await asyncio.gather(
+            version, bars, (state_in, revision), secret_values = await asyncio.gather(
                 h.registry.version(tenant, dep.strategy, dep.version),
                 h.windows.window(trig.symbol, trig.timeframe, trig.bar_ns, dep.lookback),
-                h.states.read(tenant, dep.id, trig.symbol, run_id))
+                h.states.read(tenant, dep.id, trig.symbol, run_id),
+                self._secrets(tenant, dep))
+            redact = Redactor(list(secret_values.values()))
             compiled, _hit = h.cache.get(version.code)
             job = Job(kind="execute", code=compiled.to_bytes(), bars=bars, symbol=trig.symbol,
                       timeframe=trig.timeframe, parameters=dep.parameters, timeout_ms=timeout_ms,
-                      memory_mb=memory_mb, limits=OutputLimits(), state=state_in)
-            # warm (opt-in): a worker of this deployment's own (one owner, one version), never shared
-            outcome = await self._sandbox(job, ("hosted", tenant, dep.id, dep.version) if dep.warm else None)
+                      memory_mb=memory_mb, limits=OutputLimits(), state=state_in,
+                      env=dict(dep.env), secrets=secret_values)
+            # warm (opt-in): a worker of this deployment's own (one owner, one version), never shared;
+            # a deployment that names secrets never runs warm (its values would outlive the run).
+            warm = dep.warm and not dep.secrets
+            outcome = await self._sandbox(job, ("hosted", tenant, dep.id, dep.version) if warm else None)
             error = outcome.error
         except Exception as exc:  # noqa: BLE001 - every failure is a record (or a retry)
             error = error_of(exc, "hosted run")
+        if redact:  # every secret value out of what leaves the node (node/hosting/redact.py)
+            error, outcome = self._redacted(redact, error, outcome)
         if error is not None and error.code in RETRYABLE and msg.metadata.num_delivered < h.settings.jobs_max_deliver:
             return True
         signal = None
@@ -261,6 +270,26 @@ class Runner:
             self.ran += 1
             await self._status(tenant, dep, record)
         return False
+
+    async def _secrets(self, tenant: str, dep: Deployment) -> dict[str, str]:
+        if not dep.secrets:
+            return {}
+        if self.h.keyring is None:  # another node with the key may take the retry
+            raise ExecutionError(ErrorCode.INTERNAL, "deployment names secrets but this node holds no "
+                                 "key-encryption key (SECRETS_KEY_FILE / SECRETS_KEY)")
+        return await self.h.secrets.reveal(tenant, list(dep.secrets))
+
+    @staticmethod
+    def _redacted(redact: Redactor, error: ErrorInfo | None, outcome: Any) -> tuple[ErrorInfo | None, Any]:
+        if error is not None:
+            error = msgspec.structs.replace(error, message=redact.text(error.message))
+        if outcome is not None:
+            outcome = msgspec.structs.replace(
+                outcome, logs=redact.lines(list(outcome.logs)),
+                signals=[msgspec.convert(redact.value(msgspec.to_builtins(s)), type(s)) for s in outcome.signals],
+                state=redact.value(outcome.state), result=None,
+                error=error if outcome.error is not None else None)
+        return error, outcome
 
     async def _sandbox(self, job: Job, warm_key: Any = None) -> Any:
         """The sandbox run through the node's Admission, like a request's: it shares the node's

@@ -23,6 +23,7 @@ from .control import Control
 from .deployments import Deployments
 from .registry import Registry
 from .runs import Runner
+from .secrets import Keyring, Secrets
 from .state import StateStore
 from .triggers import FanOut, Routes, Triggers
 from .window import Windows
@@ -45,6 +46,10 @@ class Hosting:
         self.runner = Runner(self)
         self.store = BarStore(self.js, nc)
         self.windows = Windows(self.store)
+        # The key-encryption keys (None: this node refuses secret operations); a key that is
+        # set but unreadable stops the node here, at start, not at the first run.
+        self.keyring = Keyring.load(settings.secrets_key, settings.secrets_key_file)
+        self.secrets: Secrets | None = None
         self.registry: Registry | None = None
         self.deployments: Deployments | None = None
         self.states: StateStore | None = None
@@ -96,6 +101,7 @@ class Hosting:
         self.registry = Registry(kv[streams.STRATEGIES], self.cache)
         self.deployments = Deployments(kv[streams.DEPLOYMENTS], kv[streams.STATUS], self.nc)
         self.states = StateStore(kv[streams.STATE])
+        self.secrets = Secrets(kv[streams.SECRETS], self.keyring)
         self.runs_kv = kv[streams.RUNS]
         self.locks_kv = kv[streams.LOCKS]
 

@@ -13,6 +13,7 @@ Key-Value (file storage; every change of a key is an event a client can watch):
 * DEPLOYMENT_STATE: `<tenant>.<deployment>` -> the strategy's `state` (JSON, <= 64 KiB).
 * DEPLOYMENT_RUNS: `<tenant>.<deployment>.<run token>` -> RunRecord (JSON), max_age retention.
 * DEPLOYMENT_LOCKS: overlap locks `<tenant>.<deployment>[.queued]`, short max_age.
+* SECRETS: `<tenant>.<name>` -> an AEAD envelope (node/hosting/secrets.py), never a clear value.
 
 Streams:
 
@@ -53,6 +54,7 @@ STATUS = "DEPLOYMENT_STATUS"
 STATE = "DEPLOYMENT_STATE"
 RUNS = "DEPLOYMENT_RUNS"
 LOCKS = "DEPLOYMENT_LOCKS"
+SECRETS = "SECRETS"
 TRIGGERS_STREAM = "STRATEGY_TRIGGERS"
 SIGNALS_STREAM = "SIGNALS"
 LOGS_STREAM = "STRATEGY_LOGS"
@@ -78,6 +80,8 @@ def bucket_configs(settings: Settings, max_payload: int) -> list[KeyValueConfig]
         KeyValueConfig(bucket=STATUS, description="deployment status (watchable)", history=10, **common),
         KeyValueConfig(bucket=STATE, description="deployment state mappings", history=1, **common),
         KeyValueConfig(bucket=RUNS, description="run records by trigger", history=1, ttl=RETENTION_S, **common),
+        KeyValueConfig(bucket=SECRETS, description="tenant secrets: AEAD envelopes <tenant>.<name>", history=1,
+                       **common),
         KeyValueConfig(bucket=LOCKS, description="overlap locks of running deployments", history=1,
                        ttl=lock_ttl(settings), storage=StorageType.MEMORY, replicas=replicas),
     ]

@@ -529,3 +529,17 @@ def test_dockerignore_admits_the_package_and_nothing_else():
                            "deploy/Dockerfile", "node/__pycache__/x.pyc", "bench/out1.json",
                            ".env"):
         assert not included(secret_or_junk), secret_or_junk
+
+
+def test_each_node_deployment_reads_the_secrets_key_from_a_read_only_secret_mount(rendered):
+    for dep in by_kind(rendered, "Deployment"):
+        spec = dep["spec"]["template"]["spec"]
+        (container,) = [c for c in spec["containers"] if c["name"] == "node"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        key_file = env["SECRETS_KEY_FILE"]
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "secrets-key"]
+        assert mount["readOnly"] is True and key_file.startswith(mount["mountPath"] + "/")
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "secrets-key"]
+        assert volume["secret"]["secretName"] == "strategy-node-secrets-key"
+        assert volume["secret"]["optional"] is False
+        assert "SECRETS_KEY" not in env  # never the key itself as a plain environment value
