@@ -52,6 +52,14 @@ EnvValue = Annotated[str, msgspec.Meta(max_length=4096)]
 # A deployment's plain environment (read-only `env` in the strategy) and the names of the
 # tenant's secrets its runs get (read-only `secrets`; contracts/secrets.py).
 Env = Annotated[dict[EnvName, EnvValue], msgspec.Meta(max_length=MAX_ENV_ENTRIES)]
+# A schedule (JetStream message schedules, node/hosting/schedules.py): a 6-field cron
+# (`sec min hour day month weekday`, e.g. "0 */5 9-15 * * MON-FRI"), `@every <duration>`
+# ("@every 30s", "@every 5m") or `@at <RFC 3339 time>`, in the IANA zone `tz` (UTC when left out).
+Schedule = Annotated[str, msgspec.Meta(min_length=2, max_length=128)]
+TimeZone = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")]
+# A fire older than this when a node takes it is skipped and recorded (after an outage).
+CatchupS = Annotated[int, msgspec.Meta(ge=1, le=7 * 86_400)]
+DEFAULT_CATCHUP_S = 300
 SecretNames = Annotated[list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]],
                         msgspec.Meta(max_length=MAX_DEPLOYMENT_SECRETS)]
 
@@ -114,9 +122,15 @@ class DeploymentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     warm: bool = False
     env: Env = {}
     secrets: SecretNames = []
+    # With a schedule the deployment runs on its fires (each symbol on its newest stored bar),
+    # not on every new bar.
+    schedule: Schedule | None = None
+    tz: TimeZone | None = None
+    catchup_s: CatchupS = DEFAULT_CATCHUP_S
 
     def __post_init__(self) -> None:
         check_parameters(self.parameters)
+        check_schedule(self.schedule, self.tz)
         if len(set(self.secrets)) != len(self.secrets):
             raise ValueError("secrets repeat: name each secret once")
         if len(set(self.symbols)) != len(self.symbols):
@@ -137,8 +151,15 @@ class DeploymentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     warm: bool | None = None
     env: Env | None = None
     secrets: SecretNames | None = None
+    schedule: Schedule | None = None  # "" removes the schedule (back to every new bar)
+    tz: TimeZone | None = None
+    catchup_s: CatchupS | None = None
 
     def __post_init__(self) -> None:
+        if self.schedule:
+            check_schedule(self.schedule, self.tz)
+        elif self.tz is not None and self.schedule is None:
+            check_schedule(None, self.tz)
         if self.secrets is not None and len(set(self.secrets)) != len(self.secrets):
             raise ValueError("secrets repeat: name each secret once")
         if self.parameters is not None:
@@ -169,6 +190,9 @@ class Deployment(msgspec.Struct, kw_only=True):
     updated_at: str = ""
     env: dict[str, str] = {}
     secrets: list[str] = []
+    schedule: str | None = None
+    tz: str | None = None
+    catchup_s: int = DEFAULT_CATCHUP_S
 
 
 class RunRecord(msgspec.Struct, kw_only=True):
@@ -202,6 +226,8 @@ class DeploymentStatus(msgspec.Struct, kw_only=True):
     signals: int = 0
     last_run: RunRecord | None = None
     updated_at: str = ""
+    next_fire: str | None = None  # scheduled deployments: the server's next fire time (from the last fire)
+    last_fire: str | None = None
 
 
 class DeploymentView(msgspec.Struct, kw_only=True):
@@ -241,3 +267,41 @@ class RunLogs(msgspec.Struct, kw_only=True):
     bar_time: str
     lines: list[str] = []
     truncated: bool = False
+
+
+_CRON_FIELD = r"[A-Za-z0-9*/,?LW#-]+"
+
+
+def check_schedule(schedule: str | None, tz: str | None) -> None:
+    """The forms the server takes (it checks them again on publish); `tz` an IANA zone."""
+    import re
+    import zoneinfo
+
+    if tz is not None:
+        if schedule is None:
+            raise ValueError("tz applies to a schedule only: give `schedule` too")
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"tz {tz!r} is not an IANA time zone (e.g. Asia/Kolkata)") from None
+    if schedule is None:
+        return
+    text = schedule.strip()
+    if tz is not None and text.startswith("@"):
+        raise ValueError(f"tz applies to a cron schedule only; {text.split()[0]} is zone-free (leave tz out)")
+    if text.startswith("@every "):
+        if not re.fullmatch(r"@every (\d+(\.\d+)?(ns|us|ms|s|m|h))+", text):
+            raise ValueError(f"schedule {schedule!r}: `@every` takes a duration such as 30s, 5m or 1h30m")
+    elif text.startswith("@at "):
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(text[4:].replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"schedule {schedule!r}: `@at` takes an RFC 3339 time") from None
+    elif text.startswith("@"):
+        raise ValueError(f"schedule {schedule!r}: use a 6-field cron, `@every <duration>` or `@at <time>`")
+    else:
+        fields = text.split()
+        if len(fields) != 6 or not all(re.fullmatch(_CRON_FIELD, f) for f in fields):
+            raise ValueError(f"schedule {schedule!r}: a cron needs 6 fields (sec min hour day month weekday)")

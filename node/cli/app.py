@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 
-from . import backtest, bars, execute, follow, health, hosting, jobs, refdata, run, screen, validate
+from . import backtest, bars, execute, follow, health, hosting, jobs, refdata, run, screen, secrets, validate
 from . import connect as cli_connect
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     screen.register(sub)  # screen (classify_symbol over stored symbols)
     refdata.register(sub)  # refdata load (reference data for the accessors)
     hosting.register(sub)  # strategies, deployments (hosted strategies)
+    secrets.register(sub)  # secrets set/ls/rm/rotate (hosted strategies)
     follow.register(sub)  # signals, logs --follow
     return parser
 

@@ -88,6 +88,18 @@ def _options(p: argparse.ArgumentParser, create: bool) -> None:
                    help="a new bar while the previous run goes on" + (" (default skip)" if create else ""))
     p.add_argument("--warm", action="store_true", default=None,
                    help="reuse a warm sandbox worker of this deployment's own (nodes need TENANT_WARM_RUNS > 0)")
+    p.add_argument("--schedule", help='run on a schedule instead of every new bar: a 6-field cron '
+                   '("0 */5 9-15 * * MON-FRI"), "@every 5m" or "@at 2026-12-01T09:15:00Z"'
+                   + ("" if create else '; "" removes it'))
+    p.add_argument("--tz", help="the schedule's IANA time zone, e.g. Asia/Kolkata (default UTC)")
+    p.add_argument("--catchup", type=int, dest="catchup_s", metavar="SECONDS",
+                   help="skip (and record) a fire older than this when taken" + (" (default 300)" if create else ""))
+    p.add_argument("--env", action="append", metavar="KEY=VALUE",
+                   help="a plain environment value, read-only `env` in the strategy; repeatable"
+                   + ("" if create else " (replaces the whole mapping)"))
+    p.add_argument("--secret", action="append", dest="secret_names", metavar="NAME",
+                   help="hand this secret (`secrets set`) to each run as read-only `secrets`; repeatable"
+                   + ("" if create else " (replaces the list)"))
     if create:
         p.add_argument("--paused", action="store_true", help="create it paused")
 
@@ -152,7 +164,7 @@ def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
     from .inputs import parse_params
 
     fields: dict[str, Any] = {}
-    for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap", "warm"):
+    for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap", "warm", "schedule", "tz", "catchup_s"):
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value
@@ -162,6 +174,16 @@ def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["parameters"] = parse_params(args.param)
     if getattr(args, "paused", False):
         fields["desired"] = "paused"
+    if getattr(args, "env", None):
+        env = {}
+        for item in args.env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--env {item!r}: give KEY=VALUE")
+            env[key] = value
+        fields["env"] = env
+    if getattr(args, "secret_names", None):
+        fields["secrets"] = list(args.secret_names)
     return fields
 
 
@@ -211,4 +233,7 @@ async def cmd_deployments(args: argparse.Namespace) -> int:
         print(f"{d.id}: {d.strategy}@v{d.version} on {','.join(d.symbols)} {d.timeframe}, lookback {d.lookback}, "
               f"overlap {d.overlap}, desired {d.desired}" + (f"; state {s.state}, {s.runs} runs, {s.errors} errors, "
                                                                f"{s.signals} signals" if s else ""))
+        if d.schedule:
+            print(f"  schedule {d.schedule!r} ({d.tz or 'UTC'}), catch-up {d.catchup_s}s"
+                  + (f"; next fire {s.next_fire}" if s and s.next_fire else ""))
     return 0

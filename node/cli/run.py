@@ -57,6 +57,8 @@ ENVIRONMENT: list[tuple[str, str]] = [
     ("TENANT_WARM_WORKERS", "warm workers per tenant (default 2)"),
     ("TENANT_WARM_MAX", "warm workers on the node (default MAX_WORKERS)"),
     ("TENANT_WARM_IDLE_SECONDS", "an idle warm worker is killed after this (default 60)"),
+    ("SECRETS_KEY_FILE", "hosted-strategy secrets: file of key-encryption keys `<id>:<base64 32 bytes>`, newest last"),
+    ("SECRETS_KEY", "the same keys as a variable (SECRETS_KEY_FILE preferred); unset: secrets refused"),
     ("OTEL_*", "OpenTelemetry exporters (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...); none by default"),
 ]
 

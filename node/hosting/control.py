@@ -33,7 +33,7 @@ from contracts.secrets import SecretPut, SecretRef, SecretReply
 from .. import identity, sizing
 from ..failures import error_of
 from ..jobs import run_limits
-from . import naming, triggers
+from . import naming, schedules, triggers
 
 Handler = Callable[[bytes, str, float], Awaitable[Any]]
 READY_WAIT_S = 5.0
@@ -152,6 +152,7 @@ class Control:
             await deps.delete(tenant, dep_id)
             await self.h.states.delete(tenant, dep_id)
             await self.h.purge_triggers(tenant, dep_id)
+            await schedules.remove(self.h.js, tenant, dep_id)
             return DeploymentReply(ok=True)
         # run: one manual trigger per symbol, on its newest stored bar
         dep = await deps.get(tenant, dep_id)
@@ -183,8 +184,15 @@ class Control:
                          timeframe=req.timeframe, lookback=req.lookback, parameters=req.parameters,
                          timeout_ms=req.timeout_ms, memory_mb=req.memory_mb, overlap=req.overlap,
                          desired=req.desired, warm=req.warm, created_at=now, updated_at=now,
-                         env=dict(req.env), secrets=list(req.secrets))
+                         env=dict(req.env), secrets=list(req.secrets),
+                         schedule=req.schedule.strip() if req.schedule else None, tz=req.tz, catchup_s=req.catchup_s)
         await self.h.deployments.create(tenant, dep)
+        if dep.schedule:
+            try:
+                await schedules.publish(self.h.js, tenant, dep)
+            except Exception:
+                await self.h.deployments.delete(tenant, dep.id)  # refused: nothing stays behind
+                raise
         state = "pending" if req.desired == "running" else req.desired
         status = await self.h.deployments.set_status(
             tenant, dep.id, lambda s: _fresh(s, state, dep.version),
@@ -202,13 +210,23 @@ class Control:
 
         def edit(d: Deployment) -> Deployment:
             for name in ("version", "symbols", "lookback", "parameters", "timeout_ms", "memory_mb", "overlap", "warm",
-                         "env", "secrets"):
+                         "env", "secrets", "tz", "catchup_s"):
                 value = getattr(req, name)
                 if value is not None:
                     setattr(d, name, list(value) if name in ("symbols", "secrets") else value)
+            if req.schedule is not None:
+                d.schedule = req.schedule.strip() or None
+                d.tz = req.tz if d.schedule else None
+            elif req.tz is not None and not d.schedule:
+                raise ExecutionError(ErrorCode.INVALID_REQUEST, "invalid request: `$.tz` applies to a schedule only")
             return d
 
         dep = await self.h.deployments.change(tenant, req.id, edit)
+        if req.schedule is not None or req.tz is not None:
+            if dep.schedule:
+                await schedules.publish(self.h.js, tenant, dep)
+            else:
+                await schedules.remove(self.h.js, tenant, dep.id)
         return DeploymentReply(ok=True, deployment=dep, status=await self.h.deployments.status(tenant, req.id))
 
 

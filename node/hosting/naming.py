@@ -69,4 +69,8 @@ def triggers_subject(tenant: str, deployment: str) -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_of(datetime.now(timezone.utc))
+
+
+def iso_of(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -23,6 +23,7 @@ from .control import Control
 from .deployments import Deployments
 from .registry import Registry
 from .runs import Runner
+from . import schedules
 from .secrets import Keyring, Secrets
 from .state import StateStore
 from .triggers import FanOut, Routes, Triggers
@@ -58,6 +59,7 @@ class Hosting:
         self.routes: Routes | None = None
         self.fanout: FanOut | None = None
         self.triggers: Triggers | None = None
+        self.fires: schedules.Fires | None = None
         self._task: asyncio.Task | None = None
 
     def handlers(self):
@@ -82,6 +84,8 @@ class Hosting:
         self.routes.start()
         self.fanout = FanOut(self, self.routes)
         self.fanout.loop.start()
+        self.fires = schedules.Fires(self)
+        self.fires.loop.start()
         if self.consume:
             self.triggers = Triggers(self, self.runner)
             self.triggers.loop.start()
@@ -96,6 +100,7 @@ class Hosting:
         for config in streams.stream_configs(self.settings):
             await streams.ensure_stream(self.js, config)
         await self.store.ensure_stream()
+        await schedules.ensure(self.js, self.settings)
         await streams.ensure_consumer(self.js, streams.TRIGGERS_STREAM, streams.trigger_consumer(self.settings))
         await streams.ensure_consumer(self.js, "BARS", streams.fanout_consumer(self.settings))
         self.registry = Registry(kv[streams.STRATEGIES], self.cache)
@@ -116,7 +121,7 @@ class Hosting:
         return int(last[-1])
 
     async def stop_fetching(self) -> None:
-        for part in (self.triggers, self.fanout):
+        for part in (self.triggers, self.fanout, self.fires):
             if part is not None:
                 await part.loop.stop()
 

@@ -12,7 +12,8 @@ Key-Value (file storage; every change of a key is an event a client can watch):
 * DEPLOYMENT_STATUS: `<tenant>.<deployment>` -> DeploymentStatus (JSON), history 10: watch it.
 * DEPLOYMENT_STATE: `<tenant>.<deployment>` -> the strategy's `state` (JSON, <= 64 KiB).
 * DEPLOYMENT_RUNS: `<tenant>.<deployment>.<run token>` -> RunRecord (JSON), max_age retention.
-* DEPLOYMENT_LOCKS: overlap locks `<tenant>.<deployment>[.queued]`, short max_age.
+* DEPLOYMENT_LOCKS: overlap locks `<tenant>.<deployment>[.queued]`, short max_age (file storage,
+  so they and their bucket survive a server restart).
 * SECRETS: `<tenant>.<name>` -> an AEAD envelope (node/hosting/secrets.py), never a clear value.
 
 Streams:
@@ -83,7 +84,9 @@ def bucket_configs(settings: Settings, max_payload: int) -> list[KeyValueConfig]
         KeyValueConfig(bucket=SECRETS, description="tenant secrets: AEAD envelopes <tenant>.<name>", history=1,
                        **common),
         KeyValueConfig(bucket=LOCKS, description="overlap locks of running deployments", history=1,
-                       ttl=lock_ttl(settings), storage=StorageType.MEMORY, replicas=replicas),
+                       # file, not memory: a memory bucket is gone after a server restart, and
+                       # every skip/queue_one run would fail on its lock until a node restarted
+                       ttl=lock_ttl(settings), storage=StorageType.FILE, replicas=replicas),
     ]
 
 

@@ -43,10 +43,11 @@ RANGE_HEADER = "Bars-Range"
 
 
 def trigger_message(tenant: str, dep: Deployment, symbol: str, bar_ns: int,
-                    manual_id: str | None = None) -> tuple[str, bytes, dict[str, str]]:
+                    manual_id: str | None = None, schedule_id: str | None = None) -> tuple[str, bytes, dict[str, str]]:
+    """A trigger for a new bar, a manual run (`manual_id`) or a schedule's fire (`schedule_id`)."""
     trig = Trigger(tenant=tenant, deployment=dep.id, version=dep.version, symbol=symbol,
                    timeframe=dep.timeframe, bar_ns=bar_ns, manual=manual_id is not None)
-    run_id = manual_id or naming.trigger_id(tenant, dep.id, dep.version, symbol, bar_ns)
+    run_id = manual_id or schedule_id or naming.trigger_id(tenant, dep.id, dep.version, symbol, bar_ns)
     return naming.triggers_subject(tenant, dep.id), _trigger.encode(trig), {"Nats-Msg-Id": run_id}
 
 
@@ -156,7 +157,7 @@ class Routes:
 
     def running(self, timeframe: str, symbol: str) -> list[tuple[str, Deployment]]:
         return [(tenant, dep) for (tenant, _), dep in self.by_series.get((timeframe, symbol), {}).items()
-                if dep.desired == "running"]
+                if dep.desired == "running" and not dep.schedule]  # a scheduled one runs on its fires
 
 
 class PullLoop:
