@@ -151,7 +151,8 @@ class DeploymentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     warm: bool | None = None
     env: Env | None = None
     secrets: SecretNames | None = None
-    schedule: Schedule | None = None  # "" removes the schedule (back to every new bar)
+    # "" removes the schedule (back to every new bar)
+    schedule: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     tz: TimeZone | None = None
     catchup_s: CatchupS | None = None
 
