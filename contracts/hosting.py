@@ -127,10 +127,15 @@ class DeploymentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     schedule: Schedule | None = None
     tz: TimeZone | None = None
     catchup_s: CatchupS = DEFAULT_CATCHUP_S
+    # Fires only while this exchange is in session (exchange_calendars MIC, e.g. XNYS, XBOM):
+    # not outside its hours, on weekends or on its holidays.
+    session: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{3,8}$")] | None = None
 
     def __post_init__(self) -> None:
         check_parameters(self.parameters)
         check_schedule(self.schedule, self.tz)
+        if self.session is not None and not self.schedule:
+            raise ValueError("session applies to a schedule only: give `schedule` too")
         if len(set(self.secrets)) != len(self.secrets):
             raise ValueError("secrets repeat: name each secret once")
         if len(set(self.symbols)) != len(self.symbols):
@@ -194,6 +199,7 @@ class Deployment(msgspec.Struct, kw_only=True):
     schedule: str | None = None
     tz: str | None = None
     catchup_s: int = DEFAULT_CATCHUP_S
+    session: str | None = None
 
 
 class RunRecord(msgspec.Struct, kw_only=True):

@@ -101,6 +101,8 @@ def _options(p: argparse.ArgumentParser, create: bool) -> None:
                    help="hand this secret (`secrets set`) to each run as read-only `secrets`; repeatable"
                    + ("" if create else " (replaces the list)"))
     if create:
+        p.add_argument("--session", help="fire only while this exchange is in session, not on its holidays "
+                       "(exchange_calendars MIC: XNYS, XNAS, XLON, XBOM for NSE/BSE, ...)")
         p.add_argument("--paused", action="store_true", help="create it paused")
 
 
@@ -164,7 +166,7 @@ def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
     from .inputs import parse_params
 
     fields: dict[str, Any] = {}
-    for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap", "warm", "schedule", "tz", "catchup_s"):
+    for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap", "warm", "schedule", "tz", "catchup_s", "session"):
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value

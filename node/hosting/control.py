@@ -33,7 +33,7 @@ from contracts.secrets import SecretPut, SecretRef, SecretReply
 from .. import identity, sizing
 from ..failures import error_of
 from ..jobs import run_limits
-from . import naming, schedules, triggers
+from . import naming, schedules, sessions, triggers
 
 Handler = Callable[[bytes, str, float], Awaitable[Any]]
 READY_WAIT_S = 5.0
@@ -178,6 +178,8 @@ class Control:
         run_limits(req, self.h.settings)  # timeout_ms / memory_mb within this node's limits, named
         self._check_warm(req.warm)
         await self.h.secrets.require(tenant, list(req.secrets))
+        if req.session is not None:
+            sessions.check(req.session)
         version = await self.h.registry.get(tenant, req.strategy, req.version)
         now = naming.now_iso()
         dep = Deployment(id=req.id, strategy=req.strategy, version=version.version, symbols=list(req.symbols),
@@ -185,7 +187,8 @@ class Control:
                          timeout_ms=req.timeout_ms, memory_mb=req.memory_mb, overlap=req.overlap,
                          desired=req.desired, warm=req.warm, created_at=now, updated_at=now,
                          env=dict(req.env), secrets=list(req.secrets),
-                         schedule=req.schedule.strip() if req.schedule else None, tz=req.tz, catchup_s=req.catchup_s)
+                         schedule=req.schedule.strip() if req.schedule else None, tz=req.tz, catchup_s=req.catchup_s,
+                         session=req.session)
         await self.h.deployments.create(tenant, dep)
         if dep.schedule:
             try:
@@ -217,6 +220,7 @@ class Control:
             if req.schedule is not None:
                 d.schedule = req.schedule.strip() or None
                 d.tz = req.tz if d.schedule else None
+                d.session = d.session if d.schedule else None
             elif req.tz is not None and not d.schedule:
                 raise ExecutionError(ErrorCode.INVALID_REQUEST, "invalid request: `$.tz` applies to a schedule only")
             return d

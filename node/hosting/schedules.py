@@ -31,7 +31,7 @@ from contracts import ErrorCode, ExecutionError
 from contracts.hosting import Deployment, DeploymentStatus, RunRecord
 
 from .. import sizing
-from . import naming, streams, triggers
+from . import naming, sessions, streams, triggers
 
 log = logging.getLogger("node.hosting.schedules")
 
@@ -95,6 +95,7 @@ class Fires:
         self.h = hosting
         self.fired = 0
         self.late = 0
+        self.closed = 0  # fires dropped outside the deployment's trading session
         self.loop = triggers.PullLoop(hosting, STREAM, CONSUMER, self._batch, lambda: triggers.MAX_BATCH)
 
     async def _batch(self, msgs: list[Any]) -> None:
@@ -129,6 +130,10 @@ class Fires:
 
         await self.h.deployments.set_status(tenant, dep_id, mark)
         if dep.desired != "running":  # paused or stopped: the fire is dropped, silently
+            await msg.ack()
+            return
+        if dep.session and not sessions.is_open(dep.session, fired_at):  # closed, weekend or holiday
+            self.closed += 1
             await msg.ack()
             return
         age = time.time() - fired_at.timestamp()
