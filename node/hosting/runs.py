@@ -225,6 +225,8 @@ class Runner:
                       timeframe=trig.timeframe, parameters=dep.parameters, timeout_ms=timeout_ms,
                       memory_mb=memory_mb, limits=OutputLimits(), state=state_in,
                       env=dict(dep.env), secrets=secret_values)
+            if h.endpoints.reference is not None:  # reference data known by the trigger's bar, as for execute
+                job = await h.endpoints.reference(compiled, job)
             # warm (opt-in): a worker of this deployment's own (one owner, one version), never shared;
             # a deployment that names secrets never runs warm (its values would outlive the run).
             warm = dep.warm and not dep.secrets

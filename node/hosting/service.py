@@ -38,6 +38,7 @@ class Hosting:
         self.nc = nc
         self.settings = settings
         self.cache = endpoints.cache  # the compile cache `validate` and `execute` use
+        self.endpoints = endpoints  # .reference: the reference data `execute` hands its accessors
         self.admission = admission
         self.pool = pool
         self.consume = consume
