@@ -122,9 +122,9 @@ class Hosting:
         return int(last[-1])
 
     async def stop_fetching(self) -> None:
-        for part in (self.triggers, self.fanout, self.fires):
-            if part is not None:
-                await part.loop.stop()
+        # together: each loop may be in a pull of up to FETCH_WAIT_S
+        await asyncio.gather(*(part.loop.stop() for part in (self.triggers, self.fanout, self.fires)
+                               if part is not None))
 
     async def close(self) -> None:
         await self.stop_fetching()

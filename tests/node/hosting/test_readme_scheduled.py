@@ -1,6 +1,7 @@
-"""The README's scheduled deployment with an env value and a secret, run as written against live
-nodes (holding a key-encryption key) on a fresh server: it fires, the run sees both, and the
-secret's value is nowhere in NATS."""
+"""The README's scheduled deployment with an env value and a secret, run as written against a live
+node (holding a key-encryption key) on a fresh server: it fires, the run sees both, and the
+secret's value is nowhere in NATS. Then `secrets set|ls|rm` and the deploy options --schedule,
+--tz, --catchup, --env and --secret as a user runs them."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 KEY = f"k1:{base64.b64encode(os.urandom(32)).decode()}"
 BROKER_KEY = "brk-9f8e7d6c5b4a-secret"
+CLI_VALUE_S = "cli-secret-value-123456"
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,54 @@ async def test_the_readme_scheduled_deployment_with_env_and_secret_runs_end_to_e
             except Exception:  # noqa: BLE001 - deleted
                 continue
             assert BROKER_KEY.encode() not in (msg.data or b"")
+
+
+async def cli(server, *argv: str, stdin_env: dict | None = None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
+    env["NATS_URL"] = server.url
+    env.update(stdin_env or {})
+    return await run([sys.executable, "-m", "node", *argv], ROOT, env)
+
+
+async def test_secrets_set_ls_rm_round_trip_never_prints_the_value(server, nc):
+    proc = await cli(server, "secrets", "set", "CLI_KEY", "--from-env", "CLI_VALUE", stdin_env={"CLI_VALUE": CLI_VALUE_S})
+    assert proc.returncode == 0 and "CLI_KEY stored" in proc.stdout and CLI_VALUE_S not in proc.stdout
+    proc = await cli(server, "secrets", "ls")
+    assert proc.returncode == 0 and "CLI_KEY" in proc.stdout and CLI_VALUE_S not in proc.stdout
+    proc = await cli(server, "secrets", "ls", "--json")
+    assert CLI_VALUE_S not in proc.stdout
+    proc = await cli(server, "secrets", "rm", "CLI_KEY")
+    assert proc.returncode == 0 and "CLI_KEY deleted" in proc.stdout
+    assert "CLI_KEY" not in (await cli(server, "secrets", "ls")).stdout
+
+
+async def test_secrets_set_from_an_unset_variable_is_refused(server, nc):
+    proc = await cli(server, "secrets", "set", "CLI_KEY", "--from-env", "NOT_SET_ANYWHERE_16")
+    assert proc.returncode == 2 and "NOT_SET_ANYWHERE_16" in proc.stderr
+
+
+async def test_deploy_options_reach_the_deployment(server, nc):
+    await HostingClient(nc).set_secret("DEPLOY_KEY", CLI_VALUE_S)
+    await HostingClient(nc).put_strategy("cli-sched", "def strategy(data):\n    return 'HOLD'\n")
+    proc = await cli(server, "deployments", "create", "cli-sched", "--strategy", "cli-sched", "--symbols", "LIVE",
+                     "--timeframe", "1d", "--schedule", "0 */5 9-15 * * MON-FRI", "--tz", "Asia/Kolkata",
+                     "--catchup", "60", "--env", "MODE=paper", "--env", "LIMIT=5", "--secret", "DEPLOY_KEY",
+                     "--paused")
+    assert proc.returncode == 0, proc.stderr
+    dep = (await HostingClient(nc).get_deployment("cli-sched")).deployment
+    assert (dep.schedule, dep.tz, dep.catchup_s, dep.env, dep.secrets, dep.desired) == (
+        "0 */5 9-15 * * MON-FRI", "Asia/Kolkata", 60, {"MODE": "paper", "LIMIT": "5"}, ["DEPLOY_KEY"], "paused")
+    proc = await cli(server, "deployments", "get", "cli-sched")
+    assert "schedule '0 */5 9-15 * * MON-FRI' (Asia/Kolkata)" in proc.stdout
+    # back to every new bar: the schedule message is gone
+    proc = await cli(server, "deployments", "update", "cli-sched", "--schedule", "")
+    assert proc.returncode == 0, proc.stderr
+    assert (await HostingClient(nc).get_deployment("cli-sched")).deployment.schedule is None
+    with pytest.raises(Exception):
+        await nc.jetstream().get_last_msg("STRATEGY_SCHEDULES", "strategy.schedules.local.cli-sched")
+
+
+async def test_a_malformed_env_option_is_refused_naming_it(server, nc):
+    proc = await cli(server, "deployments", "create", "bad-env", "--strategy", "cli-sched", "--symbols", "LIVE",
+                     "--timeframe", "1d", "--env", "NOEQUALS")
+    assert proc.returncode == 2 and "--env 'NOEQUALS'" in proc.stderr

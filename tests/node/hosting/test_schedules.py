@@ -9,7 +9,9 @@ import pytest
 
 from backtest.store import BarStore
 from contracts import subjects
-from node.hosting import schedules
+from datetime import datetime, timezone
+
+from node.hosting import schedules, sessions
 from node.hosting.client import HostingClient
 
 from .support import arrays, wait_for
@@ -77,9 +79,9 @@ async def test_a_paused_scheduled_deployment_stays_silent_and_resumes(nc, nodes)
                                     schedule="@every 1s")
     await wait_for(lambda: _ready_runs(hosting, "pausable", 1), timeout=10)
     await hosting.pause("pausable")
-    await asyncio.sleep(1.2)  # a run already triggered may finish
+    await asyncio.sleep(1.0)  # a run already triggered may finish
     before = len(await _runs(hosting, "pausable"))
-    await asyncio.sleep(2.5)
+    await asyncio.sleep(2.2)
     assert len(await _runs(hosting, "pausable")) == before
     await hosting.resume("pausable")
     await wait_for(lambda: _ready_runs(hosting, "pausable", before + 2), timeout=10)
@@ -93,7 +95,7 @@ async def test_a_fire_older_than_the_catchup_window_is_skipped_and_recorded(nc, 
     try:
         await hosting.create_deployment("late", strategy="sched", symbols=["SCH"], timeframe="1d",
                                         schedule="@every 1s", catchup_s=1)
-        await asyncio.sleep(3.5)
+        await asyncio.sleep(3.0)
     finally:
         for node in nodes:
             node.hosting.fires = schedules.Fires(node.hosting)
@@ -145,6 +147,38 @@ async def test_schedules_live_in_their_own_stream_never_in_bars(nc, nodes):
 async def test_a_bad_schedule_or_zone_is_invalid_request_naming_it(nc, nodes, fields, named):
     await _ready(nc)
     body = {"id": "bad-sched", "strategy": "sched", "symbols": ["SCH"], "timeframe": "1d", **fields}
+    msg = await nc.request(f"{subjects.DEPLOYMENTS}.create", msgspec.json.encode(body), timeout=10)
+    reply = msgspec.json.decode(msg.data)
+    assert not reply["ok"] and reply["error"]["code"] == "INVALID_REQUEST" and named in reply["error"]["message"]
+
+
+async def test_a_session_deployment_runs_exactly_when_its_exchange_is_open(nc, nodes):
+    hosting = HostingClient(nc)
+    await BarStore(nc.jetstream(), nc).load("SS", "1d", arrays(30, seed=13))
+    await hosting.put_strategy("sess", "def strategy(data):\n    return 'BUY'\n")
+    for exchange in ("XNYS", "XBOM"):
+        await hosting.create_deployment(f"sess-{exchange}", strategy="sess", symbols=["SS"], timeframe="1d",
+                                        schedule="* * * * * *", session=exchange, overlap="allow")
+    await asyncio.sleep(3.5)
+    for exchange in ("XNYS", "XBOM"):
+        runs = (await hosting.runs(f"sess-{exchange}")).runs
+        status = (await hosting.get_deployment(f"sess-{exchange}")).status
+        fired = datetime.fromisoformat(status.last_fire.replace("Z", "+00:00"))
+        if sessions.is_open(exchange, fired):
+            assert runs and all(sessions.is_open(exchange, datetime.fromtimestamp(
+                int(r.run_id.rsplit(".fire", 1)[1]) / 1e9, timezone.utc)) for r in runs)
+        else:
+            assert runs == []  # fired (last_fire is set) but outside its session: nothing ran
+        await hosting.delete_deployment(f"sess-{exchange}")
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"schedule": "* * * * * *", "session": "XNSEE"}, "not an exchange calendar"),
+    ({"session": "XNYS"}, "session applies to a schedule only"),
+])
+async def test_a_bad_session_is_invalid_request_naming_it(nc, nodes, fields, named):
+    await HostingClient(nc).put_strategy("sess-bad", "def strategy(data):\n    return 'BUY'\n")
+    body = {"id": "sess-bad", "strategy": "sess-bad", "symbols": ["SS"], "timeframe": "1d", **fields}
     msg = await nc.request(f"{subjects.DEPLOYMENTS}.create", msgspec.json.encode(body), timeout=10)
     reply = msgspec.json.decode(msg.data)
     assert not reply["ok"] and reply["error"]["code"] == "INVALID_REQUEST" and named in reply["error"]["message"]

@@ -97,7 +97,7 @@ async def nodes(server):
     started = []
     for name in ("sec-a", "sec-b"):
         settings = Settings.from_env({"MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10", "NODE_ID": name,
-                                      "JOBS_ACK_WAIT_SECONDS": "3", "SECRETS_KEY": KEYS})
+                                      "JOBS_ACK_WAIT_SECONDS": "3", "SECRETS_KEY": KEYS, "DRAIN_TIMEOUT_SECONDS": "1"})
         node = Node(settings, server.url)
         await node.start()
         started.append(node)
@@ -313,5 +313,5 @@ async def test_a_key_that_is_not_32_bytes_of_base64_stops_the_node_at_start():
         Keyring.parse("k1:not*base64")
     ring = Keyring.parse(KEYS)
     assert ring.newest == "new" and OLD_KEY not in repr(ring) and NEW_KEY not in repr(ring)
-    settings = Settings.from_env({"SECRETS_KEY": KEYS})
+    settings = Settings.from_env({"SECRETS_KEY": KEYS, "DRAIN_TIMEOUT_SECONDS": "1"})
     assert NEW_KEY not in repr(settings)

@@ -31,7 +31,7 @@ def server():
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def nc(server):
-    node = Node(Settings.from_env({"MAX_WORKERS": "1", "NODE_ID": "keyless"}), server.url)
+    node = Node(Settings.from_env({"MAX_WORKERS": "1", "NODE_ID": "keyless", "DRAIN_TIMEOUT_SECONDS": "1"}), server.url)
     await node.start()
     await asyncio.wait_for(node.hosting.ready.wait(), 20)
     conn = await nats.connect(server.url)
