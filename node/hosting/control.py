@@ -176,6 +176,7 @@ class Control:
 
     async def _create(self, tenant: str, req: DeploymentCreate) -> DeploymentReply:
         run_limits(req, self.h.settings)  # timeout_ms / memory_mb within this node's limits, named
+        _no_warm_secrets(req.warm, req.secrets)
         self._check_warm(req.warm)
         await self.h.secrets.require(tenant, list(req.secrets))
         if req.session is not None:
@@ -225,6 +226,9 @@ class Control:
                 raise ExecutionError(ErrorCode.INVALID_REQUEST, "invalid request: `$.tz` applies to a schedule only")
             return d
 
+        current = await self.h.deployments.get(tenant, req.id)
+        _no_warm_secrets(current.warm if req.warm is None else req.warm,
+                         current.secrets if req.secrets is None else req.secrets)
         dep = await self.h.deployments.change(tenant, req.id, edit)
         if req.schedule is not None or req.tz is not None:
             if dep.schedule:
@@ -232,6 +236,14 @@ class Control:
             else:
                 await schedules.remove(self.h.js, tenant, dep.id)
         return DeploymentReply(ok=True, deployment=dep, status=await self.h.deployments.status(tenant, req.id))
+
+
+def _no_warm_secrets(warm: bool | None, secrets: list[str] | None) -> None:
+    """A run with secrets is always a fresh process (the values must not outlive the run)."""
+    if warm and secrets:
+        raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                             "invalid request: `$.warm` cannot be combined with `$.secrets`: a run that holds "
+                             "secrets always gets a fresh process; leave one of them out")
 
 
 def _refuse(value: Any, field: str, op: str) -> None:

@@ -228,7 +228,7 @@ class Runner:
             if h.endpoints.reference is not None:  # reference data known by the trigger's bar, as for execute
                 job = await h.endpoints.reference(compiled, job)
             # warm (opt-in): a worker of this deployment's own (one owner, one version), never shared;
-            # a deployment that names secrets never runs warm (its values would outlive the run).
+            # a deployment that names secrets never runs warm (refused at create/update; kept here too).
             warm = dep.warm and not dep.secrets
             outcome = await self._sandbox(job, ("hosted", tenant, dep.id, dep.version) if warm else None)
             error = outcome.error

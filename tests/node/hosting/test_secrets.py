@@ -267,6 +267,17 @@ async def test_a_deployment_naming_an_unset_secret_is_refused_naming_it(nc, node
     assert "$.secrets" in err.value.error.message
 
 
+async def test_warm_runs_and_secrets_together_are_refused_naming_both(nc, nodes):
+    hosting = HostingClient(nc)
+    await hosting.set_secret("API_KEY", SECRET)
+    await hosting.put_strategy("warmish", ENV_READER)
+    with pytest.raises(HostingError) as err:
+        await hosting.create_deployment("warmish", strategy="warmish", symbols=["SEC"], timeframe="1d",
+                                        secrets=["API_KEY"], warm=True)
+    assert err.value.error.code == ErrorCode.INVALID_REQUEST
+    assert "$.warm" in err.value.error.message and "$.secrets" in err.value.error.message
+
+
 async def test_a_secret_named_by_a_deployment_cannot_be_deleted(nc, nodes):
     hosting = HostingClient(nc)
     await hosting.set_secret("IN_USE", OTHER)
