@@ -34,7 +34,7 @@ ENVIRONMENT: list[tuple[str, str]] = [
     ("NODE_ROLE", "requests, jobs or all (default all)"),
     ("TRUST_BODY_USER_ID", "closed networks only: a request's body user_id is its tenant when NATS proves none "
                            "(default false)"),
-    ("HEARTBEAT_FILE", "touched every 2 s for `health --local` (default /tmp/strategy-node.heartbeat; a second "
+    ("HEARTBEAT_FILE", "rewritten every second with the NATS connection state for `health --local` (default /tmp/strategy-node.heartbeat; a second "
                        "node on the machine uses FILE.<node id>)"),
     ("NATS_CREDS", "NATS credentials file (or NATS_NKEY_SEED, NATS_USER/NATS_PASSWORD, NATS_TOKEN)"),
     ("NATS_NKEY_SEED", "NATS nkey seed file"),
