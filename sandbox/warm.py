@@ -124,8 +124,10 @@ class TenantWorkers:
         """A one-shot child, as SandboxPool.run_fresh, taken before the run's deadline."""
         payload = frame(job_encoder.encode(job))
         try:
-            child = await asyncio.wait_for(self.pool.acquire_child(), max(0.0, deadline - time.monotonic()))
+            child = await asyncio.wait_for(self.pool.acquire_child(replace=False),
+                                           max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
+            self.pool.replenish()
             return _late(job)
         if span is not None:
             span.set_attribute("sandbox.child_pid", child.pid)
@@ -139,6 +141,7 @@ class TenantWorkers:
         finally:
             child.kill()  # a child never outlives its request
             child.close()
+            self.pool.replenish()  # as SandboxPool.run_fresh: the replacement after the run
 
     def _fits(self, worker: _Worker, job: Job) -> bool:
         """Whether the run's whole CPU allowance fits under the worker's lifetime hard limit."""
