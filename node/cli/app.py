@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 
-from . import backtest, bars, execute, follow, health, hosting, jobs, refdata, run, screen, secrets, validate
+from . import backtest, bars, execute, follow, health, hosting, jobs, refdata, run, screen, secrets, validate, web
 from . import connect as cli_connect
 
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     hosting.register(sub)  # strategies, deployments (hosted strategies)
     secrets.register(sub)  # secrets set/ls/rm/rotate (hosted strategies)
     follow.register(sub)  # signals, logs --follow
+    web.register(sub)  # web (the dashboard)
     return parser
 
 

@@ -1,0 +1,121 @@
+"""The Deployments page: one row per deployment with its live status, next fire, last run, last
+signal and error count; Pause, Resume, Stop and Run now (the same control subjects as the CLI).
+
+Live: `/deployments/events` streams the tenant's status changes (a watch of its keys in KV
+DEPLOYMENT_STATUS, `$KV.DEPLOYMENT_STATUS.<tenant>.*`) and its signals
+(`signals.<tenant>.>`) as they are published.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from contracts import Signal
+from contracts.hosting import DeploymentStatus
+from node.hosting import streams
+
+from .. import live, views
+from ..auth import require_user
+from ..natsconn import hosting
+from ..templates import render
+from .common import PageError, checked_name, control
+
+ACTIONS = {"pause", "resume", "stop", "run"}
+_status = msgspec.json.Decoder(DeploymentStatus)
+_signal = msgspec.json.Decoder(Signal)
+
+
+async def rows(request: Request) -> list[dict[str, Any]]:
+    client = await hosting(request)
+    reply = await control(client.list_deployments())
+    return [views.row(v.deployment, v.status) for v in reply.deployments]
+
+
+async def page(request: Request) -> Response:
+    try:
+        data = await rows(request)
+        error = None
+    except PageError as exc:
+        data, error = [], exc.message
+    return render(request, "deployments.html", rows=data, error=error)
+
+
+async def api_list(request: Request) -> Response:
+    try:
+        return JSONResponse({"deployments": await rows(request)})
+    except PageError as exc:
+        return exc.response()
+
+
+async def api_one(request: Request) -> Response:
+    try:
+        dep_id = checked_name(request.path_params["id"])
+        client = await hosting(request)
+        reply = await control(client.get_deployment(dep_id))
+        return JSONResponse({"row": views.row(reply.deployment, reply.status),
+                             "deployment": views.deployment(reply.deployment), "status": views.status(reply.status)})
+    except PageError as exc:
+        return exc.response()
+
+
+async def api_action(request: Request) -> Response:
+    """POST /api/deployments/{id}/{action}: pause, resume, stop or run (run now)."""
+    try:
+        dep_id = checked_name(request.path_params["id"])
+        action = request.path_params["action"]
+        if action not in ACTIONS:
+            raise PageError(404, "INVALID_REQUEST", f"unknown action {action!r}: one of {', '.join(sorted(ACTIONS))}")
+        client = await hosting(request)
+        reply = await control(client.deployment(action, dep_id))
+        out: dict[str, Any] = {"ok": True, "status": views.status(reply.status)}
+        if reply.run_id:
+            out["run_id"] = reply.run_id
+        if reply.deployment is not None:
+            out["row"] = views.row(reply.deployment, reply.status)
+        return JSONResponse(out)
+    except PageError as exc:
+        return exc.response()
+
+
+def status_event(key: str, value: bytes | None) -> live.Event | None:
+    dep_id = key.split(".", 1)[1] if "." in key else key
+    if value is None:
+        return live.Event({"id": dep_id, "deleted": True}, "status")
+    try:
+        return live.Event(views.status(_status.decode(value)), "status")
+    except msgspec.DecodeError:
+        return None
+
+
+def signal_event(tenant: str, msg: Any) -> live.Event | None:
+    rest = msg.subject[len(f"signals.{tenant}."):]
+    dep_id, _, symbol = rest.partition(".")
+    try:
+        signal = views.builtins(_signal.decode(msg.data))
+    except msgspec.DecodeError:
+        return None
+    return live.Event({"id": dep_id, "symbol": symbol, **signal}, "signal")
+
+
+async def events(request: Request) -> Response:
+    user = await require_user(request)
+    tenant = user.tenant
+    statuses = live.mapped(await live.kv_changes(user.nc, streams.STATUS, f"{tenant}.*"), status_event)
+    signals = live.mapped(await live.subject_events(user.nc, f"signals.{tenant}.>"),
+                          lambda msg: signal_event(tenant, msg))
+    return live.sse(request, live.ready(user.nc, live.merged(statuses, signals)))
+
+
+routes = [
+    Route("/", page, methods=["GET"]),
+    Route("/deployments", page, methods=["GET"]),
+    Route("/deployments/events", events, methods=["GET"]),
+    Route("/api/deployments", api_list, methods=["GET"]),
+    Route("/api/deployments/{id}", api_one, methods=["GET"]),
+    Route("/api/deployments/{id}/{action}", api_action, methods=["POST"]),
+]
