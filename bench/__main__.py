@@ -1,4 +1,9 @@
-"""`python -m bench [--quick|--tiny] [--json out.json] [--nats-url URL] [--node-pid PID]`."""
+"""`python -m bench [--quick|--tiny] [--json out.json] [--nats-url URL] [--node-pid PID]`.
+
+Besides the node's cases: the in-process INSECURE BASELINE (bench/inprocess.py) in one and two
+processes, the fork floor (bench/forkfloor.py), open-loop latency at fixed arrival rates
+(bench/openloop.py) and issue 18's targets as ratios to those baselines (bench/ratios.py).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from .profiles import PROFILES
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="fewer iterations, smaller backtests (< 2 min)")
+    size.add_argument("--quick", action="store_true", help="fewer iterations, smaller backtests (about 2-3 min)")
     size.add_argument("--tiny", action="store_true", help="smoke-test sizes (numbers mean nothing)")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON here")
     p.add_argument("--nats-url", help="target a running node through this broker instead of starting one")
@@ -24,7 +29,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--node-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the node started by the bench (e.g. MAX_WORKERS=8)")
     p.add_argument("--case", action="append", dest="cases", metavar="NAME",
-                   help="run only these cases (repeatable); echo is always run")
+                   help="run only these cases (repeatable); echo is always run. Also: inprocess (the four "
+                        "in-process baseline cases), forkfloor, openloop (open-loop rows of the cases run)")
     return p.parse_args(argv)
 
 

@@ -34,6 +34,18 @@ class Profile:
     hold_iterations: int = 1_500_000
     settle_s: float = 0.3  # pause between phases so the zygote refills its ready children
     request_timeout_s: float = 30.0
+    # issue 18: open-loop phases (bench/openloop.py) at these rates and at 50 % of each system's
+    # closed-loop maximum; a phase sends min(rate x seconds, openloop_requests) requests
+    openloop_rates: tuple[float, ...] = (20, 50, 100)
+    openloop_half_max: bool = True
+    openloop_seconds: float = 6.0
+    openloop_requests: int = 3_000
+    openloop_arrivals: str = "poisson"
+    # the fork floor (bench/forkfloor.py), in its own process
+    forkfloor_forks: int = 300
+    forkfloor_fault_pages: int = 4_096
+    forkfloor_fault_rounds: int = 7
+    forkfloor_zygote_like: bool = True
     heavy_timeout_s: float = 600.0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -55,6 +67,7 @@ QUICK = replace(
     backtest_bars=100_000, sweep_bars=10_000,
     sweep_fast=(5, 20), sweep_slow=(60, 150),
     memory_requests=4, heavy_memory_requests=1, settle_s=0.15,
+    openloop_seconds=1.5, openloop_requests=400, forkfloor_forks=100, forkfloor_fault_rounds=5,
     notes=("quick: smaller backtest/sweep sizes; those targets are not comparable",),
 )
 
@@ -63,6 +76,8 @@ TINY = replace(
     heavy_requests=2, heavy_seconds=1.0, heavy_warmup=1, heavy_concurrency=(1, 4),
     backtest_bars=5_000, sweep_bars=2_000, sweep_fast=(5, 10), sweep_slow=(20, 40),
     memory_requests=2, heavy_memory_requests=1, hold_iterations=300_000, settle_s=0.05,
+    openloop_rates=(20,), openloop_seconds=0.15, openloop_requests=3, forkfloor_forks=10,
+    forkfloor_fault_pages=256, forkfloor_fault_rounds=2, forkfloor_zygote_like=False,
     notes=("tiny: a smoke run for tests; numbers mean nothing",),
 )
 

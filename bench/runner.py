@@ -26,6 +26,7 @@ import numpy as np
 from contracts import BarArrays, subjects
 
 from . import cases as case_defs
+from . import forkfloor, inprocess, openloop, ratios
 from .memory import ChildSampler
 from .procs import CLK_TCK, Proc, children_of, cpu_seconds, find_zygote, machine, spawn, wait_for_line
 from .profiles import Profile
@@ -154,18 +155,24 @@ class CpuMeter:
     alive at the first snapshot and reaped by the second.
     """
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+    def __init__(self, pids: dict[str, int | list[int] | None]) -> None:
+        # a name may stand for several processes (the two in-process responders): summed
         self.pids = {k: v for k, v in pids.items() if v}
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         out = {}
         for name, pid in self.pids.items():
+            if isinstance(pid, list):
+                each = [cpu_seconds(p) for p in pid]
+                if all(c is not None for c in each):
+                    out[name] = {"self": sum(c["self"] for c in each), "children": sum(c["children"] for c in each)}
+                continue
             cpu = cpu_seconds(pid)
             if cpu is not None:
                 out[name] = cpu
         out["_machine"] = {"busy": machine_busy_seconds(), "wall": time.monotonic()}
         zygote = self.pids.get("zygote")
-        if zygote:
+        if isinstance(zygote, int):
             out["_live_children"] = {"cpu": sum((cpu_seconds(c) or {"self": 0.0})["self"]
                                                 for c in children_of(zygote))}
         return out
@@ -267,6 +274,7 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
         "cases": {},
     }
     procs: list[Proc] = []
+    responders: inprocess.Responders | None = None
     server = None
     nc = None
     reply_file = None
@@ -279,6 +287,9 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
 
             server = EmbeddedServer().start()
             nats_url = server.url
+            if _wants_inprocess(only):
+                responders = inprocess.spawn_all(nats_url)  # import pandas while the node starts
+                procs.extend(responders.procs)
             env = {"NATS_URL": nats_url, **case_defs.WARM_NODE_ENV, **(node_env or {})}
             node = spawn("node", ["-m", "node", "run"], env)
             procs.append(node)
@@ -288,6 +299,9 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
                          nats_server="embedded nats-server (JetStream), own process")
         else:
             setup.update(mode="external", node=f"running node (pid {node_pid or 'unknown'})")
+            if _wants_inprocess(only):
+                responders = inprocess.spawn_all(nats_url)
+                procs.extend(responders.procs)
         setup["nats_url"] = nats_url
         nc = await nats.connect(nats_url, name="bench-client", max_reconnect_attempts=3,
                                 pending_size=64 * 1024 * 1024)
@@ -315,10 +329,25 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
         setup["echo"] = ("separate process, nats-py on uvloop: request = the trivial execute payload, "
                          f"reply = a real trivial ExecuteResult ({len(real.data)} bytes) with its headers")
         setup["reply_bytes_trivial"] = len(real.data)
+        if responders is not None:
+            inprocess.wait_ready(responders)
+            setup["inprocess"] = {"label": inprocess.label(), "pids": responders.pids, "threads": inprocess.THREADS,
+                                  "one_process_subject": responders.one, "two_process_subject": responders.two,
+                                  "matches_node": await inprocess.same_answers(nc, profile.bars, encoding, headers, responders)}
+            log(f"in-process baseline (INSECURE, bench only) up: {setup['inprocess']['matches_node']}")
+
+        # -- the fork floor, in its own process, before any case loads the machine -------------
+        if only is None or "forkfloor" in only:
+            log("fork floor ...")
+            result["forkfloor"] = await forkfloor.run_subprocess(profile)
+            if zygote_pid:
+                result["forkfloor"]["zygote_rssanon_mb"] = _status_mb(zygote_pid, "RssAnon")
+            log(f"fork floor: {forkfloor.summary_line(result['forkfloor'])}")
 
         # -- bars for backtests -----------------------------------------------------------------
         bars_problem = None
-        wanted = [c for c in case_defs.CASE_NAMES if only is None or c in only]
+        wanted = [c for c in (*case_defs.CASE_NAMES, *inprocess.CASE_NAMES) if only is None or c in only
+                  or (c in inprocess.CASE_NAMES and "inprocess" in only)]
         if "backtest" in wanted or "sweep" in wanted:
             try:
                 setup["bars_load"] = await load_bars(nc, max(profile.backtest_bars, profile.sweep_bars))
@@ -327,10 +356,15 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
                 bars_problem = f"could not load BARS: {type(exc).__name__}: {exc}"
 
         meter = CpuMeter({"client": os.getpid(), "nats_server": server.proc.pid if server and server.proc else None,
-                          "node": node_pid, "zygote": zygote_pid, "echo": echo.pid})
+                          "node": node_pid, "zygote": zygote_pid, "echo": echo.pid,
+                          "inprocess": responders.pids if responders else None})
         all_cases = case_defs.build(profile, encoding, echo_subject, series_ref(profile.backtest_bars),
                                     series_ref(profile.sweep_bars))
         by_name = {c.name: c for c in all_cases}
+        if responders is not None:  # right after the echo: the baseline, on the node's own bytes
+            baseline = inprocess.build(profile, encoding, responders, by_name)
+            all_cases[1:1] = baseline
+            by_name.update((c.name, c) for c in baseline)
         index = 0
         for case in all_cases:
             if case.name not in wanted:
@@ -339,6 +373,8 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
                      "status": "ok", "levels": {}, "memory": None}
             if case.compare_to:
                 entry["cached_case"] = case.compare_to
+            if case.extra:
+                entry.update(case.extra)
             result["cases"][case.name] = entry
             log(f"-- {case.name}: {case.title}  (t={time.perf_counter() - started:.1f}s)")
             timeout = profile.heavy_timeout_s if case.heavy else profile.request_timeout_s
@@ -381,12 +417,29 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
                 entry["status"] = f"unavailable: {exc}"
                 entry["levels"] = {}
                 log(f"   {entry['status']}")
+        # -- issue 18: interleaved c=1 comparisons with the in-process baseline, open loop -------
+        result["comparisons"] = {}
+        for name, ref in ratios.COMPARISON_PAIRS:
+            if all(result["cases"].get(n, {}).get("status") == "ok" for n in (name, ref)):
+                await asyncio.sleep(profile.settle_s)
+                comp, index = await paired_phase(nc, by_name[name], by_name[ref], headers, profile.requests,
+                                                 profile.seconds, profile.request_timeout_s, index)
+                result["comparisons"][f"{name}~{ref}"] = comp
+                log(f"-- {name} interleaved with {ref} at c=1: p50 {comp['p50_ms']} / {comp['reference_p50_ms']} ms"
+                    f" = {comp['p50_ratio']}")
+        _derive(result)  # peaks, for the open loop's 50 % rows
+        if only is None or "openloop" in only:
+            log(f"-- open loop ({profile.openloop_arrivals} arrivals)  (t={time.perf_counter() - started:.1f}s)")
+            result["openloop"], index = await openloop.run_section(nc, by_name, result, profile, headers, index, log)
         troubled = [n for n, e in result["cases"].items()
                     if e["status"] != "ok" or any(lv["errors"] for lv in e["levels"].values())]
-        if troubled and procs and procs[0].name == "node":
-            result["setup"]["node_log_tail"] = procs[0].tail(4000)
+        node_proc = next((p for p in procs if p.name == "node"), None)
+        if troubled and node_proc is not None:
+            result["setup"]["node_log_tail"] = node_proc.tail(4000)
         _derive(result)
         result["targets"] = evaluate_targets(result)
+        result["ratios"] = ratios.evaluate_ratios(result)
+        result["comparison"] = ratios.comparison(result)
         if node_pid:
             result["setup"]["node_rss_mb_end"] = _rss_mb(node_pid)
         result["machine"]["loadavg_end"] = list(os.getloadavg())
@@ -424,15 +477,23 @@ async def probe_memory(nc, case, zygote_pid: int, headers, profile: Profile, tim
     return out
 
 
-def _rss_mb(pid: int) -> float | None:
+def _status_mb(pid: int, key: str) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
     return None
+
+
+def _rss_mb(pid: int) -> float | None:
+    return _status_mb(pid, "VmRSS")
+
+
+def _wants_inprocess(only: tuple[str, ...] | None) -> bool:
+    return only is None or "inprocess" in only or any(c in only for c in inprocess.CASE_NAMES)
 
 
 def _line(name: str, s: dict) -> str:

@@ -16,7 +16,10 @@ from collections import Counter
 import pytest
 
 from bench.cases import CASE_NAMES
+from bench.inprocess import CASES as INPROCESS_CASES
+from bench.openloop import HALF_MAX, SYSTEMS
 from bench.profiles import TINY
+from bench.ratios import COMPARISON_PAIRS, RATIO_TARGETS
 from bench.report import TARGETS, evaluate_targets, render
 from bench.stats import COUNT_FIELDS, STAT_FIELDS, summarize
 
@@ -36,6 +39,9 @@ def tiny_run(tmp_path_factory) -> dict:
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "| case | in flight |" in proc.stdout  # the printed table
+    for heading in ("| fork floor", "| interleaved at c=1 |", "| open loop (", "| target (issue 18) |",
+                    "| vs the in-process baseline (INSECURE) |"):
+        assert heading in proc.stdout, heading
     with open(out) as fh:
         return json.load(fh)
 
@@ -122,3 +128,75 @@ def test_summarize_and_report_on_synthetic_numbers():
     assert targets["backtest_1m"]["pass"] is None and "unavailable" in targets["backtest_1m"]["note"]
     result["targets"] = list(targets.values())
     assert "unavailable" in render(result)
+
+
+# -- issue 18: the in-process baseline, the fork floor, open loop, ratios ------------------------
+def test_inprocess_baseline_cases_run_on_the_node_request_bytes(tiny_run):
+    for name, (node_case, processes) in INPROCESS_CASES.items():
+        entry = tiny_run["cases"][name]
+        assert entry["status"] == "ok", (name, entry["status"])
+        assert entry["title"].startswith("INSECURE BASELINE"), entry["title"]
+        assert entry["insecure_baseline"] is True and entry["processes"] == processes
+        assert entry["request_bytes"] == tiny_run["cases"][node_case]["request_bytes"]
+        assert sorted(entry["levels"]) == sorted(str(c) for c in TINY.concurrency)
+        for stats in entry["levels"].values():
+            assert stats["errors"] == 0 and stats["ok"] >= stats["concurrency"]
+            assert _finite(stats["cpu_ms_per_request"]["inprocess"]) and stats["cpu_ms_per_request"]["inprocess"] >= 0
+
+
+def test_inprocess_baseline_answers_exactly_like_the_node(tiny_run):
+    # same signals, indicators, metrics, result, logs: the same work, without the isolation
+    assert tiny_run["setup"]["inprocess"]["matches_node"] == {"trivial": True, "sma": True}
+    assert len(tiny_run["setup"]["inprocess"]["pids"]) == 2
+
+
+def test_fork_floor_measured_in_the_same_run(tiny_run):
+    floor = tiny_run["forkfloor"]
+    assert floor["status"] == "ok", floor
+    fe = floor["fork_exit"]
+    assert fe["forks"] == TINY.forkfloor_forks
+    for field in ("cpu_ms_per_fork", "parent_cpu_ms_per_fork", "child_cpu_ms_per_fork", "wall_ms_p50"):
+        assert _finite(fe[field]) and fe[field] > 0, (field, fe[field])
+    assert fe["cpu_ms_per_fork"] == pytest.approx(fe["parent_cpu_ms_per_fork"] + fe["child_cpu_ms_per_fork"], abs=2e-4)
+    cow = floor["cow_fault"]
+    assert _finite(cow["us_per_fault"]) and cow["us_per_fault"] > 0
+    assert cow["faults_per_round"] >= TINY.forkfloor_fault_pages  # every page written took a fault
+    assert cow["faults_second_pass"] <= 2  # and writing them again took none: they were private
+
+
+def test_open_loop_rows_for_every_system_and_rate(tiny_run):
+    section = tiny_run["openloop"]
+    assert section["arrivals"] == TINY.openloop_arrivals
+    assert list(section["systems"]) == list(SYSTEMS)
+    for system, entry in section["systems"].items():
+        peak = tiny_run["cases"][system]["peak_throughput_rps"]
+        assert entry["closed_loop_max_rps"] == peak
+        assert list(entry["rows"]) == [f"{r:g}" for r in TINY.openloop_rates] + [HALF_MAX]
+        for key, row in entry["rows"].items():
+            offered = round(peak / 2, 2) if key == HALF_MAX else float(key)
+            assert row["offered_rps"] == offered, (system, key)
+            assert row["errors"] == 0, (system, key, row["error_codes"])
+            assert row["ok"] >= 1 and _finite(row["p50_ms"]) and row["p50_ms"] > 0, (system, key)
+            assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+            assert _finite(row["send_lag_ms_p99"]) and row["send_lag_ms_p99"] >= 0
+
+
+def test_c1_comparisons_with_the_baseline_are_interleaved(tiny_run):
+    for case, reference in COMPARISON_PAIRS:
+        comp = tiny_run["comparisons"][f"{case}~{reference}"]
+        assert comp["case"] == case and comp["reference"] == reference
+        assert comp["pairs"] > 0 and _finite(comp["p50_ratio"]) and comp["p50_ratio"] > 0, comp
+
+
+def test_every_issue18_target_is_reported_as_a_ratio(tiny_run):
+    rows = tiny_run["ratios"]
+    assert [r["id"] for r in rows] == [t[0] for t in RATIO_TARGETS]
+    for row in rows:
+        assert _finite(row["ratio"]) and row["ratio"] > 0, row
+        # tiny sizes (200 bars) are not the targets' 1,000: reported, never judged
+        assert row["met"] is None and "not comparable" in row["note"], row
+    systems = {(r["system"], r["strategy"]) for r in tiny_run["comparison"]}
+    assert len(systems) == 4
+    for r in tiny_run["comparison"]:
+        for field in ("p50_c1_ratio", "rps_ratio_vs_1proc", "rps_ratio_vs_2proc", "p50_20rps_ratio"):
+            assert _finite(r[field]) and r[field] > 0, (r["case"], field)

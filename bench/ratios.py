@@ -1,0 +1,177 @@
+"""Issue 18's targets as ratios to figures measured in the same run.
+
+Absolute times do not hold on a shared VM; ratios to a baseline measured minutes apart in the
+same run do. The baselines:
+
+* the **fork floor** (bench/forkfloor.py): CPU of one fork + exit of a parent with numpy, pandas
+  and TA-Lib imported;
+* the **in-process baseline** (bench/inprocess.py, an INSECURE design kept only to compare
+  with): the same requests run with RestrictedPython inside the responder's own process, in one
+  process (`inprocess_*`) and in two (`inprocess2_*`).
+
+"System CPU per request" is the CPU of the processes that serve the request, at the highest
+closed-loop concurrency (where the per-request figure is steadiest): node + zygote + sandbox
+children for the node's cases, the responder processes for the in-process cases, the echo
+process for the echo. The client and nats-server are the same for every system and left out.
+
+The c=1 latency ratio prefers the interleaved measurement (`comparisons`: the two systems
+alternate request by request, so both see the same background load) over two separate phases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .stats import ratio
+
+# (id, what, kind, args, op, target)
+RATIO_TARGETS = (
+    ("fresh_cpu_vs_floor_trivial", "fresh run, trivial: zygote + child CPU per run / fork floor CPU per fork+exit",
+     "cpu_vs_floor", ("trivial",), "<=", 2.5),
+    ("fresh_cpu_vs_floor_sma", "fresh run, SMA: zygote + child CPU per run / fork floor CPU per fork+exit",
+     "cpu_vs_floor", ("sma",), "<=", 2.5),
+    ("fresh_p50_20rps_trivial", "fresh run, trivial: p50 at 20 req/s open loop / in-process p50 at 20 req/s",
+     "openloop_p50", ("trivial", "inprocess_trivial", "20"), "<=", 2.0),
+    ("fresh_p50_20rps_sma", "fresh run, SMA: p50 at 20 req/s open loop / in-process p50 at 20 req/s",
+     "openloop_p50", ("sma", "inprocess_sma", "20"), "<=", 2.0),
+    ("warm_node_cpu_trivial", "warm, trivial: node CPU per request (ms, not a ratio)",
+     "node_cpu", ("warm_trivial",), "<=", 0.3),
+    ("warm_node_cpu_sma", "warm, SMA: node CPU per request (ms, not a ratio)",
+     "node_cpu", ("warm_sma",), "<=", 0.3),
+    ("warm_rps_vs_inprocess2_trivial", "warm, trivial: max req/s / in-process 2-process max req/s",
+     "peak_rps", ("warm_trivial", "inprocess2_trivial"), ">=", 1.0),
+    ("warm_rps_vs_inprocess2_sma", "warm, SMA: max req/s / in-process 2-process max req/s",
+     "peak_rps", ("warm_sma", "inprocess2_sma"), ">=", 1.0),
+    ("warm_p50_vs_inprocess_trivial", "warm, trivial: p50 c=1 / in-process p50 c=1",
+     "p50_c1", ("warm_trivial", "inprocess_trivial"), "<=", 1.1),
+    ("warm_p50_vs_inprocess_sma", "warm, SMA: p50 c=1 / in-process p50 c=1",
+     "p50_c1", ("warm_sma", "inprocess_sma"), "<=", 1.1),
+)
+
+# Pairs measured interleaved at concurrency 1 (case, reference).
+COMPARISON_PAIRS = (
+    ("warm_trivial", "inprocess_trivial"), ("warm_sma", "inprocess_sma"),
+    ("trivial", "inprocess_trivial"), ("sma", "inprocess_sma"),
+)
+
+
+def _ok(result: dict, name: str) -> dict | None:
+    entry = result.get("cases", {}).get(name)
+    return entry if entry is not None and entry.get("status", "ok") == "ok" and entry.get("levels") else None
+
+
+def busiest(entry: dict) -> dict:
+    levels = entry.get("levels") or {}
+    return levels.get(str(max((int(c) for c in levels), default=0))) or {}
+
+
+def system_cpu_ms(result: dict, name: str) -> float | None:
+    """CPU ms per request of the processes serving case `name`, at its busiest level."""
+    entry = _ok(result, name)
+    if entry is None:
+        return None
+    cpu = busiest(entry).get("cpu_ms_per_request") or {}
+    if name.startswith("inprocess"):
+        parts = ("inprocess",)
+    elif name == "echo":
+        parts = ("echo",)
+    else:
+        parts = ("node", "zygote", "sandbox_children")
+    values = [cpu.get(p) for p in parts]
+    if any(v is None for v in values):
+        return None
+    return round(sum(values), 4)
+
+
+def fresh_cpu_ms(result: dict, name: str) -> float | None:
+    """Zygote + sandbox children CPU ms per request (what a fresh child costs), busiest level."""
+    entry = _ok(result, name)
+    if entry is None:
+        return None
+    cpu = busiest(entry).get("cpu_ms_per_request") or {}
+    if cpu.get("zygote") is None or cpu.get("sandbox_children") is None:
+        return None
+    return round(cpu["zygote"] + cpu["sandbox_children"], 4)
+
+
+def p50_c1(result: dict, name: str) -> float | None:
+    entry = _ok(result, name)
+    return None if entry is None else (entry["levels"].get("1") or {}).get("p50_ms")
+
+
+def paired(result: dict, case: str, reference: str) -> dict | None:
+    comp = (result.get("comparisons") or {}).get(f"{case}~{reference}")
+    return comp if comp and comp.get("p50_ratio") is not None else None
+
+
+def openloop_p50(result: dict, system: str, row: str) -> float | None:
+    rows = (((result.get("openloop") or {}).get("systems") or {}).get(system) or {}).get("rows") or {}
+    return (rows.get(row) or {}).get("p50_ms")
+
+
+def _evaluate(result: dict, kind: str, args: tuple) -> dict[str, Any]:
+    """{measured, reference, ratio, how} for one target."""
+    if kind == "cpu_vs_floor":
+        floor = (((result.get("forkfloor") or {}).get("fork_exit")) or {}).get("cpu_ms_per_fork")
+        value = fresh_cpu_ms(result, args[0])
+        return {"measured": value, "reference": floor, "ratio": ratio(value, floor),
+                "how": f"{args[0]}: zygote + sandbox children CPU ms per request (busiest level) / fork floor"}
+    if kind == "openloop_p50":
+        value, ref = openloop_p50(result, args[0], args[2]), openloop_p50(result, args[1], args[2])
+        return {"measured": value, "reference": ref, "ratio": ratio(value, ref),
+                "how": f"open loop {args[2]} req/s p50: {args[0]} / {args[1]}"}
+    if kind == "node_cpu":
+        entry = _ok(result, args[0])
+        value = None if entry is None else (busiest(entry).get("cpu_ms_per_request") or {}).get("node")
+        return {"measured": value, "reference": None, "ratio": value, "how": f"{args[0]}: node process CPU ms per request"}
+    if kind == "peak_rps":
+        a, b = (_ok(result, n) for n in args)
+        value = None if a is None else a.get("peak_throughput_rps")
+        ref = None if b is None else b.get("peak_throughput_rps")
+        return {"measured": value, "reference": ref, "ratio": ratio(value, ref),
+                "how": f"best closed-loop req/s: {args[0]} / {args[1]}"}
+    if kind == "p50_c1":
+        comp = paired(result, *args)
+        if comp is not None:
+            return {"measured": comp["p50_ms"], "reference": comp["reference_p50_ms"], "ratio": comp["p50_ratio"],
+                    "how": f"interleaved at c=1 ({comp['pairs']} pairs): {args[0]} / {args[1]}"}
+        value, ref = p50_c1(result, args[0]), p50_c1(result, args[1])
+        return {"measured": value, "reference": ref, "ratio": ratio(value, ref),
+                "how": f"closed loop c=1 p50, separate phases: {args[0]} / {args[1]}"}
+    raise ValueError(kind)
+
+
+def evaluate_ratios(result: dict) -> list[dict]:
+    comparable = result.get("sizes", {}).get("bars") == 1_000
+    out = []
+    for tid, what, kind, args, op, target in RATIO_TARGETS:
+        row = {"id": tid, "what": what, "op": op, "target": target, **_evaluate(result, kind, args), "met": None}
+        if row["ratio"] is None:
+            row["note"] = "not measured in this run"
+        elif not comparable:
+            row["note"] = f"not comparable: {result.get('profile')} sizes"
+        else:
+            row["met"] = row["ratio"] <= target if op == "<=" else row["ratio"] >= target
+        out.append(row)
+    return out
+
+
+def comparison(result: dict) -> list[dict]:
+    """The issue's side-by-side table: fresh and warm against the in-process baseline."""
+    rows = []
+    for system, prefix in (("fresh process per run (default)", ""), ("tenant warm worker (opt-in)", "warm_")):
+        for what in ("trivial", "sma"):
+            case, base, base2 = prefix + what, f"inprocess_{what}", f"inprocess2_{what}"
+            comp = paired(result, case, base)
+            a, b, b2 = _ok(result, case), _ok(result, base), _ok(result, base2)
+            peak = lambda e: None if e is None else e.get("peak_throughput_rps")  # noqa: E731
+            rows.append({
+                "system": system, "strategy": what, "case": case,
+                "p50_c1_ratio": comp["p50_ratio"] if comp else ratio(p50_c1(result, case), p50_c1(result, base)),
+                "p50_c1_paired": comp is not None,
+                "rps_ratio_vs_1proc": ratio(peak(a), peak(b)),
+                "rps_ratio_vs_2proc": ratio(peak(a), peak(b2)),
+                "cpu_ratio": ratio(system_cpu_ms(result, case), system_cpu_ms(result, base)),
+                "p50_20rps_ratio": ratio(openloop_p50(result, case, "20"), openloop_p50(result, base, "20")),
+            })
+    return rows

@@ -1,0 +1,126 @@
+"""Issue 18's targets as ratios: how each is computed from a run's JSON, and judged.
+
+Synthetic runs (numbers chosen so each rule's outcome is known); the real run's JSON shape is
+checked by test_harness.py on the tiny profile.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from bench.ratios import RATIO_TARGETS, comparison, evaluate_ratios, system_cpu_ms
+from bench.report import render
+
+
+def _case(p50: float, peak: float, cpu: dict) -> dict:
+    return {"status": "ok", "peak_throughput_rps": peak,
+            "levels": {"1": {"p50_ms": p50, "cpu_ms_per_request": {}},
+                       "64": {"p50_ms": p50 * 40, "cpu_ms_per_request": cpu}}}
+
+
+def _openloop(**p50_at_20: float) -> dict:
+    return {"arrivals": "poisson", "systems": {
+        name: {"rows": {"20": {"p50_ms": v}}} for name, v in p50_at_20.items()}}
+
+
+@pytest.fixture
+def run() -> dict:
+    node = {"node": 0.25, "zygote": 1.0, "sandbox_children": 7.0}
+    warm = {"node": 0.25, "zygote": 0.0, "sandbox_children": 0.8}
+    return {
+        "profile": "quick", "sizes": {"bars": 1_000},
+        "forkfloor": {"status": "ok", "fork_exit": {"cpu_ms_per_fork": 4.0}},
+        "cases": {
+            "trivial": _case(4.0, 180.0, node),
+            "sma": _case(6.0, 150.0, dict(node, sandbox_children=11.0)),  # 12 ms: 3x the floor
+            "warm_trivial": _case(1.0, 1400.0, warm),
+            "warm_sma": _case(1.5, 700.0, dict(warm, node=0.5)),
+            "inprocess_trivial": _case(1.0, 700.0, {"inprocess": 1.0}),
+            "inprocess_sma": _case(1.25, 450.0, {"inprocess": 1.6}),
+            "inprocess2_trivial": _case(1.0, 1300.0, {"inprocess": 1.1}),
+            "inprocess2_sma": _case(1.3, 800.0, {"inprocess": 1.7}),
+        },
+        "comparisons": {
+            "warm_trivial~inprocess_trivial": {"case": "warm_trivial", "reference": "inprocess_trivial",
+                                               "pairs": 300, "p50_ms": 1.05, "reference_p50_ms": 1.0,
+                                               "p50_ratio": 1.05, "median_pair_diff_ms": 0.05},
+        },
+        "openloop": _openloop(trivial=3.0, inprocess_trivial=1.6, sma=6.0, inprocess_sma=2.0),
+    }
+
+
+def _rows(result: dict) -> dict[str, dict]:
+    return {r["id"]: r for r in evaluate_ratios(result)}
+
+
+def test_every_target_is_evaluated_in_order(run):
+    assert [r["id"] for r in evaluate_ratios(run)] == [t[0] for t in RATIO_TARGETS]
+
+
+def test_fresh_cpu_is_zygote_plus_children_over_the_fork_floor(run):
+    rows = _rows(run)
+    assert rows["fresh_cpu_vs_floor_trivial"]["measured"] == 8.0
+    assert rows["fresh_cpu_vs_floor_trivial"]["ratio"] == 2.0 and rows["fresh_cpu_vs_floor_trivial"]["met"] is True
+    assert rows["fresh_cpu_vs_floor_sma"]["ratio"] == 3.0 and rows["fresh_cpu_vs_floor_sma"]["met"] is False
+
+
+def test_fresh_latency_at_20_per_second_is_compared_with_the_baseline_at_the_same_rate(run):
+    rows = _rows(run)
+    assert rows["fresh_p50_20rps_trivial"]["ratio"] == 1.875 and rows["fresh_p50_20rps_trivial"]["met"] is True
+    assert rows["fresh_p50_20rps_sma"]["ratio"] == 3.0 and rows["fresh_p50_20rps_sma"]["met"] is False
+
+
+def test_warm_node_cpu_is_the_node_process_alone(run):
+    rows = _rows(run)
+    assert rows["warm_node_cpu_trivial"]["measured"] == 0.25 and rows["warm_node_cpu_trivial"]["met"] is True
+    assert rows["warm_node_cpu_sma"]["measured"] == 0.5 and rows["warm_node_cpu_sma"]["met"] is False
+
+
+def test_warm_throughput_is_compared_with_two_baseline_processes(run):
+    rows = _rows(run)
+    assert rows["warm_rps_vs_inprocess2_trivial"]["reference"] == 1300.0
+    assert rows["warm_rps_vs_inprocess2_trivial"]["met"] is True  # 1400 / 1300
+    assert rows["warm_rps_vs_inprocess2_sma"]["ratio"] == 0.875 and rows["warm_rps_vs_inprocess2_sma"]["met"] is False
+
+
+def test_warm_c1_latency_prefers_the_interleaved_measurement(run):
+    rows = _rows(run)
+    trivial = rows["warm_p50_vs_inprocess_trivial"]
+    assert trivial["ratio"] == 1.05 and trivial["met"] is True and "interleaved" in trivial["how"]
+    sma = rows["warm_p50_vs_inprocess_sma"]  # no interleaved pair: the two c=1 phases
+    assert sma["ratio"] == 1.2 and sma["met"] is False and "separate phases" in sma["how"]
+
+
+def test_a_target_whose_figures_are_missing_is_not_judged(run):
+    del run["forkfloor"]
+    del run["cases"]["inprocess2_sma"]
+    rows = _rows(run)
+    for tid in ("fresh_cpu_vs_floor_trivial", "warm_rps_vs_inprocess2_sma"):
+        assert rows[tid]["met"] is None and rows[tid]["note"] == "not measured in this run"
+
+
+def test_targets_are_not_judged_on_other_bar_counts(run):
+    run["sizes"]["bars"] = 200
+    run["profile"] = "tiny"
+    for row in evaluate_ratios(run):
+        assert row["met"] is None and row["note"] == "not comparable: tiny sizes"
+
+
+def test_system_cpu_is_what_serves_the_request(run):
+    assert system_cpu_ms(run, "trivial") == 8.25  # node + zygote + children
+    assert system_cpu_ms(run, "inprocess_trivial") == 1.0  # the responder process(es)
+    rows = {(r["case"]): r for r in comparison(run)}
+    assert rows["trivial"]["cpu_ratio"] == 8.25
+    assert rows["warm_trivial"]["rps_ratio_vs_1proc"] == 2.0
+    assert rows["warm_trivial"]["p50_c1_paired"] is True and rows["sma"]["p50_c1_paired"] is False
+
+
+def test_the_printed_report_shows_met_and_not_met(run):
+    result = copy.deepcopy(run)
+    result.update(machine={}, targets=[], ratios=evaluate_ratios(run), comparison=comparison(run),
+                  cases={}, openloop=None, forkfloor=None)  # the ratio tables only (no full stats here)
+    text = render(result)
+    assert "| target (issue 18) |" in text and "| yes |" in text and "| **no** |" in text
+    assert "| vs the in-process baseline (INSECURE) |" in text
