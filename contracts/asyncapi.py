@@ -32,6 +32,7 @@ from .execute import ExecuteRequest, ExecuteResult
 from .health import Health
 from .hosting import (
     DeploymentCreate,
+    DeploymentDeploy,
     DeploymentRef,
     DeploymentReply,
     DeploymentUpdate,
@@ -86,7 +87,8 @@ def hosting_types(group: str, op: str) -> tuple[type, type]:
         return (StrategyPut if op == "put" else StrategyRef), StrategyReply
     if group == "SECRETS":
         return (SecretPut if op == "put" else SecretRef), SecretReply
-    return {"create": DeploymentCreate, "update": DeploymentUpdate}.get(op, DeploymentRef), DeploymentReply
+    return ({"create": DeploymentCreate, "update": DeploymentUpdate, "deploy": DeploymentDeploy}.get(op, DeploymentRef),
+            DeploymentReply)
 
 
 def hosting_subjects() -> dict[str, tuple[str, str]]:

@@ -15,6 +15,8 @@ NATS identity of the request, never a body field):
 | `strategy.v1.deployments.get|pause|resume|stop|delete|run` | DeploymentRef -> DeploymentReply |
 | `strategy.v1.deployments.list` | DeploymentRef (id ignored) -> DeploymentReply (`deployments`) |
 | `strategy.v1.deployments.runs` | DeploymentRef -> DeploymentReply (`runs`, newest last) |
+| `strategy.v1.deployments.history` | DeploymentRef -> DeploymentReply (`history`: its changes, oldest first) |
+| `strategy.v1.deployments.deploy` | DeploymentDeploy -> DeploymentReply (a new version + create or update) |
 
 Results: `signals.<tenant>.<deployment>.<symbol>` (stream SIGNALS, one `Signal` per run that
 calls for one, `Nats-Msg-Id` = the trigger id), `strategy.logs.<tenant>.<deployment>` (stream
@@ -27,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from . import schedule as forms
 from .errors import ErrorInfo
 from .execute import Code, MemoryMb, Parameters, Signal, TimeoutMs
 from .values import check_parameters
@@ -54,8 +57,13 @@ EnvValue = Annotated[str, msgspec.Meta(max_length=4096)]
 Env = Annotated[dict[EnvName, EnvValue], msgspec.Meta(max_length=MAX_ENV_ENTRIES)]
 # A schedule (JetStream message schedules, node/hosting/schedules.py): a 6-field cron
 # (`sec min hour day month weekday`, e.g. "0 */5 9-15 * * MON-FRI"), `@every <duration>`
-# ("@every 30s", "@every 5m") or `@at <RFC 3339 time>`, in the IANA zone `tz` (UTC when left out).
+# ("@every 30s", "@every 5m") or `@at <RFC 3339 time>`, in the IANA zone `tz` (UTC when left out),
+# or an offset from the `session`'s open or close ("open+5m", "close-10m"): contracts/schedule.py.
 Schedule = Annotated[str, msgspec.Meta(min_length=2, max_length=128)]
+# Start and stop times per day in the schedule's zone, optionally on some weekdays only
+# ("09:20-15:10", "MON-FRI 09:20-15:10"): fires outside are skipped and counted in the status.
+WindowText = Annotated[str, msgspec.Meta(max_length=128)]
+SessionName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{3,8}$")]
 TimeZone = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")]
 # A fire older than this when a node takes it is skipped and recorded (after an outage).
 CatchupS = Annotated[int, msgspec.Meta(ge=1, le=7 * 86_400)]
@@ -127,15 +135,15 @@ class DeploymentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     schedule: Schedule | None = None
     tz: TimeZone | None = None
     catchup_s: CatchupS = DEFAULT_CATCHUP_S
-    # Fires only while this exchange is in session (exchange_calendars MIC, e.g. XNYS, XBOM):
-    # not outside its hours, on weekends or on its holidays.
-    session: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{3,8}$")] | None = None
+    # Fires only while this exchange is in session (exchange_calendars MIC, e.g. XNYS, XBOM;
+    # XNSE names XBOM's calendar): not outside its hours, on weekends or on its holidays. With
+    # an offset schedule ("open+5m") the session gives the instants instead.
+    session: SessionName | None = None
+    window: WindowText | None = None
 
     def __post_init__(self) -> None:
         check_parameters(self.parameters)
-        check_schedule(self.schedule, self.tz)
-        if self.session is not None and not self.schedule:
-            raise ValueError("session applies to a schedule only: give `schedule` too")
+        check_schedule(self.schedule, self.tz, self.window, self.session)
         if len(set(self.secrets)) != len(self.secrets):
             raise ValueError("secrets repeat: name each secret once")
         if len(set(self.symbols)) != len(self.symbols):
@@ -156,16 +164,22 @@ class DeploymentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     warm: bool | None = None
     env: Env | None = None
     secrets: SecretNames | None = None
-    # "" removes the schedule (back to every new bar)
+    # "" removes the schedule (back to every new bar; its tz, session and window go with it)
     schedule: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     tz: TimeZone | None = None
     catchup_s: CatchupS | None = None
+    # "" removes the session or the window; the combination is checked against the deployment
+    session: Annotated[str, msgspec.Meta(pattern=r"^([A-Z0-9]{3,8})?$")] | None = None
+    window: WindowText | None = None
+    timeframe: Timeframe | None = None
 
     def __post_init__(self) -> None:
         if self.schedule:
-            check_schedule(self.schedule, self.tz)
-        elif self.tz is not None and self.schedule is None:
-            check_schedule(None, self.tz)
+            check_schedule(self.schedule, self.tz, forms_only=True)
+        elif self.tz is not None:
+            check_schedule(None, self.tz, forms_only=True)
+        if self.window:
+            check_window(self.window)
         if self.secrets is not None and len(set(self.secrets)) != len(self.secrets):
             raise ValueError("secrets repeat: name each secret once")
         if self.parameters is not None:
@@ -200,6 +214,11 @@ class Deployment(msgspec.Struct, kw_only=True):
     tz: str | None = None
     catchup_s: int = DEFAULT_CATCHUP_S
     session: str | None = None
+    window: str | None = None
+    # Who made this revision and how (history): the verified NATS account/user ("local" on a
+    # server without accounts) and the operation (create, update, deploy, pause, resume, stop).
+    changed_by: str = ""
+    change: str = ""
 
 
 class RunRecord(msgspec.Struct, kw_only=True):
@@ -233,8 +252,24 @@ class DeploymentStatus(msgspec.Struct, kw_only=True):
     signals: int = 0
     last_run: RunRecord | None = None
     updated_at: str = ""
-    next_fire: str | None = None  # scheduled deployments: the server's next fire time (from the last fire)
+    # Scheduled deployments: the next fire that will run (after the window and the session),
+    # set at create, update and resume and after each fire; None while paused or stopped, or
+    # when no fire is left (a past @at). In the schedule's zone (UTC: "Z").
+    next_fire: str | None = None
     last_fire: str | None = None
+    fires_outside: int = 0  # fires skipped outside the window or the session
+    fire_note: str | None = None  # why the last skipped fire was skipped
+
+
+class DeploymentChange(msgspec.Struct, kw_only=True):
+    """One revision of a deployment's desired state (KV DEPLOYMENTS history, oldest first)."""
+
+    revision: int
+    at: str  # when it was made (the record's updated_at)
+    by: str  # who: the verified NATS identity of the request ("local" without accounts)
+    change: str  # create, update, deploy, pause, resume, stop
+    changed: list[str] = []  # fields that differ from the previous revision
+    deployment: Deployment
 
 
 class DeploymentView(msgspec.Struct, kw_only=True):
@@ -249,8 +284,37 @@ class DeploymentReply(msgspec.Struct, kw_only=True):
     deployments: list[DeploymentView] = []
     runs: list[RunRecord] = []
     run_id: str | None = None  # deployments.run: the manual trigger's id (one per symbol: the first)
+    history: list[DeploymentChange] = []  # deployments.history
+    strategy_version: int | None = None  # deployments.deploy: the version it stored
     error: ErrorInfo | None = None
     node_id: str = ""
+
+
+class DeploymentDeploy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Upload `code` as a new version of strategy `strategy` and create deployment `id` on it, or
+    move an existing `id` to it (then only the options given change; `timeframe`, `symbols`
+    too). Every option is checked before the version is stored."""
+
+    strategy: Name
+    code: Code
+    description: Description = ""
+    id: Name | None = None  # default: the strategy's name
+    symbols: Annotated[list[SymbolName], msgspec.Meta(min_length=1, max_length=MAX_DEPLOYMENT_SYMBOLS)] | None = None
+    timeframe: Timeframe | None = None
+    lookback: Annotated[int, msgspec.Meta(ge=1, le=MAX_LOOKBACK)] | None = None
+    parameters: Parameters | None = None
+    timeout_ms: TimeoutMs | None = None
+    memory_mb: MemoryMb | None = None
+    overlap: Overlap | None = None
+    desired: Desired | None = None
+    warm: bool | None = None
+    env: Env | None = None
+    secrets: SecretNames | None = None
+    schedule: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    tz: TimeZone | None = None
+    catchup_s: CatchupS | None = None
+    session: Annotated[str, msgspec.Meta(pattern=r"^([A-Z0-9]{3,8})?$")] | None = None
+    window: WindowText | None = None
 
 
 class Trigger(msgspec.Struct, kw_only=True):
@@ -279,23 +343,56 @@ class RunLogs(msgspec.Struct, kw_only=True):
 _CRON_FIELD = r"[A-Za-z0-9*/,?LW#-]+"
 
 
-def check_schedule(schedule: str | None, tz: str | None) -> None:
-    """The forms the server takes (it checks them again on publish); `tz` an IANA zone."""
+def check_window(window: str) -> None:
+    forms.parse_window(window)
+
+
+def check_schedule(schedule: str | None, tz: str | None, window: str | None = None, session: str | None = None,
+                   forms_only: bool = False) -> None:
+    """The forms the server takes (it checks them again on publish), `tz` an IANA zone, and how
+    `tz`, `window` and `session` go with the schedule (not checked with `forms_only`). Every
+    error names the field it is about."""
     import re
     import zoneinfo
 
     if tz is not None:
-        if schedule is None:
+        if schedule is None and not forms_only:
             raise ValueError("tz applies to a schedule only: give `schedule` too")
         try:
             zoneinfo.ZoneInfo(tz)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"tz {tz!r} is not an IANA time zone (e.g. Asia/Kolkata)") from None
-    if schedule is None:
+    if not schedule:
+        if forms_only:
+            return
+        if window is not None:
+            raise ValueError("window applies to a schedule only: give `schedule` too")
+        if session is not None:
+            raise ValueError("session applies to a schedule only: give `schedule` too")
         return
     text = schedule.strip()
-    if tz is not None and text.startswith("@"):
-        raise ValueError(f"tz applies to a cron schedule only; {text.split()[0]} is zone-free (leave tz out)")
+    offset = forms.parse_offset(text)
+    if window is not None:
+        check_window(window)
+    if offset is not None:
+        if forms_only:
+            return
+        if session is None:
+            raise ValueError(f"schedule {text!r} is an offset from a session's open or close: give `session` "
+                             "(e.g. XNYS)")
+        if tz is not None:
+            raise ValueError(f"tz does not apply to the offset schedule {text!r}: it follows the session's own "
+                             "calendar and zone (leave tz out)")
+        if window is not None:
+            raise ValueError(f"window does not apply to the offset schedule {text!r} (it fires once a session)")
+        return
+    if tz is not None and text.startswith("@at "):
+        raise ValueError("tz applies to a cron schedule only; @at is zone-free (leave tz out)")
+    if tz is not None and text.startswith("@every ") and window is None and not forms_only:
+        raise ValueError("tz applies to a cron schedule only; @every is zone-free (leave tz out, "
+                         "or give `window`, whose times it is the zone of)")
+    if window is not None and text.startswith("@at "):
+        raise ValueError("window applies to a cron or @every schedule, not to a one-off @at")
     if text.startswith("@every "):
         if not re.fullmatch(r"@every (\d+(\.\d+)?(ns|us|ms|s|m|h))+", text):
             raise ValueError(f"schedule {schedule!r}: `@every` takes a duration such as 30s, 5m or 1h30m")

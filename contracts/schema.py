@@ -17,6 +17,7 @@ from .execute import ExecuteRequest, ExecuteResult
 from .health import Health
 from .hosting import (
     DeploymentCreate,
+    DeploymentDeploy,
     DeploymentRef,
     DeploymentReply,
     DeploymentUpdate,
@@ -45,6 +46,7 @@ MESSAGES: dict[str, type] = {
     "StrategyRef": StrategyRef,
     "StrategyReply": StrategyReply,
     "DeploymentCreate": DeploymentCreate,
+    "DeploymentDeploy": DeploymentDeploy,
     "DeploymentUpdate": DeploymentUpdate,
     "DeploymentRef": DeploymentRef,
     "DeploymentReply": DeploymentReply,

@@ -25,7 +25,8 @@ TENANT_JOBS = f"{JOBS}.{{account}}.{{kind}}"
 STRATEGIES = f"{PREFIX}.strategies"
 DEPLOYMENTS = f"{PREFIX}.deployments"
 STRATEGY_OPS = ("put", "get", "list", "versions", "delete")
-DEPLOYMENT_OPS = ("create", "update", "get", "list", "pause", "resume", "stop", "delete", "run", "runs")
+DEPLOYMENT_OPS = ("create", "update", "get", "list", "pause", "resume", "stop", "delete", "run", "runs", "history",
+                  "deploy")
 SECRETS = f"{PREFIX}.secrets"  # contracts/secrets.py
 SECRET_OPS = ("put", "list", "delete", "rotate")
 # Results of hosted runs: signals.<tenant>.<deployment>.<symbol>, strategy.logs.<tenant>.<deployment>;

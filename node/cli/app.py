@@ -9,6 +9,7 @@ import sys
 
 from . import backtest, bars, execute, follow, health, hosting, jobs, refdata, run, screen, secrets, validate, web
 from . import connect as cli_connect
+from . import deploy as deploy_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     screen.register(sub)  # screen (classify_symbol over stored symbols)
     refdata.register(sub)  # refdata load (reference data for the accessors)
     hosting.register(sub)  # strategies, deployments (hosted strategies)
+    deploy_cmd.register(sub)  # deploy FILE: a new version and its deployment in one step
     secrets.register(sub)  # secrets set/ls/rm/rotate (hosted strategies)
     follow.register(sub)  # signals, logs --follow
     web.register(sub)  # web (the dashboard)

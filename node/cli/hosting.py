@@ -3,8 +3,9 @@
     strategy-node strategies put sma sma.py            # a new version, validated like `validate`
     strategy-node strategies ls | get NAME [--version N] | versions NAME | rm NAME
     strategy-node deployments create sma-live --strategy sma --symbols AAPL,MSFT --timeframe 1m
-    strategy-node deployments ls | get ID | runs ID | pause ID | resume ID | stop ID | run ID | rm ID
+    strategy-node deployments ls | get ID | runs ID | history ID | pause ID | resume ID | stop ID | run ID | rm ID
     strategy-node deployments update ID [--version N] [--lookback N] [--param k=v ...] [--overlap skip]
+    strategy-node deploy FILE --symbols AAPL --timeframe 1m [...]   # node/cli/deploy.py
 
 The tenant is whoever the connection authenticates as (its NATS account).
 """
@@ -45,9 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--version", type=int, help="this version (default: the latest)")
         p.set_defaults(func=cmd_strategies, op=op)
 
-    dp = sub.add_parser("deployments", help="deployments: create, ls, get, update, pause, resume, stop, run, runs, rm")
+    dp = sub.add_parser("deployments", help="deployments: create, ls, get, update, pause, resume, stop, run, runs, "
+                        "history, rm")
     dp_sub = dp.add_subparsers(dest="deployments_command", required=True,
-                               metavar="create|ls|get|update|pause|resume|stop|run|runs|rm")
+                               metavar="create|ls|get|update|pause|resume|stop|run|runs|history|rm")
     p = dp_sub.add_parser("create", help="deploy a strategy version on symbols x a timeframe")
     _common(p)
     p.add_argument("id", help="the deployment's id (1-64 of A-Z a-z 0-9 _ -)")
@@ -62,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id", help="the deployment's id")
     p.add_argument("--version", type=int, help="move it to this version of its strategy")
     p.add_argument("--symbols", help="comma-separated")
+    p.add_argument("--timeframe", help="run on this timeframe's bars instead")
     _options(p, create=False)
     p.set_defaults(func=cmd_deployments, op="update")
     p = dp_sub.add_parser("ls", help="status of every deployment at a glance")
@@ -70,12 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, op, help_ in (("get", "get", "a deployment and its status"), ("pause", "pause", "stop running on new bars"),
                             ("resume", "resume", "run on new bars again"), ("stop", "stop", "stop (run-now refused too)"),
                             ("run", "run", "run once now on each symbol's newest bar"),
-                            ("runs", "runs", "recent run records"), ("rm", "delete", "delete it, its status and queued triggers")):
+                            ("runs", "runs", "recent run records"),
+                            ("history", "history", "who changed what and when (version, desired state, schedule, ...)"),
+                            ("rm", "delete", "delete it, its status and queued triggers")):
         p = dp_sub.add_parser(name, help=help_)
         _common(p)
         p.add_argument("id", help="the deployment's id")
         if name == "runs":
             p.add_argument("--limit", type=int, default=20, help="the newest N records (default 20)")
+        if name == "history":
+            p.add_argument("--limit", type=int, help="the newest N changes (default: every one kept, up to 64)")
         p.set_defaults(func=cmd_deployments, op=op)
 
 
@@ -89,9 +96,14 @@ def _options(p: argparse.ArgumentParser, create: bool) -> None:
     p.add_argument("--warm", action="store_true", default=None,
                    help="reuse a warm sandbox worker of this deployment's own (nodes need TENANT_WARM_RUNS > 0)")
     p.add_argument("--schedule", help='run on a schedule instead of every new bar: a 6-field cron '
-                   '("0 */5 9-15 * * MON-FRI"), "@every 5m" or "@at 2026-12-01T09:15:00Z"'
-                   + ("" if create else '; "" removes it'))
+                   '("0 */5 9-15 * * MON-FRI"), "@every 5m", "@at 2026-12-01T09:15:00Z", or an offset from '
+                   'the --session\'s open or close ("open+5m", "close-10m")' + ("" if create else '; "" removes it'))
     p.add_argument("--tz", help="the schedule's IANA time zone, e.g. Asia/Kolkata (default UTC)")
+    p.add_argument("--window", help='only fire between these times of day, in the schedule\'s zone: '
+                   '"09:20-15:10", "MON-FRI 09:20-15:10"' + ("" if create else '; "" removes it'))
+    p.add_argument("--session", help="fire only while this exchange is in session, not on its holidays "
+                   "(exchange_calendars MIC: XNYS, XNAS, XLON, XBOM or XNSE for NSE/BSE, ...)"
+                   + ("" if create else '; "" removes it'))
     p.add_argument("--catchup", type=int, dest="catchup_s", metavar="SECONDS",
                    help="skip (and record) a fire older than this when taken" + (" (default 300)" if create else ""))
     p.add_argument("--env", action="append", metavar="KEY=VALUE",
@@ -101,8 +113,6 @@ def _options(p: argparse.ArgumentParser, create: bool) -> None:
                    help="hand this secret (`secrets set`) to each run as read-only `secrets`; repeatable"
                    + ("" if create else " (replaces the list)"))
     if create:
-        p.add_argument("--session", help="fire only while this exchange is in session, not on its holidays "
-                       "(exchange_calendars MIC: XNYS, XNAS, XLON, XBOM for NSE/BSE, ...)")
         p.add_argument("--paused", action="store_true", help="create it paused")
 
 
@@ -166,7 +176,8 @@ def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
     from .inputs import parse_params
 
     fields: dict[str, Any] = {}
-    for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap", "warm", "schedule", "tz", "catchup_s", "session"):
+    for name in ("version", "lookback", "timeout_ms", "memory_mb", "overlap", "warm", "schedule", "tz", "catchup_s",
+                 "session", "window", "timeframe"):
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value
@@ -197,9 +208,11 @@ async def cmd_deployments(args: argparse.Namespace) -> int:
         if args.op == "create":
             fields = _deployment_fields(args)
             reply = await hosting.create_deployment(args.id, strategy=args.strategy, symbols=fields.pop("symbols"),
-                                                    timeframe=args.timeframe, **fields)
+                                                    timeframe=fields.pop("timeframe"), **fields)
         elif args.op == "update":
             reply = await hosting.update_deployment(args.id, **_deployment_fields(args))
+        elif args.op == "history":
+            reply = await hosting.history(args.id, args.limit or 64)
         else:
             reply = await hosting.deployment(args.op, getattr(args, "id", None), getattr(args, "limit", None))
     except HostingError as exc:
@@ -213,14 +226,17 @@ async def cmd_deployments(args: argparse.Namespace) -> int:
         _emit(reply)
         return 0
     if args.op == "list":
-        print(f"{'ID':<20} {'STRATEGY':<20} {'SYMBOLS':<20} {'TF':<5} {'STATE':<8} {'RUNS':>6} {'ERR':>4} {'SIG':>5}  LAST RUN")
+        print(f"{'ID':<20} {'STRATEGY':<20} {'SYMBOLS':<20} {'TF':<5} {'STATE':<8} {'RUNS':>6} {'ERR':>4} {'SIG':>5}  "
+              f"{'NEXT FIRE':<25}  LAST RUN")
         for view in reply.deployments:
             d, s = view.deployment, view.status
             last = s.last_run if s else None
             print(f"{d.id:<20} {f'{d.strategy}@v{d.version}':<20} {','.join(d.symbols)[:20]:<20} {d.timeframe:<5} "
                   f"{(s.state if s else d.desired):<8} {(s.runs if s else 0):>6} {(s.errors if s else 0):>4} "
-                  f"{(s.signals if s else 0):>5}  "
+                  f"{(s.signals if s else 0):>5}  {((s.next_fire if s else None) or '-'):<25}  "
                   + (f"{last.bar_time} {last.symbol} {last.status}" if last else "-"))
+    elif args.op == "history":
+        print_history(reply.history)
     elif args.op == "runs":
         for r in reply.runs:
             signal = r.signal.type if r.signal else "-"
@@ -237,5 +253,22 @@ async def cmd_deployments(args: argparse.Namespace) -> int:
                                                                f"{s.signals} signals" if s else ""))
         if d.schedule:
             print(f"  schedule {d.schedule!r} ({d.tz or 'UTC'}), catch-up {d.catchup_s}s"
-                  + (f"; next fire {s.next_fire}" if s and s.next_fire else ""))
+                  + (f", window {d.window}" if d.window else "") + (f", session {d.session}" if d.session else "")
+                  + f"; next fire {(s.next_fire if s else None) or '-'}"
+                  + (f"; {s.fires_outside} fires outside ({s.fire_note})" if s and s.fires_outside else ""))
     return 0
+
+
+def print_history(changes: list[Any]) -> None:
+    """One line per revision: the version, desired state and schedule spelled out, other changed
+    fields by name (a create names only those three)."""
+    print(f"{'REV':>4}  {'AT':<24}  {'BY':<16}  {'CHANGE':<7}  WHAT")
+    before = None
+    for c in changes:
+        d = c.deployment
+        shown = {"version": f"v{d.version}", "desired": d.desired,
+                 "schedule": (repr(d.schedule) + (f" {d.tz}" if d.tz else "")) if d.schedule else "none"}
+        fields = list(shown) if before is None else c.changed
+        what = [f"{f}={shown[f]}" if f in shown else f for f in fields]
+        print(f"{c.revision:>4}  {c.at:<24}  {c.by[:16]:<16}  {c.change:<7}  {', '.join(what) or '-'}")
+        before = d

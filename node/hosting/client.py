@@ -3,6 +3,8 @@
     hosting = HostingClient(nc)
     await hosting.put_strategy("sma", code)
     await hosting.create_deployment("sma-live", strategy="sma", symbols=["AAPL"], timeframe="1m")
+    await hosting.deploy_file("sma.py", symbols=["AAPL"], timeframe="1m", schedule="open+5m", session="XNYS")
+    (await hosting.history("sma")).history       # who changed what, when
     async for signal in hosting.follow_signals("sma-live"): ...
 
 Each call is one request on `strategy.v1.strategies.*` / `strategy.v1.deployments.*`; a reply
@@ -14,6 +16,7 @@ tenant's account imports those streams.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import msgspec
@@ -21,6 +24,7 @@ import msgspec
 from contracts import ErrorInfo, Signal, decode, encode, subjects
 from contracts.hosting import (
     DeploymentCreate,
+    DeploymentDeploy,
     DeploymentRef,
     DeploymentReply,
     DeploymentUpdate,
@@ -82,7 +86,7 @@ class HostingClient:
 
     async def deployment(self, op: str, id: str | None = None, limit: int | None = None) -> DeploymentReply:
         """get, list, pause, resume, stop, delete, run or runs."""
-        if op not in subjects.DEPLOYMENT_OPS or op in ("create", "update"):
+        if op not in subjects.DEPLOYMENT_OPS or op in ("create", "update", "deploy"):
             raise ValueError(f"unknown deployment operation {op!r}")
         return await self._call(f"{subjects.DEPLOYMENTS}.{op}", DeploymentRef(id=id, limit=limit), DeploymentReply)
 
@@ -109,6 +113,24 @@ class HostingClient:
 
     async def runs(self, id: str, limit: int = 100) -> DeploymentReply:
         return await self.deployment("runs", id, limit)  # the newest `limit` records
+
+    async def history(self, id: str, limit: int = 100) -> DeploymentReply:
+        """The deployment's changes, oldest first (`history`: DeploymentChange with revision, at,
+        by, change and the fields `changed`), the newest `limit` of those kept (up to 64)."""
+        return await self.deployment("history", id, limit)
+
+    async def deploy(self, code: str, *, strategy: str, id: str | None = None, description: str = "",
+                     **fields: Any) -> DeploymentReply:
+        """Store `code` as a new version of `strategy` and create deployment `id` (default: the
+        strategy's name) on it, or move that deployment to it (then only the `fields` given
+        change). `reply.strategy_version` is the new version."""
+        req = DeploymentDeploy(strategy=strategy, code=code, description=description, id=id, **fields)
+        return await self._call(f"{subjects.DEPLOYMENTS}.deploy", req, DeploymentReply)
+
+    async def deploy_file(self, path: str | Path, *, strategy: str | None = None, **fields: Any) -> DeploymentReply:
+        """`deploy` of a strategy file; the strategy is named after the file's stem by default."""
+        path = Path(path)
+        return await self.deploy(path.read_text(encoding="utf-8"), strategy=strategy or path.stem, **fields)
 
     # -- secrets (values go in, never come back) ---------------------------------------------
     async def set_secret(self, name: str, value: str) -> SecretReply:

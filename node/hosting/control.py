@@ -15,9 +15,11 @@ from typing import Any, Awaitable, Callable
 import msgspec
 
 from contracts import ErrorCode, ExecutionError, decode, subjects
+from contracts import schedule as forms
 from contracts.hosting import (
     Deployment,
     DeploymentCreate,
+    DeploymentDeploy,
     DeploymentRef,
     DeploymentReply,
     DeploymentStatus,
@@ -26,6 +28,7 @@ from contracts.hosting import (
     StrategyPut,
     StrategyRef,
     StrategyReply,
+    check_schedule,
 )
 
 from contracts.secrets import SecretPut, SecretRef, SecretReply
@@ -33,10 +36,52 @@ from contracts.secrets import SecretPut, SecretRef, SecretReply
 from .. import identity, sizing
 from ..failures import error_of
 from ..jobs import run_limits
-from . import naming, schedules, sessions, triggers
+from . import firetimes, naming, schedules, sessions, triggers
 
 Handler = Callable[[bytes, str, float], Awaitable[Any]]
 READY_WAIT_S = 5.0
+
+
+def _by() -> str:
+    """Who makes a change: the verified NATS account (and user, on imports that share it)."""
+    caller = identity.current()
+    if caller.account is None:
+        return naming.LOCAL_TENANT
+    return caller.account + (f"/{caller.user}" if caller.user else "")
+
+
+def _next_iso(dep: Deployment) -> str | None:
+    """The status' next fire of a deployment (None unless it is scheduled and running)."""
+    if not dep.schedule or dep.desired != "running":
+        return None
+    try:
+        at = firetimes.next_fire(dep, naming.utc_now())
+    except ExecutionError:
+        return None
+    return firetimes.iso(at, dep) if at else None
+
+
+def _must_fire(dep: Deployment) -> None:
+    """A schedule whose window and session never meet would never run: refused, naming them."""
+    if not dep.schedule or forms.kind(dep.schedule) == "at":
+        return
+    if firetimes.next_fire(dep, naming.utc_now()) is None:
+        named = " and ".join(f"`$.{f}` {getattr(dep, f)!r}" for f in ("window", "session") if getattr(dep, f))
+        raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                             f"invalid request: `$.schedule` {dep.schedule!r} with {named or 'its zone'} never "
+                             "fires within the calendar's data (about a year ahead): widen the window or pick "
+                             "another session")
+
+
+def _combination(dep: Deployment) -> None:
+    try:
+        check_schedule(dep.schedule, dep.tz, dep.window, dep.session)
+    except ValueError as exc:
+        raise ExecutionError(ErrorCode.INVALID_REQUEST, f"invalid request: {exc}") from None
+
+
+UPDATE_FIELDS = ("version", "symbols", "lookback", "parameters", "timeout_ms", "memory_mb", "overlap", "warm",
+                 "env", "secrets", "tz", "catchup_s", "timeframe")
 
 
 def _need(value: Any, field: str) -> Any:
@@ -127,9 +172,11 @@ class Control:
             return await self._create(tenant, decode(data, DeploymentCreate, kind))
         if op == "update":
             return await self._update(tenant, decode(data, DeploymentUpdate, kind))
+        if op == "deploy":
+            return await self._deploy(tenant, decode(data, DeploymentDeploy, kind))
         ref = decode(data or b"{}", DeploymentRef, kind)
         _refuse(ref.id if op == "list" else None, "id", op)
-        _refuse(ref.limit if op != "runs" else None, "limit", op)
+        _refuse(ref.limit if op not in ("runs", "history") else None, "limit", op)
         if op == "list":
             views = [DeploymentView(deployment=d, status=await deps.status(tenant, d.id))
                      for d in await deps.list(tenant)]
@@ -141,10 +188,14 @@ class Control:
         if op == "runs":
             await deps.get(tenant, dep_id)
             return DeploymentReply(ok=True, runs=await self.h.runner.records(tenant, dep_id, ref.limit or 100))
+        if op == "history":
+            return DeploymentReply(ok=True, history=await deps.history(tenant, dep_id, ref.limit or 100))
         if op in ("pause", "resume", "stop"):
             desired = {"pause": "paused", "resume": "running", "stop": "stopped"}[op]
-            dep = await deps.change(tenant, dep_id, lambda d: msgspec.structs.replace(d, desired=desired))
-            status = await deps.set_status(tenant, dep_id, lambda s: _with_state(s, desired),
+            dep = await deps.change(tenant, dep_id, lambda d: msgspec.structs.replace(d, desired=desired),
+                                    how=op, by=_by())
+            upcoming = _next_iso(dep)
+            status = await deps.set_status(tenant, dep_id, lambda s: _with_state(s, desired, upcoming),
                                            initial=DeploymentStatus(id=dep_id, state="pending", version=dep.version))
             return DeploymentReply(ok=True, deployment=dep, status=status)
         if op == "delete":
@@ -174,22 +225,29 @@ class Control:
                                  "invalid request: `$.warm` needs nodes with warm workers on (TENANT_WARM_RUNS > 0); "
                                  "leave it out to run each bar in a fresh process")
 
-    async def _create(self, tenant: str, req: DeploymentCreate) -> DeploymentReply:
+    async def _check_create(self, tenant: str, req: DeploymentCreate, version: int) -> Deployment:
+        """Every check of a create (nothing stored): the deployment it would store."""
         run_limits(req, self.h.settings)  # timeout_ms / memory_mb within this node's limits, named
         _no_warm_secrets(req.warm, req.secrets)
         self._check_warm(req.warm)
         await self.h.secrets.require(tenant, list(req.secrets))
         if req.session is not None:
             sessions.check(req.session)
-        version = await self.h.registry.get(tenant, req.strategy, req.version)
         now = naming.now_iso()
-        dep = Deployment(id=req.id, strategy=req.strategy, version=version.version, symbols=list(req.symbols),
+        dep = Deployment(id=req.id, strategy=req.strategy, version=version, symbols=list(req.symbols),
                          timeframe=req.timeframe, lookback=req.lookback, parameters=req.parameters,
                          timeout_ms=req.timeout_ms, memory_mb=req.memory_mb, overlap=req.overlap,
                          desired=req.desired, warm=req.warm, created_at=now, updated_at=now,
                          env=dict(req.env), secrets=list(req.secrets),
                          schedule=req.schedule.strip() if req.schedule else None, tz=req.tz, catchup_s=req.catchup_s,
-                         session=req.session)
+                         session=req.session, window=req.window.strip() if req.window else None, changed_by=_by())
+        _must_fire(dep)
+        return dep
+
+    async def _create(self, tenant: str, req: DeploymentCreate, how: str = "create") -> DeploymentReply:
+        version = await self.h.registry.get(tenant, req.strategy, req.version)
+        dep = await self._check_create(tenant, req, version.version)
+        dep.change = how
         await self.h.deployments.create(tenant, dep)
         if dep.schedule:
             try:
@@ -198,44 +256,103 @@ class Control:
                 await self.h.deployments.delete(tenant, dep.id)  # refused: nothing stays behind
                 raise
         state = "pending" if req.desired == "running" else req.desired
+        upcoming = _next_iso(dep)
         status = await self.h.deployments.set_status(
-            tenant, dep.id, lambda s: _fresh(s, state, dep.version),
-            initial=DeploymentStatus(id=dep.id, state=state, version=dep.version))
+            tenant, dep.id, lambda s: _fresh(s, state, dep.version, upcoming),
+            initial=DeploymentStatus(id=dep.id, state=state, version=dep.version, next_fire=upcoming))
         return DeploymentReply(ok=True, deployment=dep, status=status)
 
-    async def _update(self, tenant: str, req: DeploymentUpdate) -> DeploymentReply:
+    async def _check_update(self, tenant: str, req: DeploymentUpdate) -> tuple[Deployment, Any]:
+        """Every check of an update (nothing stored): the current deployment and the edit."""
         run_limits(_Limits(req.timeout_ms, req.memory_mb), self.h.settings)
         self._check_warm(req.warm)
         if req.secrets is not None:
             await self.h.secrets.require(tenant, list(req.secrets))
+        if req.session:
+            sessions.check(req.session)
+        current = await self.h.deployments.get(tenant, req.id)
         if req.version is not None:
-            current = await self.h.deployments.get(tenant, req.id)
             await self.h.registry.get(tenant, current.strategy, req.version)  # must exist
 
         def edit(d: Deployment) -> Deployment:
-            for name in ("version", "symbols", "lookback", "parameters", "timeout_ms", "memory_mb", "overlap", "warm",
-                         "env", "secrets", "tz", "catchup_s"):
+            for name in UPDATE_FIELDS:
                 value = getattr(req, name)
                 if value is not None:
                     setattr(d, name, list(value) if name in ("symbols", "secrets") else value)
-            if req.schedule is not None:
+            if req.schedule is not None:  # a new schedule comes with its own zone, or none
                 d.schedule = req.schedule.strip() or None
                 d.tz = req.tz if d.schedule else None
-                d.session = d.session if d.schedule else None
-            elif req.tz is not None and not d.schedule:
-                raise ExecutionError(ErrorCode.INVALID_REQUEST, "invalid request: `$.tz` applies to a schedule only")
+            if req.session is not None:
+                d.session = req.session or None
+            if req.window is not None:
+                d.window = req.window.strip() or None
+            if not d.schedule:  # back to every new bar: nothing of the schedule stays
+                d.session = None if req.session is None else d.session
+                d.window = None if req.window is None else d.window
+            _combination(d)
+            _must_fire(d)
             return d
 
-        current = await self.h.deployments.get(tenant, req.id)
         _no_warm_secrets(current.warm if req.warm is None else req.warm,
                          current.secrets if req.secrets is None else req.secrets)
-        dep = await self.h.deployments.change(tenant, req.id, edit)
-        if req.schedule is not None or req.tz is not None:
+        edit(msgspec.structs.replace(current))  # refused here, before anything is stored
+        return current, edit
+
+    async def _update(self, tenant: str, req: DeploymentUpdate, how: str = "update") -> DeploymentReply:
+        _current, edit = await self._check_update(tenant, req)
+        dep = await self.h.deployments.change(tenant, req.id, edit, how=how, by=_by())
+        if any(getattr(req, f) is not None for f in ("schedule", "tz", "session", "window")):
             if dep.schedule:
                 await schedules.publish(self.h.js, tenant, dep)
             else:
                 await schedules.remove(self.h.js, tenant, dep.id)
-        return DeploymentReply(ok=True, deployment=dep, status=await self.h.deployments.status(tenant, req.id))
+        upcoming = _next_iso(dep)
+        status = await self.h.deployments.set_status(tenant, req.id, lambda s: _next(s, upcoming, dep.version))
+        return DeploymentReply(ok=True, deployment=dep, status=status)
+
+    async def _deploy(self, tenant: str, req: DeploymentDeploy) -> DeploymentReply:
+        """A new version of `strategy` from `code`, then deployment `id` created on it or moved to
+        it. Every option is checked first: a refused option stores no version."""
+        dep_id = req.id or req.strategy
+        current, _ = await self.h.deployments.read(tenant, dep_id)
+        given = {f: getattr(req, f) for f in DeploymentDeploy.__struct_fields__
+                 if f not in ("strategy", "code", "description", "id") and getattr(req, f) is not None}
+        if current is None:
+            for field in ("symbols", "timeframe"):
+                _need(given.get(field), field)
+            for field in ("schedule", "session", "window"):  # "" removes: nothing to remove yet
+                if given.get(field) == "":
+                    given.pop(field)
+            create = _convert({"id": dep_id, "strategy": req.strategy, **given}, DeploymentCreate)
+            await self._check_create(tenant, create, 1)
+        else:
+            if current.strategy != req.strategy:
+                raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                     f"invalid request: `$.id` {dep_id!r} deploys strategy {current.strategy!r}, not "
+                                     f"{req.strategy!r}: give another id, or delete that deployment first")
+            desired = given.pop("desired", None)
+            update = _convert({"id": dep_id, **given}, DeploymentUpdate)
+            await self._check_update(tenant, update)
+        version = await self.h.registry.put(tenant, StrategyPut(name=req.strategy, code=req.code,
+                                                                description=req.description))
+        if current is None:
+            create.version = version.version
+            reply = await self._create(tenant, create, how="deploy")
+        else:
+            update.version = version.version
+            reply = await self._update(tenant, update, how="deploy")
+            if desired is not None and desired != reply.deployment.desired:
+                op = {"running": "resume", "paused": "pause", "stopped": "stop"}[desired]
+                reply = await self.deployment(op, tenant, msgspec.json.encode({"id": dep_id}), subjects.JSON)
+        reply.strategy_version = version.version
+        return reply
+
+
+def _convert(fields: dict[str, Any], type_: type) -> Any:
+    try:
+        return msgspec.convert(fields, type_)
+    except msgspec.ValidationError as exc:
+        raise ExecutionError(ErrorCode.INVALID_REQUEST, f"invalid request: {exc}") from None
 
 
 def _no_warm_secrets(warm: bool | None, secrets: list[str] | None) -> None:
@@ -258,10 +375,19 @@ class _Limits:
         self.timeout_ms, self.memory_mb = timeout_ms, memory_mb
 
 
-def _with_state(status: DeploymentStatus, desired: str) -> DeploymentStatus:
+def _with_state(status: DeploymentStatus, desired: str, next_fire: str | None = None) -> DeploymentStatus:
     status.state = "pending" if desired == "running" and status.runs == 0 else desired
+    status.next_fire = next_fire
     return status
 
 
-def _fresh(status: DeploymentStatus, state: str, version: int) -> DeploymentStatus:
-    return DeploymentStatus(id=status.id, state=state, version=version)
+def _next(status: DeploymentStatus, next_fire: str | None, version: int) -> DeploymentStatus | None:
+    """The status after an update: its next fire and version (None: unchanged, not written)."""
+    if (status.next_fire, status.version) == (next_fire, version):
+        return None
+    status.next_fire, status.version = next_fire, version
+    return status
+
+
+def _fresh(status: DeploymentStatus, state: str, version: int, next_fire: str | None = None) -> DeploymentStatus:
+    return DeploymentStatus(id=status.id, state=state, version=version, next_fire=next_fire)

@@ -5,6 +5,10 @@ limits, an overlap policy and a desired state (running, paused, stopped). Its re
 KV DEPLOYMENTS, its status in KV DEPLOYMENT_STATUS (history kept: every change is an event a
 client can watch with `kv.watch("<tenant>.<deployment>")`). Both are changed with
 compare-and-set, so concurrent control requests and runs on other nodes never lose an update.
+
+Each revision of a deployment says who made it (`changed_by`, the verified NATS identity) and
+how (`change`); `history` reads the key's revisions kept by the bucket (HISTORY, the most
+Key-Value keeps) and tells what changed between them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import msgspec
 import nats.js.errors
 
 from contracts import ErrorCode, ExecutionError
-from contracts.hosting import Deployment, DeploymentStatus
+from contracts.hosting import Deployment, DeploymentChange, DeploymentStatus
 
 from .. import sizing
 from . import naming, streams
@@ -26,6 +30,9 @@ _status = msgspec.json.Decoder(DeploymentStatus)
 CAS_ATTEMPTS = 50
 
 STATE_OF_DESIRED = {"running": "running", "paused": "paused", "stopped": "stopped"}
+HISTORY_READ_S = 5.0
+# what a revision is about, not who or when it was written
+_BOOKKEEPING = {"created_at", "updated_at", "changed_by", "change"}
 
 
 def not_found(deployment: str) -> ExecutionError:
@@ -65,6 +72,7 @@ class Deployments:
         return found
 
     async def create(self, tenant: str, deployment: Deployment) -> None:
+        deployment.change = deployment.change or "create"
         try:
             await self.kv.create(naming.deployment_key(tenant, deployment.id),
                                  self._sized(_json.encode(deployment), "the deployment"))
@@ -73,13 +81,14 @@ class Deployments:
                                  f"deployment {deployment.id!r} exists: update it, or delete it first") from None
 
     async def change(self, tenant: str, deployment: str,
-                     edit: Callable[[Deployment], Deployment]) -> Deployment:
+                     edit: Callable[[Deployment], Deployment], how: str = "update", by: str = "") -> Deployment:
         for _ in range(CAS_ATTEMPTS):
             current, revision = await self.read(tenant, deployment)
             if current is None:
                 raise not_found(deployment)
             changed = edit(msgspec.structs.replace(current))
             changed.updated_at = naming.now_iso()
+            changed.change, changed.changed_by = how, by
             try:
                 await self.kv.update(naming.deployment_key(tenant, deployment),
                                      self._sized(_json.encode(changed), "the deployment"), last=revision)
@@ -87,6 +96,46 @@ class Deployments:
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
         raise ExecutionError(ErrorCode.OVERLOADED, f"deployment {deployment!r} is changing concurrently; retry")
+
+    async def history(self, tenant: str, deployment: str, limit: int = 100) -> list[DeploymentChange]:
+        """The deployment's revisions still kept, oldest first (the newest `limit`), each with the
+        fields that differ from the revision before it. Read with an ordered consumer on the
+        key's subject until the server says nothing is pending (not a KV watch, whose
+        end-of-values marker can come before a delivered value)."""
+        import asyncio
+
+        subject = self.kv._pre + naming.deployment_key(tenant, deployment)
+        info = await self.kv._js.stream_info(self.kv._stream, subjects_filter=subject)
+        if not (info.state.subjects or {}).get(subject):
+            raise not_found(deployment)
+        sub = await self.kv._js.subscribe(subject, ordered_consumer=True)
+        records: list[tuple[int, Deployment | None]] = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=HISTORY_READ_S)
+                op = (msg.headers or {}).get("KV-Operation")
+                records.append((msg.metadata.sequence.stream,
+                                None if op in ("DEL", "PURGE") or not msg.data else _deployment.decode(msg.data)))
+                if msg.metadata.num_pending == 0:
+                    break
+        except asyncio.TimeoutError:
+            raise ExecutionError(ErrorCode.OVERLOADED, f"history of {deployment!r} could not be read in time; retry")
+        finally:
+            await sub.unsubscribe()
+        if records[-1][1] is None:
+            raise not_found(deployment)
+        out: list[DeploymentChange] = []
+        before: Deployment | None = None
+        for revision, dep in records:
+            if dep is None:  # deleted and made again: a new life
+                before = None
+                out.clear()
+                continue
+            out.append(DeploymentChange(revision=revision, at=dep.updated_at, by=dep.changed_by,
+                                        change=dep.change or ("create" if before is None else "update"),
+                                        changed=_changed(before, dep), deployment=dep))
+            before = dep
+        return out[-limit:]
 
     async def delete(self, tenant: str, deployment: str) -> None:
         await self.kv.purge(naming.deployment_key(tenant, deployment))
@@ -140,3 +189,10 @@ class Deployments:
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
         raise ExecutionError(ErrorCode.OVERLOADED, f"status of {deployment!r} is changing concurrently; retry")
+
+
+def _changed(before: Deployment | None, after: Deployment) -> list[str]:
+    fields = [f for f in after.__struct_fields__ if f not in _BOOKKEEPING]
+    if before is None:
+        return fields
+    return [f for f in fields if getattr(before, f) != getattr(after, f)]

@@ -68,8 +68,12 @@ def triggers_subject(tenant: str, deployment: str) -> str:
     return f"{subjects.TRIGGERS}.{tenant}.{deployment}"
 
 
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def now_iso() -> str:
-    return iso_of(datetime.now(timezone.utc))
+    return iso_of(utc_now())
 
 
 def iso_of(moment: datetime) -> str:

@@ -8,30 +8,44 @@ can never be turned off, and a schedule's target must be in the schedule's strea
   `strategy.fires.<tenant>.<deployment>` and `Nats-Schedule-Time-Zone` (IANA). The server keeps
   it (a rollup of its subject) and fires it; after a server outage missed fires collapse into one.
 * `strategy.fires.<tenant>.<deployment>`: the fires, each stamped by the server with
-  `Nats-Schedule-Next` (the next fire time, shown in the deployment's status).
+  `Nats-Schedule-Next` (its own next fire; "purge" after a one-off `@at`).
+
+Offsets from a session's open or close ("open+5m", "close-10m" with `session`) are one-off `@at`
+schedules: the node publishes the next such instant from the exchange's calendar at create and
+update, and after each fire the node taking it publishes the following one before it acks the
+fire (the same instant however often the fire is delivered: a rollup of the same subject). Every
+node also reconciles at start: a scheduled deployment without its schedule message (a node that
+died between storing the deployment and publishing it) gets it. Nothing is held in a node.
+
+A deployment's status carries the next fire that will run (node/hosting/firetimes.py: after the
+window and the session), recomputed at create, update, resume and after each fire.
 
 Every node binds the shared durable pull consumer `strategy-fires`: one node turns each fire
 into one trigger per symbol on STRATEGY_TRIGGERS (the same path as a new bar: overlap policy,
 idempotent runs), `Nats-Msg-Id` = tenant.deployment.v<version>.<symbol>.fire<fire time ns>, so
 a fire handled twice is one run. A fire of a paused, stopped or deleted deployment is dropped;
-a fire older than the deployment's `catchup_s` when it is taken is skipped and recorded.
+a fire older than the deployment's `catchup_s` when it is taken is skipped and recorded; a fire
+outside the deployment's per-day `window` or its exchange's session is skipped and counted in
+its status (`fires_outside`, `fire_note`: one run record per such fire would flood the records
+of an `@every 1s` outside market hours).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from contracts import ErrorCode, ExecutionError
+from contracts import schedule as forms
 from contracts.hosting import Deployment, DeploymentStatus, RunRecord
 
 from .. import sizing
-from . import naming, sessions, streams, triggers
+from . import firetimes, naming, streams, triggers
 
 log = logging.getLogger("node.hosting.schedules")
 
@@ -70,17 +84,83 @@ def fire_id(tenant: str, dep: Deployment, symbol: str, fire_ns: int) -> str:
     return f"{tenant}.{dep.id}.v{dep.version}.{symbol}.fire{fire_ns}"
 
 
-async def publish(js: Any, tenant: str, dep: Deployment) -> None:
+def server_form(dep: Deployment, now: datetime | None = None) -> tuple[str, str | None]:
+    """(Nats-Schedule, Nats-Schedule-Time-Zone) of a deployment's schedule: an offset becomes the
+    `@at` of its next instant; the zone goes only with a cron (the server refuses it otherwise;
+    an `@every`'s zone is its window's)."""
+    kind = forms.kind(dep.schedule)
+    if kind == "offset":
+        after = now or datetime.now(timezone.utc)
+        at = firetimes.next_fire(dep, after)
+        if at is None:
+            raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                 f"invalid request: `$.schedule` {dep.schedule!r}: the {dep.session} calendar has no "
+                                 "session ahead (its data ends about a year from now)")
+        return "@at " + at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), None
+    return dep.schedule, (dep.tz if kind == "cron" else None)
+
+
+async def publish(js: Any, tenant: str, dep: Deployment, now: datetime | None = None) -> None:
     """Set (or replace) the deployment's schedule; a form the server refuses is INVALID_REQUEST."""
-    headers = {"Nats-Schedule": dep.schedule, "Nats-Schedule-Target": fires_subject(tenant, dep.id)}
-    if dep.tz:
-        headers["Nats-Schedule-Time-Zone"] = dep.tz
+    form, tz = server_form(dep, now)
+    headers = {"Nats-Schedule": form, "Nats-Schedule-Target": fires_subject(tenant, dep.id)}
+    if tz:
+        headers["Nats-Schedule-Time-Zone"] = tz
     try:
         await js.publish(schedule_subject(tenant, dep.id), b"", headers=headers)
     except nats.js.errors.APIError as exc:
         raise ExecutionError(ErrorCode.INVALID_REQUEST,
                              f"invalid request: `$.schedule` {dep.schedule!r} (tz {dep.tz or 'UTC'}) was refused "
                              f"by the NATS server: {exc.description or exc}") from None
+
+
+async def published(js: Any, tenant: str, deployment: str) -> str | None:
+    """The deployment's schedule as the server holds it (Nats-Schedule), None without one."""
+    try:
+        msg = await js.get_last_msg(STREAM, schedule_subject(tenant, deployment))
+    except nats.js.errors.NotFoundError:
+        return None
+    return (msg.headers or {}).get("Nats-Schedule")
+
+
+async def reconcile(hosting: Any) -> int:
+    """Publish the schedule of every scheduled deployment that has none on the server; returns
+    how many. Run by each node at start (publishing is idempotent: a rollup)."""
+    fixed = 0
+    for key in await streams.keys(hosting.deployments.kv, ">"):
+        tenant, _, dep_id = key.partition(".")
+        dep, _ = await hosting.deployments.read(tenant, dep_id)
+        if dep is None or not dep.schedule or await published(hosting.js, tenant, dep_id) is not None:
+            continue
+        try:
+            await publish(hosting.js, tenant, dep)
+            fixed += 1
+            log.info("schedule of %s/%s published again at start", tenant, dep_id)
+        except ExecutionError as exc:
+            log.warning("schedule of %s/%s not published: %s", tenant, dep_id, exc)
+    return fixed
+
+
+async def reconcile_quietly(hosting: Any, attempts: int = 5) -> None:
+    import asyncio
+
+    for attempt in range(attempts):
+        try:
+            await reconcile(hosting)
+            return
+        except Exception as exc:  # noqa: BLE001 - JetStream away at start: a little later
+            log.warning("schedules not reconciled (%s: %s)%s", type(exc).__name__, exc,
+                        "; retrying" if attempt + 1 < attempts else "")
+            await asyncio.sleep(2.0 * (attempt + 1))
+
+
+def _server_next(header: str | None) -> datetime | None:
+    if not header or header == "purge":
+        return None
+    try:
+        return firetimes.parse_time(header)
+    except ValueError:
+        return None
 
 
 async def remove(js: Any, tenant: str, deployment: str) -> None:
@@ -95,7 +175,7 @@ class Fires:
         self.h = hosting
         self.fired = 0
         self.late = 0
-        self.closed = 0  # fires dropped outside the deployment's trading session
+        self.closed = 0  # fires skipped outside the deployment's window or trading session
         self.loop = triggers.PullLoop(hosting, STREAM, CONSUMER, self._batch, lambda: triggers.MAX_BATCH)
 
     async def _batch(self, msgs: list[Any]) -> None:
@@ -122,17 +202,25 @@ class Fires:
             await msg.ack()
             return
         fire_iso = naming.iso_of(fired_at)
-        next_fire = (msg.headers or {}).get(NEXT)
+        now = datetime.now(timezone.utc)
+        if forms.kind(dep.schedule) == "offset":  # the next instant, before this fire is acked
+            await publish(self.h.js, tenant, dep, now=max(now, fired_at))
+        upcoming = firetimes.next_fire(dep, max(now, fired_at), anchor=_server_next((msg.headers or {}).get(NEXT)))
+        outside = firetimes.refusal(dep, fired_at) if dep.desired == "running" else None
 
         def mark(status: DeploymentStatus) -> DeploymentStatus:
-            status.last_fire, status.next_fire = fire_iso, next_fire
+            status.last_fire = fire_iso
+            status.next_fire = firetimes.iso(upcoming, dep) if upcoming and dep.desired == "running" else None
+            if outside:
+                status.fires_outside += 1
+                status.fire_note = f"the fire at {fire_iso} was skipped: {outside}"
             return status
 
         await self.h.deployments.set_status(tenant, dep_id, mark)
         if dep.desired != "running":  # paused or stopped: the fire is dropped, silently
             await msg.ack()
             return
-        if dep.session and not sessions.is_open(dep.session, fired_at):  # closed, weekend or holiday
+        if outside:  # outside the window, or the exchange closed (weekend, holiday)
             self.closed += 1
             await msg.ack()
             return

@@ -87,6 +87,7 @@ class Hosting:
         self.fanout.loop.start()
         self.fires = schedules.Fires(self)
         self.fires.loop.start()
+        self._reconcile = asyncio.ensure_future(schedules.reconcile_quietly(self))  # schedules a crash left out
         if self.consume:
             self.triggers = Triggers(self, self.runner)
             self.triggers.loop.start()

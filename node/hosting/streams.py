@@ -77,7 +77,8 @@ def bucket_configs(settings: Settings, max_payload: int) -> list[KeyValueConfig]
     return [
         KeyValueConfig(bucket=STRATEGIES, description="strategy versions: <tenant>.<name>.<version>",
                        history=1, **common),
-        KeyValueConfig(bucket=DEPLOYMENTS, description="deployments: <tenant>.<deployment>", history=5, **common),
+        # history: every revision a deployment's `history` shows (64: the most Key-Value keeps)
+        KeyValueConfig(bucket=DEPLOYMENTS, description="deployments: <tenant>.<deployment>", history=64, **common),
         KeyValueConfig(bucket=STATUS, description="deployment status (watchable)", history=10, **common),
         KeyValueConfig(bucket=STATE, description="deployment state mappings", history=1, **common),
         KeyValueConfig(bucket=RUNS, description="run records by trigger", history=1, ttl=RETENTION_S, **common),
@@ -145,13 +146,28 @@ async def ensure_stream(js: Any, want: StreamConfig) -> None:
 
 async def ensure_bucket(js: Any, config: KeyValueConfig) -> Any:
     try:
-        return await js.key_value(config.bucket)
+        kv = await js.key_value(config.bucket)
     except nats.js.errors.BucketNotFoundError:
-        pass
+        kv = None
+    if kv is not None:
+        await _keep_history(js, kv, config)
+        return kv
     try:
         return await js.create_key_value(config)
     except nats.js.errors.BadRequestError:
         return await js.key_value(config.bucket)  # a peer created it first
+
+
+async def _keep_history(js: Any, kv: Any, config: KeyValueConfig) -> None:
+    """A bucket made by an older release with less history keeps `config.history` from now on."""
+    info = await js.stream_info(kv._stream)
+    if (info.config.max_msgs_per_subject or 0) < config.history:
+        info.config.max_msgs_per_subject = config.history
+        try:
+            await js.update_stream(info.config)
+        except nats.js.errors.APIError as exc:
+            log.warning("bucket %s keeps history %s: %s", config.bucket, info.config.max_msgs_per_subject,
+                        exc.description)
 
 
 async def ensure_consumer(js: Any, stream: str, config: ConsumerConfig) -> None:
