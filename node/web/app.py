@@ -27,7 +27,7 @@ from . import auth, natsconn
 
 log = logging.getLogger("node.web")
 
-PAGE_MODULES = ("deployments", "fleet", "strategies", "backtest")
+PAGE_MODULES = ("deployments", "deployment", "fleet", "strategies", "backtest")
 LOOPBACK = "127.0.0.1"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
        "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "

@@ -68,9 +68,13 @@ async def connect_as(url: str, creds: Credentials, on_error=None) -> Client:
             await on_error(exc)
 
     try:
-        return await nats.connect(url, connect_timeout=CONNECT_TIMEOUT_S, max_reconnect_attempts=-1,
-                                  reconnect_time_wait=1.0, allow_reconnect=True, error_cb=error_cb,
-                                  **creds.options())
+        # The first connect fails fast (a wrong password must not retry forever) ...
+        nc = await nats.connect(url, connect_timeout=CONNECT_TIMEOUT_S, max_reconnect_attempts=-1,
+                                reconnect_time_wait=1.0, allow_reconnect=False, error_cb=error_cb,
+                                **creds.options())
+        # ... and the live connection then reconnects for as long as the session lasts.
+        nc.options["allow_reconnect"] = True
+        return nc
     except nats.errors.NoServersError:
         if any("authorization" in e.lower() for e in errors):
             raise SignInRefused("NATS refused these credentials") from None

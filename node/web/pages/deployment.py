@@ -1,0 +1,191 @@
+"""One deployment: its run history and logs followed live, its signals on a price chart, its
+`state`, env and secret names (never values), and its strategy's versions with a diff.
+
+Live (`/deployments/{id}/events`): status and run records are watches of the tenant's keys in
+KV DEPLOYMENT_STATUS / DEPLOYMENT_RUNS, state of DEPLOYMENT_STATE, logs and signals the
+imported streams `strategy.logs.<tenant>.<id>` and `signals.<tenant>.<id>.>`: each arrives as
+it is published, nothing is polled.
+
+What the first paint reads: the deployment, status and the newest runs by control request (the
+same as the CLI). The current `state` and the price bars are read from JetStream where the
+user's NATS permissions allow it (a user of the node's account, or a server without accounts);
+a tenant in an account of its own sees `state` from its deployment's next run on, and the
+chart plots the prices of its signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from contracts.hosting import RunLogs, RunRecord
+from node.hosting import streams
+
+from .. import live, views
+from ..auth import User, require_user
+from ..natsconn import hosting
+from ..templates import render
+from .common import PageError, checked_name, control
+from .deployments import signal_event, status_event
+
+RUNS_SHOWN = 200
+CHART_BARS = 2000
+JETSTREAM_READ_S = 2.0
+_run = msgspec.json.Decoder(RunRecord)
+_logs = msgspec.json.Decoder(RunLogs)
+
+
+class _StateEntry(msgspec.Struct):
+    state: dict[str, Any] = {}
+
+
+_state = msgspec.json.Decoder(_StateEntry)
+
+
+async def page(request: Request) -> Response:
+    try:
+        data = await snapshot(request)
+    except PageError as exc:
+        if exc.status == 404:
+            return render(request, "not_found.html", what=f"deployment {request.path_params['id']!r}",
+                          status_code=404)
+        return render(request, "deployment.html", data=None, error=exc.message, dep_id=request.path_params["id"])
+    return render(request, "deployment.html", data=data, error=None, dep_id=data["deployment"]["id"])
+
+
+async def snapshot(request: Request) -> dict[str, Any]:
+    dep_id = checked_name(request.path_params["id"])
+    user = await require_user(request)
+    client = await hosting(request)
+    got = await control(client.get_deployment(dep_id))
+    dep = got.deployment
+    runs_reply, versions_reply = await asyncio.gather(control(client.runs(dep_id, RUNS_SHOWN)),
+                                                      control(client.strategy_versions(dep.strategy)))
+    state, bars = await asyncio.gather(read_state(user, dep_id, dep.symbols), read_bars(user, dep))
+    return {
+        "deployment": views.deployment(dep),
+        "status": views.status(got.status),
+        "runs": [views.run(r) for r in runs_reply.runs],
+        "versions": [{"version": v.version, "created_at": v.created_at, "style": v.style,
+                      "description": v.description} for v in versions_reply.versions],
+        "state": state,
+        "bars": bars,
+    }
+
+
+async def read_state(user: User, dep_id: str, symbols: list[str]) -> dict[str, Any] | None:
+    """{symbol: state} from KV, or None when this user may not read the bucket."""
+    try:
+        kv = await asyncio.wait_for(user.nc.jetstream().key_value(streams.STATE), JETSTREAM_READ_S)
+        out: dict[str, Any] = {}
+        for symbol in symbols:
+            try:
+                entry = await asyncio.wait_for(kv.get(f"{user.tenant}.{dep_id}.{symbol}"), JETSTREAM_READ_S)
+            except Exception:  # noqa: BLE001 - no entry yet
+                continue
+            if entry.value:
+                out[symbol] = _state.decode(entry.value).state
+        return out
+    except Exception:  # noqa: BLE001 - no JetStream access for this user: live from the next run
+        return None
+
+
+async def read_bars(user: User, dep: Any) -> dict[str, Any]:
+    """The newest CHART_BARS closes of each symbol (where the user may read BARS), else {}."""
+    from backtest.store import BarStore
+
+    out: dict[str, Any] = {}
+    try:
+        store = BarStore(user.nc.jetstream(), user.nc)
+        for symbol in dep.symbols[:5]:
+            info = await asyncio.wait_for(store.info(symbol, dep.timeframe), JETSTREAM_READ_S)
+            span = (info.last_ns - info.first_ns) * min(1.0, CHART_BARS / max(info.bars, 1))
+            arrays = await asyncio.wait_for(store.replay(symbol, dep.timeframe, int(info.last_ns - span)),
+                                            JETSTREAM_READ_S * 2)
+            ts = arrays.column("timestamp")[-CHART_BARS:]
+            close = arrays.column("close")[-CHART_BARS:]
+            out[symbol] = {"t": [int(x) // 1_000_000 for x in ts], "close": [float(x) for x in close]}
+    except Exception:  # noqa: BLE001 - no bars, or no access to BARS for this user
+        pass
+    return out
+
+
+async def api_diff(request: Request) -> Response:
+    """GET /api/deployments/{id}/diff?a=1&b=2: a unified diff of two versions of its strategy."""
+    try:
+        dep_id = checked_name(request.path_params["id"])
+        try:
+            a, b = int(request.query_params.get("a", "")), int(request.query_params.get("b", ""))
+        except ValueError:
+            raise PageError(400, "INVALID_REQUEST", "give two version numbers: ?a=1&b=2") from None
+        if a < 1 or b < 1:
+            raise PageError(400, "INVALID_REQUEST", "versions start at 1")
+        client = await hosting(request)
+        dep = (await control(client.get_deployment(dep_id))).deployment
+        old, new = await asyncio.gather(control(client.get_strategy(dep.strategy, a)),
+                                        control(client.get_strategy(dep.strategy, b)))
+        diff = list(difflib.unified_diff(old.strategy.code.splitlines(), new.strategy.code.splitlines(),
+                                         f"{dep.strategy} v{a}", f"{dep.strategy} v{b}", lineterm=""))
+        return JSONResponse({"a": a, "b": b, "diff": diff})
+    except PageError as exc:
+        return exc.response()
+
+
+def run_event(key: str, value: bytes | None) -> live.Event | None:
+    if value is None:
+        return None
+    try:
+        return live.Event(views.run(_run.decode(value)), "run")
+    except msgspec.DecodeError:
+        return None
+
+
+def logs_event(msg: Any) -> live.Event | None:
+    try:
+        return live.Event(msgspec.to_builtins(_logs.decode(msg.data)), "logs")
+    except msgspec.DecodeError:
+        return None
+
+
+def state_event(key: str, value: bytes | None) -> live.Event | None:
+    symbol = key.split(".", 2)[2] if key.count(".") >= 2 else ""
+    try:
+        state = _state.decode(value).state if value else {}
+    except msgspec.DecodeError:
+        return None
+    return live.Event({"symbol": symbol, "state": state}, "state")
+
+
+async def events(request: Request) -> Response:
+    user = await require_user(request)
+    dep_id = checked_name(request.path_params["id"])
+    tenant, nc = user.tenant, user.nc
+    sources = [
+        live.mapped(await live.kv_changes(nc, streams.STATUS, f"{tenant}.{dep_id}"), status_event),
+        live.mapped(await live.kv_changes(nc, streams.RUNS, f"{tenant}.{dep_id}.*"), run_event),
+        live.mapped(await live.kv_changes(nc, streams.STATE, f"{tenant}.{dep_id}.>"), state_event),
+        live.mapped(await live.subject_events(nc, f"strategy.logs.{tenant}.{dep_id}"), logs_event),
+        live.mapped(await live.subject_events(nc, f"signals.{tenant}.{dep_id}.>"),
+                    lambda msg: signal_event(tenant, msg)),
+    ]
+    return live.sse(request, live.ready(nc, live.merged(*sources)))
+
+
+async def _checked_events(request: Request) -> Response:
+    try:
+        return await events(request)
+    except PageError as exc:
+        return exc.response()
+
+
+routes = [
+    Route("/deployments/{id}", page, methods=["GET"]),
+    Route("/deployments/{id}/events", _checked_events, methods=["GET"]),
+    Route("/api/deployments/{id}/diff", api_diff, methods=["GET"]),
+]
