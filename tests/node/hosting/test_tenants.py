@@ -95,3 +95,26 @@ async def test_a_tenant_follows_its_own_signals_and_cannot_subscribe_to_anothers
 
 async def _two_runs(ha):
     return len((await ha.runs("dep")).runs) == 2
+
+
+async def test_history_names_the_verified_account_and_deploy_stays_in_the_callers_tenant(tenants):
+    _node, a, b, _ingest, _conns = tenants
+    ha, hb = HostingClient(a, tenant="TENANT_A"), HostingClient(b, tenant="TENANT_B")
+    await ha.deploy(BUY, strategy="audited", symbols=["TA1"], timeframe="1d", desired="paused")
+    await ha.resume("audited")
+    changes = (await ha.history("audited")).history
+    assert [c.change for c in changes] == ["deploy", "resume"]
+    assert all(c.by.split("/")[0] == "TENANT_A" for c in changes), [c.by for c in changes]
+    with pytest.raises(HostingError) as refused:  # another tenant's history is "not found"
+        await hb.history("audited")
+    assert refused.value.error.code == ErrorCode.INVALID_REQUEST and "not found" in refused.value.error.message
+    # B deploying under the same names makes B's own strategy and deployment; A's are untouched
+    mine = await hb.deploy("def strategy(data):\n    return 'SELL'\n", strategy="audited", symbols=["TB1"],
+                           timeframe="1d", desired="paused")
+    assert mine.strategy_version == 1 and mine.deployment.symbols == ["TB1"]
+    assert [c.by.split("/")[0] for c in (await hb.history("audited")).history] == ["TENANT_B"]
+    theirs = (await ha.get_deployment("audited")).deployment
+    assert (theirs.symbols, theirs.desired) == (["TA1"], "running")
+    assert len((await ha.strategy_versions("audited")).versions) == 1
+    await ha.delete_deployment("audited")
+    await hb.delete_deployment("audited")
