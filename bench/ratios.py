@@ -171,6 +171,7 @@ def comparison(result: dict) -> list[dict]:
                 "p50_c1_paired": comp is not None,
                 "rps_ratio_vs_1proc": ratio(peak(a), peak(b)),
                 "rps_ratio_vs_2proc": ratio(peak(a), peak(b2)),
+                "cpu_ms": system_cpu_ms(result, case), "baseline_cpu_ms": system_cpu_ms(result, base),
                 "cpu_ratio": ratio(system_cpu_ms(result, case), system_cpu_ms(result, base)),
                 "p50_20rps_ratio": ratio(openloop_p50(result, case, "20"), openloop_p50(result, base, "20")),
             })

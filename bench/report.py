@@ -260,11 +260,14 @@ def comparison_table(result: dict) -> str:
     if not rows:
         return ""
     lines = ["| vs the in-process baseline (INSECURE) | p50 c=1 | p50 at 20 req/s | max req/s vs 1 process | "
-             "max req/s vs 2 processes | CPU per request |", "|---|---:|---:|---:|---:|---:|"]
+             "max req/s vs 2 processes | system CPU per request |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         x = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+        cpu = x(r["cpu_ratio"])
+        if r.get("cpu_ms") is not None and r.get("baseline_cpu_ms") is not None:
+            cpu += f" ({r['cpu_ms']:.2f} / {r['baseline_cpu_ms']:.2f} ms)"
         lines.append(f"| {r['system']}, {r['strategy']} | {x(r['p50_c1_ratio'])} | {x(r['p50_20rps_ratio'])} | "
-                     f"{x(r['rps_ratio_vs_1proc'])} | {x(r['rps_ratio_vs_2proc'])} | {x(r['cpu_ratio'])} |")
+                     f"{x(r['rps_ratio_vs_1proc'])} | {x(r['rps_ratio_vs_2proc'])} | {cpu} |")
     return "\n".join(lines)
 
 

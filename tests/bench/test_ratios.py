@@ -113,6 +113,7 @@ def test_system_cpu_is_what_serves_the_request(run):
     assert system_cpu_ms(run, "inprocess_trivial") == 1.0  # the responder process(es)
     rows = {(r["case"]): r for r in comparison(run)}
     assert rows["trivial"]["cpu_ratio"] == 8.25
+    assert rows["trivial"]["cpu_ms"] == 8.25 and rows["trivial"]["baseline_cpu_ms"] == 1.0
     assert rows["warm_trivial"]["rps_ratio_vs_1proc"] == 2.0
     assert rows["warm_trivial"]["p50_c1_paired"] is True and rows["sma"]["p50_c1_paired"] is False
 
