@@ -245,7 +245,9 @@ def ratios_table(result: dict) -> str:
     rows = result.get("ratios") or []
     if not rows:
         return ""
-    lines = ["| target (issue 18) | measured | reference | ratio | target | met |", "|---|---:|---:|---:|---:|---|"]
+    baseline = (result.get("setup") or {}).get("inprocess") or {}
+    lines = [f"in-process baseline: {baseline['status']}", ""] if baseline.get("status", "ok") != "ok" else []
+    lines += ["| target (issue 18) | measured | reference | ratio | target | met |", "|---|---:|---:|---:|---:|---|"]
     for r in rows:
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
         if r.get("note"):

@@ -146,6 +146,7 @@ def test_inprocess_baseline_cases_run_on_the_node_request_bytes(tiny_run):
 
 def test_inprocess_baseline_answers_exactly_like_the_node(tiny_run):
     # same signals, indicators, metrics, result, logs: the same work, without the isolation
+    assert tiny_run["setup"]["inprocess"]["status"] == "ok", tiny_run["setup"]["inprocess"]
     assert tiny_run["setup"]["inprocess"]["matches_node"] == {"trivial": True, "sma": True}
     assert len(tiny_run["setup"]["inprocess"]["pids"]) == 2
 
