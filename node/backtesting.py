@@ -97,6 +97,7 @@ from contracts import (
 from contracts.backtest import DEFAULT_RANK_BY
 from contracts.bars import COLUMNS
 from sandbox.compiler import CompiledStrategy
+from sandbox import shm
 from sandbox.protocol import Job, OutputLimits, Outcome
 
 from .admission import Admission
@@ -291,14 +292,15 @@ class Backtesting:
         start = parse_time(ref.start, "source.start")
         end = parse_time(ref.end, "source.end", end=True)
         if self.replays.max_bytes <= 0:
-            return await self.store.replay(ref.symbol, ref.timeframe, start, end)
+            return shm.seal(await self.store.replay(ref.symbol, ref.timeframe, start, end))
         _, revision = await self.store._read_index(ref.symbol, ref.timeframe)
         key = (ref.symbol, ref.timeframe, start, end)
         if revision is not None:
             hit = self.replays.get(key, revision)
             if hit is not None:
                 return hit
-        arrays = await self.store.replay(ref.symbol, ref.timeframe, start, end)
+        # sealed once here, then handed to every child that runs on these bars (sandbox/shm.py)
+        arrays = shm.seal(await self.store.replay(ref.symbol, ref.timeframe, start, end))
         if revision is not None:
             self.replays.put(key, revision, arrays)
         return arrays
@@ -362,7 +364,7 @@ class Backtesting:
             raise ExecutionError(ErrorCode.INVALID_REQUEST,
                                  "no bars: send `bars`, `market_data` or a `source` in the bar store")
         check_finite(arrays, "bars" if req.bars is not None else "market_data")
-        return arrays
+        return shm.seal(arrays)
 
     # -- the endpoints ---------------------------------------------------------------------
     async def backtest(self, data: bytes, kind: str, received: float) -> BacktestResult:

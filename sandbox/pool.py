@@ -25,6 +25,7 @@ from typing import Hashable
 
 from contracts import ErrorCode, ErrorInfo, IsolationLayer, PoolState
 
+from . import shm
 from .protocol import HEADER, MAX_FRAME, Job, Outcome, frame, job_encoder, outcome_decoder
 from .warm import TenantWorkers, WarmPolicy
 from .zygote import CONTROL_FD_ENV
@@ -315,19 +316,22 @@ class SandboxPool:
 
     async def run_fresh(self, job: Job, span=None) -> Outcome:
         """One one-shot child: it serves this job and is killed whatever happens."""
-        payload = frame(job_encoder.encode(job))  # before taking a child: encoding may fail
+        # before taking a child: encoding may fail. Sealed bars go as their memfd (sandbox/shm.py).
+        body, fds = shm.payload(job, job_encoder.encode)
+        payload = frame(body)
         child = await self.acquire_child(replace=False)
         if span is not None:
             span.set_attribute("sandbox.child_pid", child.pid)
         try:
-            outcome, _alive = await self.exchange(child, job, payload)
+            outcome, _alive = await self.exchange(child, job, payload, fds)
             return outcome
         finally:
             child.kill()  # a child never outlives its request
             child.close()
             self.replenish()  # the replacement is forked after the run, not during it
 
-    async def exchange(self, child: _Child, job: Job, payload: bytes) -> tuple[Outcome, bool]:
+    async def exchange(self, child: _Child, job: Job, payload: bytes,
+                       fds: list[int] | tuple = ()) -> tuple[Outcome, bool]:
         """Send one framed job, read its outcome before the deadline.
 
         Returns the outcome and whether the child answered (and so may serve again if it was
@@ -337,7 +341,8 @@ class SandboxPool:
         deadline_hit = False
         try:
             try:
-                await self._loop.sock_sendall(child.sock, payload)
+                sent = shm.send_fds(child.sock, payload[:HEADER.size], list(fds)) if fds else 0
+                await self._loop.sock_sendall(child.sock, memoryview(payload)[sent:])
                 body = await asyncio.wait_for(self._read_frame(child.sock), job.timeout_ms / 1000.0)
             except asyncio.TimeoutError:
                 deadline_hit = True

@@ -17,6 +17,8 @@ import msgspec
 from contracts import BacktestOptions, BarArrays, ErrorInfo, Performance, Signal
 from backtest.refdata_bundle import RefBundle
 
+from .shm import SharedBars
+
 HEADER = struct.Struct("<I")
 MAX_FRAME = 1 << 30
 
@@ -63,6 +65,8 @@ class Job(msgspec.Struct, array_like=True):
     # names, handed in as the read-only mappings `env` and `secrets` (None: not a hosted run).
     env: dict[str, str] | None = None
     secrets: dict[str, str] | None = None
+    # The bars are in the sealed memfd passed with this frame (sandbox/shm.py), not in `bars`.
+    shared_bars: SharedBars | None = None
 
 
 class PointOutcome(msgspec.Struct, array_like=True):

@@ -29,7 +29,7 @@ from contracts import BacktestOptions, BarArrays, ErrorCode, ErrorInfo, Executio
 from contracts.bars import ns_to_isos
 
 from .api import SIGNAL_NAMES, OutputLimitExceeded, StrategyApi, signal_code
-from . import guards, hygiene
+from . import guards, hygiene, shm
 from .compiler import CompiledStrategy
 from .protocol import Job, Outcome, PointOutcome
 from .restricted import build_globals, globals_for, wrap_api
@@ -47,13 +47,17 @@ def frame_of(bars: BarArrays | None) -> pd.DataFrame:
     """The DataFrame every strategy style sees: UTC DatetimeIndex named `timestamp`.
 
     The five columns are one float64 block (a copy; the job's buffers stay pristine): built,
-    copied and sliced several times faster than five separate columns.
+    copied and sliced several times faster than five separate columns. Bars handed over in a
+    sealed memfd need no copy: the block is this process's private copy-on-write mapping of
+    them, pristine again for every frame (sandbox/shm.py).
     """
     bars = _EMPTY_BARS if bars is None else bars
     index = pd.DatetimeIndex(bars.column("timestamp").view("datetime64[ns]"), name="timestamp").tz_localize("UTC")
-    block = np.empty((len(_PRICE_COLUMNS), bars.count))
-    for row, name in enumerate(_PRICE_COLUMNS):
-        block[row] = bars.column(name)
+    block = shm.frame_block(bars)
+    if block is None:
+        block = np.empty((len(_PRICE_COLUMNS), bars.count))
+        for row, name in enumerate(_PRICE_COLUMNS):
+            block[row] = bars.column(name)
     return pd.DataFrame(block.T, index=index, columns=list(_PRICE_COLUMNS), copy=False)
 
 
@@ -229,9 +233,9 @@ class Run:
     def _call_strategy(self, fn: Any, walking: bool) -> None:
         wants_params = getattr(getattr(fn, "__code__", None), "co_argcount", 1) >= 2
         n = len(self.frame)
-        # Only a walk reads self.frame again (signals and metrics use self.columns): otherwise
-        # the strategy may have the frame itself.
-        data = self.frame.copy() if walking else self.frame
+        # The strategy may have the frame itself: signals and metrics use self.columns, and a
+        # walk (the only reader of self.frame after this call) runs in a fresh child.
+        data = self.frame
         ret = fn(data, self.fresh_params()) if wants_params else fn(data)
         hygiene.reset_numpy()
         if walking:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 
 import numpy as np
 
-from . import hygiene
+from contracts import ErrorCode, ErrorInfo
+
+from . import hygiene, shm
 from .lockdown import limit_run
-from .protocol import HEADER, MAX_FRAME, Job, frame, job_decoder, job_encoder
+from .protocol import HEADER, MAX_FRAME, Job, Outcome, frame, job_decoder, job_encoder
 from .runtime import run
 from .stdlib import safe_random
 
@@ -32,13 +35,30 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read_job(fd: int) -> Job | None:
+    # the header's first bytes may carry the memfd of the job's bars (sandbox/shm.py)
+    head, fds, truncated = shm.recv_with_fds(fd, HEADER.size)
     try:
-        (size,) = HEADER.unpack(_read_exact(fd, HEADER.size))
+        if not head:
+            raise EOFError
+        (size,) = HEADER.unpack(head + _read_exact(fd, HEADER.size - len(head)))
     except EOFError:
+        for extra in fds:
+            os.close(extra)
         return None  # the node closed the channel: an unused child, or a retired warm worker
-    if size > MAX_FRAME:
+    if size > MAX_FRAME or truncated:
+        for extra in fds:
+            os.close(extra)
         return None
-    return job_decoder.decode(_read_exact(fd, size))
+    return shm.receive(job_decoder.decode(_read_exact(fd, size)), fds)
+
+
+def _unmapped(exc: BaseException) -> Outcome:
+    """The job's shared bars could not be mapped: out of memory, or not what the job said."""
+    if isinstance(exc, MemoryError) or getattr(exc, "errno", None) == errno.ENOMEM:
+        return Outcome(success=False, error=ErrorInfo(
+            code=ErrorCode.MEMORY_LIMIT, message="the bars do not fit in the strategy's memory limit"))
+    return Outcome(success=False, error=ErrorInfo(
+        code=ErrorCode.INTERNAL, message=f"the bars could not be handed to the sandbox ({exc})"))
 
 
 def _reseed() -> None:
@@ -57,7 +77,11 @@ def serve(fd: int, baseline: int, prewarm: Job | None = None) -> None:
         run(prewarm)  # our own trusted job: takes the first-run page faults off the request path
     captured = False
     while True:
-        job = _read_job(fd)
+        try:
+            job = _read_job(fd)
+        except (shm.SharedBarsError, OSError, MemoryError) as exc:
+            _write_all(fd, frame(job_encoder.encode(_unmapped(exc))))
+            return
         if job is None:
             return
         if not captured and (job.keep or job.points):
