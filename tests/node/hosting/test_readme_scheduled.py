@@ -59,7 +59,8 @@ def scheduled_block() -> list[list[str]]:
 async def test_the_readme_scheduled_deployment_with_env_and_secret_runs_end_to_end(server, nc):
     argvs = scheduled_block()
     assert [a[:2] for a in argvs] == [["secrets", "set"], ["strategies", "put"], ["deployments", "create"],
-                                      ["deployments", "get"], ["secrets", "ls"]]
+                                      ["deploy", "examples/scheduled_with_secret.py"], ["deployments", "get"],
+                                      ["secrets", "ls"]]
     await BarStore(nc.jetstream(), nc).load("LIVE", "1d", arrays(80, seed=2))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
     env.update(NATS_URL=server.url, BROKER_KEY=BROKER_KEY)
@@ -79,8 +80,19 @@ async def test_the_readme_scheduled_deployment_with_env_and_secret_runs_end_to_e
     assert all(r.signal is not None for r in runs if r.status == "ok")
     logs = await stream_msgs(nc.jetstream(), "STRATEGY_LOGS", "strategy.logs.local.keyed")
     assert logs and b"mode paper key set: True" in logs[0].data
-    status = (await hosting.get_deployment("keyed")).status
+    view = await hosting.get_deployment("keyed")
+    status = view.status
     assert status.next_fire is not None and status.next_fire.endswith("+05:30")
+    # `deploy FILE --name keyed`: version 2, the schedule, env and secret kept, the catch-up changed
+    dep = view.deployment
+    assert (dep.version, dep.schedule, dep.env, dep.secrets, dep.catchup_s) == (
+        2, "* * * * * *", {"MODE": "paper"}, ["BROKER_KEY"], 60)
+
+    async def ran_version_2():
+        return [r for r in (await hosting.runs("keyed")).runs if r.version == 2 and r.status == "ok"] or None
+
+    await wait_for(ran_version_2, timeout=10)  # fires after the deploy run the new version
+    assert [c.change for c in (await hosting.history("keyed")).history] == ["create", "deploy"]
     for info in await nc.jetstream().streams_info():
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             try:
