@@ -269,11 +269,13 @@ async def signin_form(request: Request, error: str | None = None, status: int = 
     settings = request.app.state.settings
     if current_session(request) is not None and error is None:
         return RedirectResponse(_next_of(request), status_code=303)
-    token = secrets.token_urlsafe(32)
+    sessions: Sessions = request.app.state.sessions
+    # the same visitor keeps one token (a second form load, e.g. another tab, must not void the first)
+    token = sessions.pre_token(request.cookies.get(PRE_COOKIE)) or secrets.token_urlsafe(32)
     request.scope["pre_csrf"] = token
     response = render(request, "signin.html", error=error, next=_next_of(request),
                       nats_url=natsconn.safe_url(settings.nats_url), status_code=status)
-    response.set_cookie(PRE_COOKIE, request.app.state.sessions.pre_cookie(token), max_age=3600,
+    response.set_cookie(PRE_COOKIE, sessions.pre_cookie(token), max_age=3600,
                         **_cookie_kwargs(settings))
     return response
 

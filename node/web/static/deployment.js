@@ -117,7 +117,8 @@
       pre.hidden = false;
       if (reply.error) { pre.textContent = reply.error.message; return; }
       pre.replaceChildren(...(reply.diff.length ? reply.diff : ["(no difference)"]).map((line) => el("span", {
-        class: line.startsWith("@@") ? "hunk" : line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : ""}, line + "\n")));
+        class: line.startsWith("+++") || line.startsWith("---") ? "file" : line.startsWith("@@") ? "hunk"
+          : line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : ""}, line + "\n")));
     });
   }
 
