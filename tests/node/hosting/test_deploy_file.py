@@ -161,3 +161,35 @@ async def test_the_cli_deploys_a_file_and_redeploys_it_with_a_schedule(server, n
     proc = await run([sys.executable, "-m", "node", "deploy", str(path), "--session", "NOPE"], ROOT, env)
     assert proc.returncode == 1 and "INVALID_REQUEST" in proc.stderr and "`$.session` 'NOPE'" in proc.stderr
     await HostingClient(nc).delete_deployment("cli_orb")
+
+
+@pytest.mark.parametrize("source", [
+    "import os\ndef strategy(data):\n    return os.getcwd()\n",
+    "def strategy(data):\n    return data.__class__.__subclasses__()\n",
+    "import subprocess\ndef strategy(data):\n    return 'BUY'\n",
+    "def strategy(data):\n    exec('1')\n    return 'BUY'\n",
+])
+async def test_deploy_refuses_source_the_policy_refuses_and_stores_nothing(nc, nodes, source):
+    hosting = await _bars(nc)
+    with pytest.raises(HostingError) as refused:
+        await hosting.deploy(source, strategy="hostile", symbols=["DF"], timeframe="1d")
+    assert refused.value.error.code == ErrorCode.SECURITY_VIOLATION
+    assert await _versions(hosting, "hostile") == 0
+    assert "hostile" not in {v.deployment.id for v in (await hosting.list_deployments()).deployments}
+
+
+async def test_a_deployed_attack_fails_its_run_with_its_code_and_signals_nothing(nc, nodes):
+    hosting = await _bars(nc)
+    source = ("import operator\ndef strategy(data):\n    leak = operator.attrgetter('__class__')(data)\n"
+              "    return 'BUY'\n")
+    await hosting.deploy(source, strategy="sneaky", symbols=["DF"], timeframe="1d", desired="paused")
+    await hosting.resume("sneaky")
+    run_id = (await hosting.run_now("sneaky")).run_id
+
+    async def ran():
+        found = [r for r in (await hosting.runs("sneaky")).runs if r.run_id == run_id]
+        return found[0] if found else None
+
+    record = await wait_for(ran, timeout=15)
+    assert record.status == "error" and record.error.code == ErrorCode.SECURITY_VIOLATION and record.signal is None
+    await hosting.delete_deployment("sneaky")
