@@ -95,6 +95,58 @@ def node_side(request: bytes, runs: int) -> dict[str, float]:
     return out
 
 
+def warm_node_side(request: bytes, kind: str, runs: int) -> dict[str, float]:
+    """µs per stage of the node's own work for a warm run (node/raw_execute.py): the request's
+    small fields decoded, the bars left as raw bytes for the worker; and what the worker adds."""
+    from contracts import ExecuteResult, encode
+    from node.raw_execute import head_of
+    from node.config import Settings
+    from node.jobs import check_language, check_parameters, run_limits
+    from sandbox.compiler import CompileCache
+    from sandbox.protocol import Job, OutputLimits, frame, job_encoder, outcome_decoder
+    from sandbox.request_bars import bars_of_request
+    from sandbox.runtime import run as runtime_run
+
+    settings = Settings.from_env({})
+    cache = CompileCache(64)
+    t: dict[str, list[int]] = defaultdict(list)
+    outcome_bytes = b""
+    for _ in range(runs):
+        t0 = clock()
+        head = head_of(request, kind)
+        t1 = clock()
+        check_language(head.language)
+        compiled, _hit = cache.get(head.code)
+        _, memory_mb = run_limits(head, settings)
+        check_parameters(head.parameters)
+        job = Job(kind="execute", code=compiled.to_bytes(), bars=None, symbol=head.symbol,
+                  timeframe=head.timeframe, parameters=head.parameters, timeout_ms=10_000,
+                  memory_mb=memory_mb, limits=OutputLimits(), request=request, request_kind=kind)
+        t2 = clock()
+        body = frame(job_encoder.encode(job))
+        t3 = clock()
+        bars = bars_of_request(request, kind)
+        t4 = clock()
+        if not outcome_bytes:
+            outcome_bytes = job_encoder.encode(runtime_run(msgspec.structs.replace(job, bars=bars, request=None)))
+        t5 = clock()
+        outcome = outcome_decoder.decode(outcome_bytes)
+        result = ExecuteResult(success=outcome.success, signals=outcome.signals, indicators=outcome.indicators,
+                               performance=outcome.performance, result=outcome.result, logs=outcome.logs,
+                               error=outcome.error)
+        data = encode(result, kind)
+        t6 = clock()
+        t["node: head decode (bars skipped as raw bytes)"].append(t1 - t0)
+        t["node: checks, compile-cache lookup, Job build"].append(t2 - t1)
+        t["node: Job encode + frame (request bytes inside)"].append(t3 - t2)
+        t["node: Outcome decode + reply build + encode"].append(t6 - t5)
+        t["worker: request decode + bars -> arrays + checks"].append(t4 - t3)
+    out = {k: statistics.median(v) / 1000 for k, v in t.items()}
+    out["node total (excluding NATS I/O)"] = sum(v for k, v in out.items() if k.startswith("node:"))
+    out["(sizes) request / job frame / outcome / reply bytes"] = f"{len(request)} / {len(body)} / {len(outcome_bytes)} / {len(data)}"  # type: ignore[assignment]
+    return out
+
+
 def collapse_anon_to_huge_pages() -> str:
     """Experiment: back the zygote's anonymous memory with 2 MB pages (MADV_COLLAPSE, Linux 6.1+),
     so fork copies a few PMDs instead of ~13k PTEs and exit unmaps as few."""
@@ -389,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pace", type=float, default=0.02, help="--live: seconds between requests")
     p.add_argument("--thp", action="store_true", help="experiment: collapse the zygote-like parent's "
                                                       "anonymous memory into 2 MB pages before forking")
+    p.add_argument("--node-only", action="store_true", help="only the node-side stages (no children)")
     args = p.parse_args(argv)
     code = cases.TRIVIAL if args.strategy == "trivial" else cases.SMA
     request = msgspec.json.encode({"code": code, "bars": cases.columnar_bars(args.bars),
@@ -396,6 +449,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"== node side, {args.strategy}, {args.bars} bars: median µs per request over {args.runs} runs")
     for name, value in node_side(request, args.runs).items():
         print(f"  {name:<55} {value:>10.1f}" if isinstance(value, float) else f"  {name:<55} {value:>10}")
+
+    for kind, encoded in (("application/json", request),
+                          ("application/msgpack", msgspec.msgpack.encode(msgspec.json.decode(request)))):
+        print(f"== node side, warm path ({kind}; bars decoded by the worker), {args.strategy}: "
+              f"median µs per request over {args.runs} runs")
+        for name, value in warm_node_side(encoded, kind, args.runs).items():
+            print(f"  {name:<55} {value:>10.1f}" if isinstance(value, float) else f"  {name:<55} {value:>10}")
+    if args.node_only:
+        return
 
     if args.live:
         import asyncio

@@ -34,6 +34,7 @@ from .config import Settings
 from .failures import error_of
 from .jobs import check_language, execute_job
 from .metrics import Metrics
+from .raw_execute import Declined, execute_in_worker
 from .telemetry import annotate_request
 
 log = logging.getLogger("node.endpoints")
@@ -65,6 +66,27 @@ class Endpoints:
 
     async def execute(self, data: bytes, kind: str, received: float) -> ExecuteResult:
         t0 = time.perf_counter()
+        result = None
+        compiled = None
+        if self.pool.warm is not None:
+            # A tenant's warm run: its worker decodes the bars, not this loop (node/raw_execute.py).
+            try:
+                result = await execute_in_worker(self, data, kind, received)
+            except Declined as declined:
+                compiled = declined.compiled
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+                result = ExecuteResult(success=False, error=error_of(exc, "execute"))
+        if result is None:
+            result = await self.execute_decoded(data, kind, received, compiled)
+        result.node_id = self.settings.node_id
+        result.execution_time_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+        self.metrics.finished("execute", result.error.code if result.error else None, result.execution_time_ms)
+        return result
+
+    async def execute_decoded(self, data: bytes, kind: str, received: float,
+                              compiled: tuple | None = None) -> ExecuteResult:
+        """Execute with the whole request decoded here; `compiled`: (CompiledStrategy, hit)
+        when the code was already looked up for this request."""
         request_id = None
         try:
             req = decode(data, ExecuteRequest, kind)
@@ -72,7 +94,7 @@ class Endpoints:
             annotate_request(req)  # span attributes (hashed user id, bars, ...) and log request id
             check_language(req.language)
             budget_ms = req.timeout_ms if req.timeout_ms is not None else self.settings.default_timeout_ms
-            compiled, hit = self.cache.get(req.code)
+            compiled, hit = compiled if compiled is not None else self.cache.get(req.code)
             self.metrics.compile(hit)
             job = execute_job(req, self.settings, compiled, budget_ms)
             if self.reference is not None:
@@ -87,9 +109,6 @@ class Endpoints:
         except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
             result = ExecuteResult(success=False, error=error_of(exc, "execute"))
         result.request_id = request_id
-        result.node_id = self.settings.node_id
-        result.execution_time_ms = round((time.perf_counter() - t0) * 1000.0, 3)
-        self.metrics.finished("execute", result.error.code if result.error else None, result.execution_time_ms)
         return result
 
     async def validate(self, data: bytes, kind: str, received: float) -> ValidateResult:

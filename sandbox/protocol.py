@@ -65,6 +65,11 @@ class Job(msgspec.Struct, array_like=True):
     # names, handed in as the read-only mappings `env` and `secrets` (None: not a hosted run).
     env: dict[str, str] | None = None
     secrets: dict[str, str] | None = None
+    # A warm run (node/raw_execute.py): the request's bytes as the client sent them, in the
+    # request's encoding ("application/json" or "application/msgpack"). The worker decodes
+    # its bars itself (sandbox/request_bars.py), off the node's event loop; `bars` is None.
+    request: bytes | None = None
+    request_kind: str = ""
     # The bars are in the sealed memfd passed with this frame (sandbox/shm.py), not in `bars`.
     shared_bars: SharedBars | None = None
 
@@ -98,6 +103,10 @@ class Outcome(msgspec.Struct, array_like=True):
     retire: bool = False
     # The `state` mapping after the run (JSON-safe, at most `state_bytes`), when the job had one.
     state: Any = None
+    # The job's `request` did not decode or its bars failed the checks (sandbox/request_bars.py):
+    # nothing ran; the node answers with the error its own checks give for those bytes.
+    invalid_request: bool = False
+    bar_count: int = 0  # bars decoded from the job's `request` (0 for any other job)
 
 
 job_encoder = msgspec.msgpack.Encoder()

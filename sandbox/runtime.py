@@ -32,6 +32,7 @@ from .api import SIGNAL_NAMES, OutputLimitExceeded, StrategyApi, signal_code
 from . import guards, hygiene, shm
 from .compiler import CompiledStrategy
 from .protocol import Job, Outcome, PointOutcome
+from .request_bars import RefusedRequest, bars_of_request
 from .restricted import build_globals, globals_for, wrap_api
 
 STRATEGY_FILE = "<strategy>"
@@ -412,6 +413,15 @@ def run(job: Job) -> Outcome:
     if job.points is not None and job.kind == "backtest":
         return run_points(job)
     started = time.perf_counter()
+    bar_count = 0
+    if job.request is not None:  # a warm run: its bars are decoded here (sandbox/request_bars.py)
+        try:
+            bars = bars_of_request(job.request, job.request_kind)
+        except (RefusedRequest, MemoryError):
+            return Outcome(success=False, invalid_request=True, error=ErrorInfo(
+                code=ErrorCode.INVALID_REQUEST, message="invalid request"))
+        job = msgspec.structs.replace(job, bars=bars, request=None)
+        bar_count = bars.count
     guards.reset_violations()
     run_state: Run | None = None
     try:
@@ -456,6 +466,7 @@ def run(job: Job) -> Outcome:
     except BaseException as exc:  # noqa: BLE001 - anything the strategy raises is its error
         outcome = _failed(ErrorCode.RUNTIME_ERROR, clean_message(exc), strategy_line(exc.__traceback__), run_state)
     outcome.run_ms = (time.perf_counter() - started) * 1000.0
+    outcome.bar_count = bar_count
     return outcome
 
 
