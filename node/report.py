@@ -316,10 +316,14 @@ def _performance_blocks(p: Performance, bars: Any | None, figures: _Figures) -> 
 
 
 def backtest_report(result: BacktestResult, *, title: str = "Backtest", subtitle: str = "",
-                    bars: Any | None = None) -> str:
+                    bars: Any | None = None, figures: Any | None = None) -> str:
     """Price with trades and indicators (when ``bars``, a BarArrays, is given), equity vs buy &
-    hold, drawdown, monthly returns, metrics and trades of one backtest."""
-    figures = _Figures()
+    hold, drawdown, monthly returns, metrics and trades of one backtest.
+
+    ``figures``: how each figure becomes HTML (an object with ``html(fig) -> str``); by default
+    plotly.js inlined once, for a one-file report (the dashboard passes its own, which embeds
+    the figures as JSON for the page's plotly.js)."""
+    figures = figures if figures is not None else _Figures()
     body = [_error_block(result)]
     p = result.performance
     if p is not None:
@@ -362,9 +366,10 @@ def _sort_key(value: Any):
 
 
 def sweep_report(result: BacktestResult, *, rank_by: str, title: str = "Parameter sweep",
-                 subtitle: str = "", best: BacktestResult | None = None, bars: Any | None = None) -> str:
+                 subtitle: str = "", best: BacktestResult | None = None, bars: Any | None = None,
+                 figures: Any | None = None) -> str:
     """The ranked sweep table, a heatmap of two parameters, then (when given) the full backtest
-    of the best row."""
+    of the best row (``figures`` as in `backtest_report`)."""
     rows: list[SweepRow] = list(result.sweep or [])
     names: list[str] = []
     for row in rows:
@@ -391,7 +396,7 @@ def sweep_report(result: BacktestResult, *, rank_by: str, title: str = "Paramete
     ok = sum(1 for r in rows if r.error is None)
     summary = (f'<p class="note">{len(rows):,} grid points, {ok:,} ran, ranked by {_esc(rank_by)} '
                f"(best first), over {result.bars:,} bars.</p>")
-    figures = _Figures()
+    figures = figures if figures is not None else _Figures()
     body = [_error_block(result)]
     heat = _sweep_heatmap(rows, names, rank_by)
     if heat is not None:

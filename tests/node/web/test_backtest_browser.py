@@ -1,0 +1,204 @@
+"""The Backtest page in a real browser (Debian's chromium), against a real nats-server with
+accounts, a real node and the served dashboard (tests/node/web/conftest.py).
+
+A run is a set of durable jobs published as the signed-in user; the page follows it on an SSE
+stream fed by the jobs' pushed replies and then draws node/report.py's report (the same charts
+as `strategy-node backtest --report`) with the page's own plotly.js; a sweep adds the heatmap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import json
+import uuid
+
+import msgspec
+import pytest
+
+from tests.node.web import conftest as web
+
+from contracts import Bars, from_columns
+from tests.support import columnar_bars
+
+SMA = (
+    "import numpy as np\n"
+    "def strategy(data, params):\n"
+    "    fast = data['close'].rolling(params.get('fast', 5)).mean()\n"
+    "    slow = data['close'].rolling(params.get('slow', 20)).mean()\n"
+    "    return np.sign(fast - slow)\n"
+)
+BARS = 400
+
+
+@pytest.fixture(scope="module")
+def pages(browser, web_env):
+    """One signed-in browser context per user for the whole module (sign-in costs a second)."""
+    opened: dict[str, Any] = {}
+
+    def get(name: str) -> Any:
+        if name not in opened:
+            opened[name] = web.open_page(browser, web_env)
+            web.sign_in(opened[name], web_env, name)
+        page = opened[name]
+        page.problems.clear()
+        page.foreign.clear()
+        return page
+
+    yield get
+    for page in opened.values():
+        page.context.close()
+
+
+@pytest.fixture(scope="module")
+def series(web_env):
+    """A series in BARS (loaded as the ingest user) and alice's strategy in the registry."""
+    symbol = "BT" + uuid.uuid4().hex[:6].upper()
+    web_env.bars(symbol, "1d", from_columns(msgspec.convert(columnar_bars(BARS, seed=3), Bars)))
+    name = "sma-" + uuid.uuid4().hex[:6]
+    web_env.run(web_env.hosting("alice").put_strategy(name, SMA))
+    return {"symbol": symbol, "timeframe": "1d", "strategy": name}
+
+
+def open_backtest(page, series):
+    page.goto(f"/backtest?strategy={series['strategy']}")
+    page.select_option("#bt-strategy", series["strategy"])
+    page.fill("#bt-symbol", series["symbol"])
+    page.fill("#bt-timeframe", series["timeframe"])
+
+
+def sse_events(page) -> list[dict]:
+    return [json.loads(d) for d in page.evaluate("() => window.__sse")]
+
+
+def wait_report(page, timeout: float = 45_000) -> None:
+    page.wait_for_selector("#report[data-ready='1']", timeout=timeout)
+
+
+def plotted(page) -> list[list[str]]:
+    """The trace types of each figure plotly drew in the report."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('#report .js-plotly-plot'))
+        .map(gd => gd.data.map(trace => trace.type || 'scatter'))""")
+
+
+def test_a_single_backtest_shows_progress_then_the_report_with_no_console_errors(pages, web_env, series):
+    page = pages("alice")
+    open_backtest(page, series)
+    page.fill("#bt-parameters", '{"fast": 5, "slow": 20}')
+    page.click("#bt-run")
+    wait_report(page)
+    assert page.get_attribute("#run-status", "data-state") == "done"
+    events = sse_events(page)
+    assert events[0]["total"] == 1 and events[-1]["summary"]["success"] is True
+    assert events[-1]["summary"]["bars"] == BARS
+    figures = plotted(page)
+    assert figures and all(figures), "every figure block was drawn by plotly"
+    assert "scatter" in figures[0]  # equity against buy & hold (and drawdown) as report.py draws them
+    report = page.inner_text("#report")
+    assert f"{series['strategy']} v1" in report and "Metrics" in report and "Trades" in report
+    web_env.screenshot(page, "backtest-report")
+    assert not page.problems, page.problems
+    assert not page.foreign, f"requests leaving the dashboard: {page.foreign}"
+
+
+def test_a_sweep_shows_progress_per_grid_point_and_the_heatmap(pages, web_env, series):
+    page = pages("alice")
+    open_backtest(page, series)
+    page.fill("#bt-grid", "fast=3:9:3 slow=20,30,40")
+    page.click("#bt-run")
+    wait_report(page)
+    events = sse_events(page)
+    progress = [e for e in events if "done" in e]
+    assert progress[0]["total"] == 9 and progress[-1]["done"] == 9
+    assert any(e.get("stage") == "best" for e in progress), "the best point is backtested in full"
+    summary = events[-1]["summary"]
+    assert summary["points"] == 9 and summary["ran"] == 9 and set(summary["best"]) == {"fast", "slow"}
+    figures = plotted(page)
+    assert figures[0] == ["heatmap"], figures
+    heat = page.evaluate("() => document.querySelector('#report .js-plotly-plot').data[0]")
+    assert heat["x"] == ["3", "6", "9"] and heat["y"] == ["20", "30", "40"]
+    assert "sharpe_ratio by fast and slow" in page.inner_text("#report")
+    assert page.locator("#report table.ranked tr").count() == 1 + 9
+    web_env.screenshot(page, "backtest-sweep-heatmap")
+    assert not page.problems, page.problems
+
+
+def test_a_series_bars_does_not_hold_ends_with_the_nodes_error(pages, series):
+    page = pages("alice")
+    open_backtest(page, {**series, "symbol": "NOSUCH" + uuid.uuid4().hex[:4].upper()})
+    page.click("#bt-run")
+    page.wait_for_selector("#run-status[data-state='failed']", timeout=30_000)
+    assert "no bars stored" in page.inner_text("#run-status")
+    assert not page.problems or all("Failed to load resource" not in p for p in page.problems)
+
+
+def test_a_strategy_error_is_shown_with_its_line(pages, web_env, series):
+    name = "broken-" + uuid.uuid4().hex[:6]
+    web_env.run(web_env.hosting("alice").put_strategy(name, "def strategy(data):\n    x = 1\n    return 1 / 0\n"))
+    page = pages("alice")
+    open_backtest(page, {**series, "strategy": name})
+    page.click("#bt-run")
+    page.wait_for_selector("#run-status[data-state='failed']", timeout=30_000)
+    status = page.inner_text("#run-status")
+    assert "RUNTIME_ERROR (line 3)" in status and "division by zero" in status
+
+
+# -- the page's actions, posted as a client would ------------------------------------------------
+
+def csrf_of(page) -> str:
+    """The session's CSRF token, from the page's meta (any dashboard page has it)."""
+    if page.query_selector("meta[name=csrf-token]") is None:
+        page.goto("/backtest")
+    return page.get_attribute("meta[name=csrf-token]", "content")
+
+
+def post_run(page, body: dict):
+    return page.request.post("/backtest/run", data=body, headers={"X-CSRF-Token": csrf_of(page)})
+
+
+def test_running_needs_a_session_and_the_csrf_token(browser, web_env, pages, series):
+    context = browser.new_context(base_url=web_env.url)
+    try:
+        assert context.request.post("/backtest/run", data={}).status == 401
+        assert context.request.get("/backtest/runs/x/events").status == 401
+        response = context.request.get("/backtest", max_redirects=0)
+        assert response.status == 303 and response.headers["location"].startswith("/signin")
+    finally:
+        context.close()
+    page = pages("alice")
+    assert page.request.post("/backtest/run", data={"strategy": series["strategy"]}).status == 403
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"grdi": "fast=1,2"}, ["unknown field `grdi`"]),
+    ({"grid": "fast=5:1:1"}, ["grid", "stop >= start"]),
+    ({"grid": "fast=1,2", "rank_by": "luck"}, ["rank_by", "luck"]),
+    ({"rank_by": "total_return"}, ["rank_by", "grid"]),
+    ({"mode": "fast"}, ["mode"]),
+    ({"symbol": "A B"}, ["symbol"]),
+    ({"cash": 0}, ["cash"]),
+    ({"parameters": "fast=5"}, ["parameters"]),
+    ({"start": "yesterday"}, ["start", "yesterday"]),
+])
+def test_bad_input_is_an_invalid_request_naming_what_is_wrong(pages, series, change, words):
+    page = pages("alice")
+    body = {"strategy": series["strategy"], "symbol": series["symbol"], "timeframe": "1d", **change}
+    response = post_run(page, body)
+    assert response.status == 400
+    error = response.json()["error"]
+    assert error["code"] == "INVALID_REQUEST"
+    for word in words:
+        assert word in error["message"]
+
+
+def test_another_users_strategy_cannot_be_backtested(pages, series):
+    page = pages("bob")
+    response = post_run(page, {"strategy": series["strategy"], "symbol": series["symbol"], "timeframe": "1d"})
+    assert response.status == 400 and "not found" in response.json()["error"]["message"]
+
+
+def test_a_tampered_run_token_is_refused(pages):
+    page = pages("alice")
+    for token in ("bm90LWpzb24", "e30"):
+        assert page.request.get(f"/backtest/runs/{token}/report").status == 400
+        assert page.request.get(f"/backtest/runs/{token}/events").status == 400
