@@ -83,7 +83,19 @@ def equity_curve(close: np.ndarray, initial_cash: float, ledger: Ledger) -> np.n
     intercept[1::2] = ledger.cash_open - signed * ledger.entry_price
     slope[1::2] = signed
     intercept[2::2] = ledger.cash_after
-    bounds = np.concatenate((ledger.eq_start, ledger.eq_end))
-    bounds = bounds[bounds < n]
-    piece = np.cumsum(np.bincount(bounds, minlength=n)[:n])
-    return intercept[piece] + slope[piece] * close
+    # piece k covers the bars from its start up to the next piece's start: trades' start and end
+    # bars interleaved, in order (a trade starts no earlier than the previous one ended)
+    edges = np.empty(2 * t + 2, dtype=np.int64)
+    edges[0], edges[-1] = 0, n
+    edges[1:-1:2], edges[2:-1:2] = ledger.eq_start, ledger.eq_end
+    np.minimum(edges, n, out=edges)
+    lengths = np.diff(edges)
+    if (lengths < 0).any():  # not in order: count the boundaries at or before each bar instead
+        bounds = np.concatenate((ledger.eq_start, ledger.eq_end))
+        bounds = bounds[bounds < n]
+        piece = np.cumsum(np.bincount(bounds, minlength=n)[:n])
+        return intercept[piece] + slope[piece] * close
+    out = np.repeat(slope, lengths)
+    np.multiply(out, close, out=out)
+    out += np.repeat(intercept, lengths)  # intercept + slope * close, as before, bit for bit
+    return out

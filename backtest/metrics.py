@@ -125,9 +125,12 @@ def infer_periods_per_year(ts: np.ndarray) -> float:
 
 def drawdown(equity: np.ndarray, initial: float) -> np.ndarray:
     """Fractional drawdown from the running peak (<= 0), the peak including the initial cash."""
-    peak = np.maximum(np.maximum.accumulate(equity), initial)
+    out = np.maximum.accumulate(equity)  # one array, reused for every step (no temporaries)
+    np.maximum(out, initial, out=out)
     with np.errstate(all="ignore"):
-        return equity / peak - 1
+        np.divide(equity, out, out=out)
+    out -= 1
+    return out
 
 
 def drawdown_periods(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True
@@ -177,16 +180,18 @@ def average_drawdown(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = 
 
 
 def capm(equity: np.ndarray, close: np.ndarray, total_return, bh, rf: float, *,
-         log: bool = True) -> tuple[float | None, float | None]:
+         log: bool = True, scratch: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float | None, float | None]:
     """``(alpha in %, beta)``: beta = cov(equity returns, close returns) / var(close returns)
     over consecutive bars (ddof=1), log returns (backtesting.py) or simple ones (``log=False``,
     native: no logarithm of every bar); alpha = total_return - 100 rf - beta * (buy & hold -
-    100 rf), Jensen's alpha over the whole run."""
+    100 rf), Jensen's alpha over the whole run. ``scratch``: two float64 arrays of at least
+    ``len(equity) - 1`` values to compute in (instead of new ones)."""
     if len(equity) < 3 or total_return is None or bh is None:
         return None, None
+    m = len(equity) - 1
     with np.errstate(all="ignore"):
-        strat = equity[1:] / equity[:-1]
-        market = close[1:] / close[:-1]
+        strat = np.divide(equity[1:], equity[:-1], out=None if scratch is None else scratch[0][:m])
+        market = np.divide(close[1:], close[:-1], out=None if scratch is None else scratch[1][:m])
         if log:
             strat, market = np.log(strat, out=strat), np.log(market, out=market)
         strat -= strat.mean()
@@ -208,17 +213,36 @@ def kelly(trades: Ledger) -> float | None:
     return num(w - (1 - w) / (wins.mean() / -losses.mean()))
 
 
-def equity_metrics(ts, equity, initial: float, periods: float, rf: float) -> dict:
+def _std1(x: np.ndarray, work: np.ndarray) -> float:
+    """``np.std(x, ddof=1)``, the same operations in the same order, computed in ``work``."""
+    n = len(x)
+    mean = np.add.reduce(x) / n
+    np.subtract(x, mean, out=work)
+    np.multiply(work, work, out=work)
+    return math.sqrt(np.add.reduce(work) / (n - 1))
+
+
+def equity_metrics(ts, equity, initial: float, periods: float, rf: float,
+                   scratch: tuple[np.ndarray, ...] | None = None) -> dict:
+    """``scratch``: three float64 arrays of ``len(equity)`` values to compute in (the returns and
+    their temporaries; a million bars would otherwise allocate, and fault in, 8 MB for each)."""
     n = len(equity)
     final = float(equity[-1])
     dd = drawdown(equity, initial)
     max_dd = num(np.min(dd) * 100)
     dd_periods = drawdown_periods(ts, dd)
+    prev, r, work = scratch if scratch is not None else (np.empty(n), np.empty(n), np.empty(n))
     with np.errstate(all="ignore"):
-        r = np.diff(equity, prepend=initial) / np.concatenate(([initial], equity[:-1]))
-        excess = r - rf / periods
-        sd = float(np.std(r, ddof=1)) if n > 1 else math.nan
-        downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2)))
+        # r = diff(equity, prepend=initial) / previous equity, as before, without temporaries
+        prev[0] = initial
+        prev[1:] = equity[:-1]
+        np.subtract(equity, prev, out=r)
+        np.divide(r, prev, out=r)
+        excess = np.subtract(r, rf / periods, out=prev) if rf else r  # r - 0.0 is r, bit for bit
+        sd = _std1(r, work) if n > 1 else math.nan
+        np.minimum(excess, 0.0, out=work)
+        np.multiply(work, work, out=work)
+        downside = math.sqrt(float(np.mean(work)))
         mean_excess = float(np.mean(excess))
         growth = final / initial
         years = float(ts[-1] - ts[0]) / NS / YEAR_S
@@ -279,7 +303,8 @@ def native_metrics(ts, close, equity, trades: Ledger, initial: float, periods: f
     """Every Performance number (but the lists) under the native definitions above."""
     n = len(equity)
     periods = periods or infer_periods_per_year(ts)
-    out, dd = equity_metrics(ts, equity, initial, periods, rf)
+    scratch = (np.empty(n), np.empty(n), np.empty(n))  # reused by every per-bar pass below
+    out, dd = equity_metrics(ts, equity, initial, periods, rf, scratch)
     out.update(trade_metrics(ts, trades))
     held = int((trades.eq_end - trades.eq_start).sum())
     out["exposure"] = held / n * 100
@@ -288,5 +313,6 @@ def native_metrics(ts, close, equity, trades: Ledger, initial: float, periods: f
     out["outperformance"] = None if bh is None or out["total_return"] is None else out["total_return"] - bh
     out["avg_drawdown"], out["avg_drawdown_duration_s"] = average_drawdown(ts, dd, periods=out.pop("_periods"))
     w = min(warmup, n - 1)
-    out["alpha"], out["beta"] = capm(equity[w:], close[w:], out["total_return"], bh, rf, log=False)
+    out["alpha"], out["beta"] = capm(equity[w:], close[w:], out["total_return"], bh, rf, log=False,
+                                     scratch=scratch[:2])
     return out, dd

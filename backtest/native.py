@@ -102,32 +102,48 @@ def _without_stops(o, c, signals: np.ndarray, opt: BacktestOptions, warmup: int)
                         c[last])
     exit_ = raw_exit * (1 - sides * slip)
     kind = np.where(signal_exit, SIGNAL, END)
-    size, rate, fixed, whole = opt.position_size, opt.commission_rate, opt.commission_fixed, not opt.fractional
-    qty, comm, pnl, cash_open, cash_after = [], [], [], [], []
-    cash = float(opt.initial_cash)
-    for side, e, x in zip(sides.tolist(), entry.tolist(), exit_.tolist()):
-        q = (size * cash - fixed) / (e * (1 + rate))
-        if whole:
-            q = math.floor(q) if math.isfinite(q) else q
-        if not q > 0:
-            return None
-        entry_comm = fixed + rate * q * e
-        exit_comm = fixed + rate * q * x
-        gain = side * q * (x - e) - entry_comm - exit_comm
-        qty.append(q), comm.append(entry_comm + exit_comm), pnl.append(gain)
-        cash_open.append(cash - entry_comm), cash_after.append(cash + gain)
-        cash += gain
-    qty_a, pnl_a = np.array(qty, dtype=np.float64), np.array(pnl, dtype=np.float64)
+    size, rate, fixed = opt.position_size, opt.commission_rate, opt.commission_fixed
+    cash_before = _compound(float(opt.initial_cash), sides, entry, exit_, size, rate, fixed, not opt.fractional)
+    # Everything else per trade from the cash it opened with: the same operations, in the same
+    # order, as the loop (and the walk), element by element, so every figure is identical.
+    qty_a = (size * cash_before - fixed) / (entry * (1 + rate))
+    if not opt.fractional:
+        qty_a = np.floor(qty_a)  # inf and NaN stay as they are, as math.floor would not see them
+    if not (qty_a > 0).all():
+        return None
+    entry_comm = fixed + rate * qty_a * entry
+    exit_comm = fixed + rate * qty_a * exit_
+    pnl_a = sides * qty_a * (exit_ - entry) - entry_comm - exit_comm
     return Ledger(
         side=sides, entry_signal=entries.astype(np.int64), entry_bar=fill_bar.astype(np.int64),
         exit_signal=np.where(signal_exit, exits, -1).astype(np.int64), exit_bar=exit_bar.astype(np.int64),
         exit_kind=kind.astype(np.int64), entry_price=entry, exit_price=exit_, quantity=qty_a,
-        commission=np.array(comm, dtype=np.float64), pnl=pnl_a,
+        commission=entry_comm + exit_comm, pnl=pnl_a,
         return_pct=pnl_a / (qty_a * entry) * 100 if t else np.zeros(0),
         eq_start=fill_bar.astype(np.int64), eq_end=exit_bar.astype(np.int64),
-        cash_open=np.array(cash_open, dtype=np.float64), cash_after=np.array(cash_after, dtype=np.float64),
+        cash_open=cash_before - entry_comm, cash_after=cash_before + pnl_a,
         closed=np.ones(t, dtype=bool),
     )
+
+
+def _compound(cash: float, sides, entry, exit_, size: float, rate: float, fixed: float,
+              whole: bool) -> np.ndarray:
+    """The cash each trade opens with: trade k's size depends on the cash trade k - 1 left, so
+    this one loop over trades stays (it computes nothing but the cash)."""
+    before: list[float] = []
+    denominators = (entry * (1 + rate)).tolist()
+    moves = (exit_ - entry).tolist()
+    floor, finite, keep = math.floor, math.isfinite, before.append
+    for side, e, x, d, move in zip(sides.tolist(), entry.tolist(), exit_.tolist(), denominators, moves):
+        keep(cash)
+        q = (size * cash - fixed) / d
+        if whole and finite(q):
+            q = floor(q)
+        if not q > 0:
+            break  # the caller finds this trade's quantity is not positive and walks instead
+        cash += side * q * move - (fixed + rate * q * e) - (fixed + rate * q * x)
+    before += [math.nan] * (len(entry) - len(before))
+    return np.array(before, dtype=np.float64)
 
 
 def _walk_trades(o, h, l, c, signals: np.ndarray, opt: BacktestOptions, warmup: int) -> Ledger:

@@ -42,6 +42,7 @@ _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-+@~]+)+(?:\.py[cw]?|\.so)?")
 _PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 _DATA_NAMES = frozenset({"df", "data"})
 _EMPTY_BARS = BarArrays(timestamp=b"", open=b"", high=b"", low=b"", close=b"", volume=b"")
+_UTC = pd.DatetimeTZDtype("ns", "UTC")
 
 
 def frame_of(bars: BarArrays | None) -> pd.DataFrame:
@@ -53,7 +54,8 @@ def frame_of(bars: BarArrays | None) -> pd.DataFrame:
     them, pristine again for every frame (sandbox/shm.py).
     """
     bars = _EMPTY_BARS if bars is None else bars
-    index = pd.DatetimeIndex(bars.column("timestamp").view("datetime64[ns]"), name="timestamp").tz_localize("UTC")
+    # naive epoch-ns read as UTC: what tz_localize("UTC") gives, in one pass instead of three
+    index = pd.DatetimeIndex(bars.column("timestamp").view("datetime64[ns]"), dtype=_UTC, name="timestamp")
     block = shm.frame_block(bars)
     if block is None:
         block = np.empty((len(_PRICE_COLUMNS), bars.count))
@@ -141,8 +143,8 @@ def _per_bar(value: Any, n: int) -> np.ndarray | None:
                                  f"the strategy returned {length} signals for {n} bars")
         array = value.to_numpy() if isinstance(value, pd.Series) else np.asarray(value, dtype=object)
         if array.dtype.kind in "fiu":
-            numbers = np.nan_to_num(array.astype(np.float64), nan=0.0)
-            return np.sign(numbers).astype(np.int8)
+            # the sign of each value, NaN as 0 (np.sign of np.nan_to_num), with no float copies
+            return (array > 0).view(np.int8) - (array < 0).view(np.int8)
         return np.fromiter((signal_code(v) for v in array), np.int8, n)
     return None
 
