@@ -29,7 +29,7 @@ from contracts import subjects
 from contracts.hosting import StrategyRef, StrategyReply
 
 from ...sweep import RANKABLE
-from ..auth import require_user
+from ..auth import csrf_token, require_user
 from ..live import Event, sse
 from ..natsconn import user_nats
 from ..templates import render
@@ -78,7 +78,7 @@ async def _run(request: Request):
         token = await start_run(await user_nats(request), form)
     except Exception as exc:  # noqa: BLE001 - failure() re-raises anything it does not code
         return failure(exc)
-    run = token.encode()
+    run = token.encode(csrf_token(request))
     return ok(run=run, events=f"/backtest/runs/{run}/events", report=f"/backtest/runs/{run}/report",
               jobs=len(token.jobs), points=sum(j.points for j in token.jobs))
 
@@ -86,7 +86,7 @@ async def _run(request: Request):
 async def _events(request: Request):
     await require_user(request)
     try:
-        token = RunToken.decode(request.path_params["run"])
+        token = RunToken.decode(request.path_params["run"], csrf_token(request))
     except Refused as exc:
         return failure(exc)
     nc = await user_nats(request)
@@ -107,7 +107,7 @@ async def _events(request: Request):
 async def _report(request: Request):
     await require_user(request)
     try:
-        token = RunToken.decode(request.path_params["run"])
+        token = RunToken.decode(request.path_params["run"], csrf_token(request))
         fragment = await report_fragment(await user_nats(request), token)
     except Exception as exc:  # noqa: BLE001
         return failure(exc)

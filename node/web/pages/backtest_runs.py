@@ -15,7 +15,8 @@ pushed: the follower subscribes to that inbox, reads once which results are alre
 then waits for the replies of the rest. No loop polls anything.
 
 Nothing is kept in the web process: the run's description (`RunToken`: strategy, version,
-range, grid, the job ids and the inbox) travels in the page's URLs, the results live in
+range, grid, the job ids and the inbox) travels in the page's URLs, signed with the session's
+secret so that a link works only in the session that started the run, the results live in
 STRATEGY_RESULTS under their job ids (unguessable, JOBS_RESULT_TTL_SECONDS), and the report
 is rendered from them by node/report.py, the same charts `strategy-node backtest --report`
 writes.
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import time
 import uuid
 import weakref
@@ -101,13 +104,20 @@ class RunToken(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     form: RunForm
     version: int  # the strategy version the jobs ran (the latest at start when none was picked)
 
-    def encode(self) -> str:
-        return base64.urlsafe_b64encode(msgspec.json.encode(self)).decode().rstrip("=")
+    def encode(self, key: str) -> str:
+        """The token for URLs, signed with `key` (the session's secret: a link works only in
+        the session that started the run)."""
+        body = base64.urlsafe_b64encode(msgspec.json.encode(self)).decode().rstrip("=")
+        return f"{body}.{_signature(key, body)}"
 
     @classmethod
-    def decode(cls, text: str) -> "RunToken":
+    def decode(cls, text: str, key: str) -> "RunToken":
+        body, _, signature = text.rpartition(".")
+        if not body or not hmac.compare_digest(signature, _signature(key, body)):
+            raise Refused(ErrorCode.INVALID_REQUEST, "this run belongs to another session (or the link is damaged): "
+                          "start it again from the Backtest page", status=403)
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             token = msgspec.json.decode(raw, type=cls)
         except (ValueError, msgspec.DecodeError) as exc:
             raise Refused(ErrorCode.INVALID_REQUEST, f"invalid run token: {exc}") from None
@@ -138,6 +148,10 @@ class RunToken(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def best_job(self) -> str:
         return f"{self.id}-best"
+
+
+def _signature(key: str, body: str) -> str:
+    return hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _valid_job(job_id: str) -> bool:

@@ -197,8 +197,28 @@ def test_another_users_strategy_cannot_be_backtested(pages, series):
     assert response.status == 400 and "not found" in response.json()["error"]["message"]
 
 
-def test_a_tampered_run_token_is_refused(pages):
+def test_a_run_link_works_only_in_the_session_that_started_it(pages, series):
+    alice = pages("alice")
+    run = post_run(alice, {"strategy": series["strategy"], "symbol": series["symbol"], "timeframe": "1d"}).json()
+    assert alice.request.get(run["report"]).status in (200, 400)  # 400 only while the result is not stored yet
+    bob = pages("bob")
+    for url in (run["report"], run["events"]):
+        response = bob.request.get(url)
+        assert response.status == 403 and "another session" in response.json()["error"]["message"]
+    forged = run["run"].rpartition(".")[0] + "." + "0" * 32
+    assert alice.request.get(f"/backtest/runs/{forged}/report").status == 403
+
+
+def test_a_damaged_run_token_is_an_invalid_request(pages):
+    import base64
+    import hashlib
+    import hmac
+
     page = pages("alice")
-    for token in ("bm90LWpzb24", "e30"):
-        assert page.request.get(f"/backtest/runs/{token}/report").status == 400
-        assert page.request.get(f"/backtest/runs/{token}/events").status == 400
+    key = csrf_of(page)
+    for body in ("bm90LWpzb24", base64.urlsafe_b64encode(b'{"id": "x"}').decode().rstrip("=")):
+        signed = f"{body}.{hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()[:32]}"
+        for what in ("report", "events"):
+            response = page.request.get(f"/backtest/runs/{signed}/{what}")
+            assert response.status == 400
+            assert response.json()["error"]["code"] == "INVALID_REQUEST"
