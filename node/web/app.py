@@ -19,8 +19,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import auth, natsconn
@@ -29,6 +29,7 @@ log = logging.getLogger("node.web")
 
 PAGE_MODULES = ("deployments", "deployment", "fleet", "strategies", "backtest")
 LOOPBACK = "127.0.0.1"
+SHUTDOWN_S = 5
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
        "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
@@ -76,10 +77,14 @@ def page_modules() -> list[Any]:
 def _static_mounts() -> list[BaseRoute]:
     import plotly
 
-    vendor = os.path.join(os.path.dirname(plotly.__file__), "package_data")
+    bundle = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
+
+    async def plotly_js(request: Request) -> Response:
+        return FileResponse(bundle, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
     return [
-        # plotly.js from the installed plotly wheel (no CDN): /static/vendor/plotly.min.js
-        Mount("/static/vendor", app=StaticFiles(directory=vendor), name="vendor"),
+        # plotly.js from the installed plotly wheel (no CDN); the rest from node/web/static/
+        Route("/static/vendor/plotly.min.js", plotly_js, methods=["GET"]),
         Mount("/static", app=StaticFiles(packages=[("node.web", "static")]), name="static"),
     ]
 
@@ -162,7 +167,8 @@ async def serve(settings: WebSettings, started: asyncio.Event | None = None) -> 
     await prepare(settings)
     config = uvicorn.Config(create_app(settings), host=settings.bind, port=settings.port, log_level="warning",
                             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key, lifespan="on",
-                            proxy_headers=False, server_header=False)
+                            proxy_headers=False, server_header=False,
+                            timeout_graceful_shutdown=SHUTDOWN_S)  # open event streams end then
     server = uvicorn.Server(config)
     scheme = "https" if settings.tls_cert else "http"
     print(f"dashboard on {scheme}://{settings.bind}:{settings.port}/ (NATS {natsconn.safe_url(settings.nats_url)}"

@@ -9,6 +9,9 @@
   `web_env.bars(symbol, timeframe, arrays)` publishes bars to BARS as the README's loader does.
 * `browser`: Debian's chromium driven by Playwright (launch pattern of
   tests/node/test_report_browser.py); skipped without /usr/bin/chromium outside CI.
+* `local_web_env`: the same on the README's setup: a server without auth (the embedded one),
+  a node, and the dashboard with --insecure-local (no sign-in; the anonymous user, tenant
+  `local`); `new_page(env)` opens a recording page on either env without signing in.
 * `signed_in_page(user)`: a fresh browser context signed in through the form as "alice" or
   "bob"; the page records console errors (`page.problems`), every response body it received
   (`page.bodies`, event streams included: a wrapper records each SSE frame) and
@@ -59,8 +62,9 @@ def free_port() -> int:
 
 
 class WebEnv:
-    def __init__(self, artifacts: Path) -> None:
+    def __init__(self, artifacts: Path, accounts: bool = True) -> None:
         self.artifacts = artifacts
+        self.accounts = accounts  # False: the README's embedded server (no auth), --insecure-local
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="web-env", daemon=True)
         self.thread.start()
@@ -81,9 +85,12 @@ class WebEnv:
         return self.server.url
 
     def start(self) -> "WebEnv":
-        self.server = EmbeddedServer(config_file=str(PERMISSIONS_CONF), jetstream=True)
-        with password_env():
-            self.server.start()
+        if self.accounts:
+            self.server = EmbeddedServer(config_file=str(PERMISSIONS_CONF), jetstream=True)
+            with password_env():
+                self.server.start()
+        else:
+            self.server = EmbeddedServer().start()
         self.run(self._start())
         return self
 
@@ -97,14 +104,15 @@ class WebEnv:
         settings = Settings.from_env({"NODE_ID": "web-node", "MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10",
                                       "SECRETS_KEY": "d2ViLXRlc3RzLWtleS0zMi1ieXRlcy1sb25nLW9rISE="})
         self.node = Node(settings, self.server.url,
-                         connect_env={"NATS_USER": "node", "NATS_PASSWORD": PASSWORDS["node"]})
+                         connect_env={"NATS_USER": "node", "NATS_PASSWORD": PASSWORDS["node"]} if self.accounts else None)
         await self.node.start()
         await asyncio.wait_for(self.node.hosting.ready.wait(), 30)
         port = free_port()
-        web = WebSettings(nats_url=self.server.url, bind="127.0.0.1", port=port)
-        await prepare(web)  # reads the server's INFO: auth required, so sign-in it is
+        web = WebSettings(nats_url=self.server.url, bind="127.0.0.1", port=port, insecure_local=not self.accounts)
+        await prepare(web)  # reads the server's INFO: sign-in with accounts, the anonymous local user without
         self.app = create_app(web)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=2)
         self.uvicorn = uvicorn.Server(config)
         self._serving = asyncio.ensure_future(self.uvicorn.serve())
         while not self.uvicorn.started:
@@ -115,6 +123,10 @@ class WebEnv:
         import nats
 
         nats_user = USERS.get(name, name)
+        if not self.accounts:
+            if "local" not in self._conns:
+                self._conns["local"] = await nats.connect(self.server.url)
+            return self._conns["local"]
         if nats_user not in self._conns:
             options: dict[str, Any] = {"user": nats_user, "password": PASSWORDS[nats_user], "allow_reconnect": False}
             if INBOX.get(nats_user):
@@ -129,14 +141,14 @@ class WebEnv:
     def hosting(self, name: str) -> Any:
         from node.hosting.client import HostingClient
 
-        return HostingClient(self.nats(name), tenant=self.tenants[name])
+        return HostingClient(self.nats(name), tenant=self.tenants[name] if self.accounts else "local")
 
     def bars(self, symbol: str, timeframe: str, arrays: Any) -> None:
         """Publish bars to BARS as a loader does (`strategy-node bars load` / BarStore.load)."""
         from backtest.store import BarStore
 
         async def load() -> None:
-            ingest = await self._nats("ingest")
+            ingest = await self._nats("ingest" if self.accounts else "local")
             await BarStore(ingest.jetstream(), ingest).load(symbol, timeframe, arrays)
 
         self.run(load())
@@ -173,6 +185,17 @@ def web_env(tmp_path_factory):
     yield env
     env.close()
     print(f"\ndashboard screenshots: {artifacts}")
+
+
+@pytest.fixture(scope="session")
+def local_web_env(tmp_path_factory):
+    """The README's setup: a server without auth (the embedded one), a node, and the dashboard
+    with --insecure-local (no sign-in: the anonymous local user, tenant `local`)."""
+    artifacts = Path(os.environ.get("WEB_ARTIFACTS") or tmp_path_factory.getbasetemp() / "web-artifacts")
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = WebEnv(artifacts, accounts=False).start()
+    yield env
+    env.close()
 
 
 @pytest.fixture(scope="session")
@@ -214,6 +237,21 @@ def sign_in(page: Any, web_env: WebEnv, name: str) -> None:
     page.fill("#password", web_env.users[name]["password"])
     page.click("#signin")
     page.wait_for_url(lambda url: "/signin" not in url)
+
+
+@pytest.fixture
+def new_page(browser):
+    """new_page(env) -> a page on that env without signing in (closed after the test)."""
+    opened = []
+
+    def make(env: WebEnv) -> Any:
+        page = open_page(browser, env)
+        opened.append(page.context)
+        return page
+
+    yield make
+    for context in opened:
+        context.close()
 
 
 @pytest.fixture

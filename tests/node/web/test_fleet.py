@@ -1,0 +1,95 @@
+"""The Fleet page: nodes from $SRV.INFO/$SRV.STATS, each node's isolation layers and pool from
+its health, and the job/trigger backlogs from JetStream consumer info where the user may read
+them. Also the README's one command: the dashboard against the embedded server (no auth) with
+--insecure-local, no sign-in."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+
+from contracts import Health, decode, subjects
+from tests.node.hosting.support import arrays, bar_range, one_bar
+
+READY = "() => document.body.dataset.live === 'ready'"
+
+
+def health_of(env, user: str) -> Health:
+    msg = env.run(env.nats(user).request(subjects.HEALTH, b"{}", timeout=5))
+    return decode(msg.data, Health)
+
+
+def test_the_fleet_page_shows_each_node_with_its_isolation_layers_and_pool(web_env, signed_in_page):
+    health = health_of(web_env, "alice")
+    web_env.run(web_env.nats("alice").request(subjects.VALIDATE, b'{"code": "def strategy(data):\\n    return 1\\n"}',
+                                              timeout=10))
+    page = signed_in_page("alice")
+    page.goto("/fleet")
+    card = page.locator(".node[data-node='web-node']")
+    assert card.count() == 1
+    text = card.inner_text()
+    for layer in health.isolation:
+        tag = card.locator(".layers .tag", has_text=layer.name)
+        assert tag.count() >= 1, layer.name
+        assert ("on" if layer.active else "off") in tag.first.get_attribute("class")
+    assert f"target {health.pool.target}" in text and "healthy" in text
+    assert "strategy.v1.validate" in text  # per-endpoint stats from $SRV.STATS
+    assert "(1 node)" in page.locator("#node-count").inner_text()
+    assert page.problems == [] and page.foreign == []
+    web_env.screenshot(page, "fleet")
+
+
+def test_a_tenant_is_told_the_backlogs_are_not_visible_to_its_nats_user(web_env, signed_in_page):
+    page = signed_in_page("alice")
+    page.goto("/fleet")
+    rows = page.locator("#backlog tbody tr")
+    assert rows.count() == 4
+    for i in range(4):
+        assert "not visible to your NATS user" in rows.nth(i).inner_text()
+
+
+def test_the_fleet_api_answers_the_same_as_the_page(web_env, signed_in_page):
+    page = signed_in_page("bob")
+    data = page.evaluate("() => fetch('/api/fleet').then(r => r.json())")
+    assert [n["node_id"] for n in data["nodes"]] == ["web-node"]
+    assert data["nodes"][0]["health"]["isolation"]
+    assert {b["consumer"] for b in data["backlog"]} == {"strategy-workers", "strategy-triggers", "strategy-fanout",
+                                                         "strategy-fires"}
+
+
+# -- the README's setup: embedded server without auth, --insecure-local -------------------------
+def test_insecure_local_fleet_shows_the_backlogs_with_numbers(local_web_env, new_page):
+    page = new_page(local_web_env)
+    page.goto("/fleet")  # no sign-in on --insecure-local
+    assert "/signin" not in page.url
+    triggers = page.locator("#backlog tbody tr[data-stream='STRATEGY_TRIGGERS']")
+    cells = triggers.locator("td.num")
+    assert cells.count() == 4 and all(c.isdigit() for c in cells.all_inner_texts())
+    assert page.locator(".node[data-node='web-node']").count() == 1
+    assert page.problems == []
+
+
+def test_insecure_local_deployment_page_draws_prices_and_reads_state(local_web_env, new_page):
+    env = local_web_env
+    client = env.hosting("local")
+    env.run(client.put_strategy("local-s", "def strategy(data):\n    state['seen'] = len(data)\n    return 'BUY'\n"))
+    env.run(client.create_deployment("local-dep", strategy="local-s", symbols=["LOC1"], timeframe="1d", lookback=4))
+    full = arrays(12, seed=3)
+    env.bars("LOC1", "1d", bar_range(full, 0, 8))
+    page = new_page(env)
+    page.goto("/")
+    page.wait_for_function(READY)
+    page.wait_for_function("() => document.querySelector('#dep-local-dep .runs').textContent === '1'", timeout=30_000)
+    page.goto("/deployments/local-dep")
+    page.wait_for_function(READY)
+    # the local user may read KV and BARS: the state is there from the first paint, prices are drawn
+    assert json.loads(page.locator("#state-json").inner_text()) == {"LOC1": {"seen": 4}}
+    page.wait_for_function("() => window.Plotly && document.getElementById('chart').data")
+    traces = page.evaluate("() => document.getElementById('chart').data.map(t => [t.name, t.x.length])")
+    assert ["LOC1 close", 8] in traces and ["BUY", 1] in traces
+    env.bars("LOC1", "1d", one_bar(full, 8))
+    page.wait_for_function("() => document.getElementById('chart').dataset.signals === '2'", timeout=30_000)
+    assert page.problems == []
+    assert msgspec.json.decode(page.locator("#page-data").text_content())["deployment"]["id"] == "local-dep"
+    env.screenshot(page, "local-deployment")
