@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any, Awaitable
 
@@ -28,6 +29,25 @@ def checked_name(value: str, what: str = "deployment") -> str:
     if not NAME.match(value or ""):
         raise PageError(400, ErrorCode.INVALID_REQUEST, f"{what} id must be 1-64 of A-Z a-z 0-9 _ -")
     return value
+
+
+async def no_options(request, query: tuple[str, ...] = ()) -> None:
+    """Refuse what this route does not take (never ignore it): unknown query parameters, and a
+    body other than nothing or `{}`. INVALID_REQUEST naming them."""
+    extra = sorted(set(request.query_params) - set(query))
+    if extra:
+        raise PageError(400, ErrorCode.INVALID_REQUEST,
+                        f"unknown query parameter(s) {', '.join(map(repr, extra))}: this request takes "
+                        + (", ".join(query) if query else "none"))
+    if request.method == "POST":
+        body = (await request.body()).strip()
+        if body and body != b"{}":
+            try:
+                fields = sorted(json.loads(body)) if body.startswith(b"{") else None
+            except ValueError:
+                fields = None
+            named = f"field(s) {', '.join(map(repr, fields))}" if fields else "a body"
+            raise PageError(400, ErrorCode.INVALID_REQUEST, f"this action takes no options; leave out {named}")
 
 
 async def control(call: Awaitable[Any]) -> Any:

@@ -31,7 +31,7 @@ from .. import live, views
 from ..auth import User, require_user
 from ..natsconn import hosting
 from ..templates import render
-from .common import PageError, checked_name, control
+from .common import PageError, checked_name, control, no_options
 from .deployments import signal_event, status_event
 
 RUNS_SHOWN = 200
@@ -120,6 +120,7 @@ async def api_diff(request: Request) -> Response:
     """GET /api/deployments/{id}/diff?a=1&b=2: a unified diff of two versions of its strategy."""
     try:
         dep_id = checked_name(request.path_params["id"])
+        await no_options(request, ("a", "b"))
         try:
             a, b = int(request.query_params.get("a", "")), int(request.query_params.get("b", ""))
         except ValueError:

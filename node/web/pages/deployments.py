@@ -23,7 +23,7 @@ from .. import live, views
 from ..auth import require_user
 from ..natsconn import hosting
 from ..templates import render
-from .common import PageError, checked_name, control
+from .common import PageError, checked_name, control, no_options
 
 ACTIONS = {"pause", "resume", "stop", "run"}
 _status = msgspec.json.Decoder(DeploymentStatus)
@@ -47,6 +47,7 @@ async def page(request: Request) -> Response:
 
 async def api_list(request: Request) -> Response:
     try:
+        await no_options(request)
         return JSONResponse({"deployments": await rows(request)})
     except PageError as exc:
         return exc.response()
@@ -55,6 +56,7 @@ async def api_list(request: Request) -> Response:
 async def api_one(request: Request) -> Response:
     try:
         dep_id = checked_name(request.path_params["id"])
+        await no_options(request)
         client = await hosting(request)
         reply = await control(client.get_deployment(dep_id))
         return JSONResponse({"row": views.row(reply.deployment, reply.status),
@@ -70,6 +72,7 @@ async def api_action(request: Request) -> Response:
         action = request.path_params["action"]
         if action not in ACTIONS:
             raise PageError(404, "INVALID_REQUEST", f"unknown action {action!r}: one of {', '.join(sorted(ACTIONS))}")
+        await no_options(request)
         client = await hosting(request)
         reply = await control(client.deployment(action, dep_id))
         out: dict[str, Any] = {"ok": True, "status": views.status(reply.status)}

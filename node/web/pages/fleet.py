@@ -23,6 +23,7 @@ from contracts import Health, decode, subjects
 
 from ..auth import require_user
 from ..templates import render
+from .common import PageError, no_options
 
 GATHER_S = 0.6
 HEALTH_S = 1.0
@@ -113,6 +114,10 @@ async def page(request: Request) -> Response:
 
 async def api_fleet(request: Request) -> Response:
     user = await require_user(request)
+    try:
+        await no_options(request)
+    except PageError as exc:
+        return exc.response()
     return JSONResponse(await fleet(user.nc))
 
 
