@@ -51,7 +51,8 @@
   }
 
   function describe(error) {
-    var where = error.line ? " (line " + error.line + ")" : "";
+    var named = error.line && String(error.message).indexOf("line " + error.line) >= 0;
+    var where = error.line && !named ? " (line " + error.line + ")" : "";
     return error.code + where + ": " + error.message;
   }
 

@@ -140,7 +140,27 @@ def test_a_strategy_error_is_shown_with_its_line(pages, web_env, series):
     page.click("#bt-run")
     page.wait_for_selector("#run-status[data-state='failed']", timeout=30_000)
     status = page.inner_text("#run-status")
-    assert "RUNTIME_ERROR (line 3)" in status and "division by zero" in status
+    assert "RUNTIME_ERROR" in status and "line 3" in status and "division by zero" in status
+
+
+HOSTILE = (
+    "indicator('<img src=x onerror=window.__xss=1>', data['close'].rolling(3).mean())\n"
+    "log('</script><img src=x onerror=window.__xss=2>')\n"
+    "signal('buy', '<img src=x onerror=window.__xss=3>')\n"
+)
+
+
+def test_markup_from_a_strategy_is_shown_as_text_never_run(pages, web_env, series):
+    name = "hostile-" + uuid.uuid4().hex[:6]
+    web_env.run(web_env.hosting("alice").put_strategy(name, HOSTILE))
+    page = pages("alice")
+    open_backtest(page, {**series, "strategy": name})
+    page.click("#bt-run")
+    wait_report(page)
+    assert page.evaluate("() => window.__xss") is None
+    assert page.locator("#report img").count() == 0
+    assert "</script><img src=x onerror=window.__xss=2>" in page.inner_text("#report")
+    assert not page.problems, page.problems
 
 
 # -- the page's actions, posted as a client would ------------------------------------------------
@@ -222,3 +242,16 @@ def test_a_damaged_run_token_is_an_invalid_request(pages):
             response = page.request.get(f"/backtest/runs/{signed}/{what}")
             assert response.status == 400
             assert response.json()["error"]["code"] == "INVALID_REQUEST"
+
+
+def test_figures_are_embedded_as_json_no_value_can_close_their_block():
+    import plotly.graph_objects as go
+
+    from node.web.pages.backtest_runs import EmbeddedFigures
+
+    hostile = "</script><script>window.__xss=1</script><!--"
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4], name=hostile))
+    block = EmbeddedFigures().html(fig)
+    inner = block.split('<script type="application/json">', 1)[1].rsplit("</script>", 1)[0]
+    assert "<" not in inner and ">" not in inner and "&" not in inner
+    assert json.loads(inner)["data"][0]["name"] == hostile

@@ -180,6 +180,19 @@ def test_another_user_does_not_see_the_strategies(pages, web_env):
     assert "not found" in page.inner_text(".flash.error").lower()
 
 
+def test_markup_in_a_strategys_source_stays_text_in_the_editor(pages, web_env):
+    name = unique("markup")
+    code = FIXED + "# </textarea><img src=x onerror=window.__xss=1><script>window.__xss=2</script>\n"
+    web_env.run(web_env.hosting("alice").put_strategy(name, code, description='"><img src=x onerror=window.__xss=3>'))
+    page = pages("alice")
+    open_editor(page, f"?name={name}")
+    assert page.evaluate("() => window.strategyEditor.getValue()") == code
+    assert page.input_value("#strategy-description") == '"><img src=x onerror=window.__xss=3>'
+    assert page.evaluate("() => window.__xss") is None
+    assert page.locator("main img").count() == 0
+    assert not page.problems
+
+
 # -- the page's actions, posted as a client would ------------------------------------------------
 
 def test_every_action_refuses_a_request_without_a_session(browser, web_env):
