@@ -56,7 +56,7 @@ def _next_iso(dep: Deployment) -> str | None:
         return None
     try:
         at = firetimes.next_fire(dep, naming.utc_now())
-    except ExecutionError:
+    except Exception:  # noqa: BLE001 - a display value: a schedule it cannot evaluate shows none
         return None
     return firetimes.iso(at, dep) if at else None
 

@@ -204,8 +204,16 @@ class Fires:
         fire_iso = naming.iso_of(fired_at)
         now = datetime.now(timezone.utc)
         if forms.kind(dep.schedule) == "offset":  # the next instant, before this fire is acked
-            await publish(self.h.js, tenant, dep, now=max(now, fired_at))
-        upcoming = firetimes.next_fire(dep, max(now, fired_at), anchor=_server_next((msg.headers or {}).get(NEXT)))
+            try:
+                await publish(self.h.js, tenant, dep, now=max(now, fired_at))
+            except ExecutionError as exc:  # no session ahead in the calendar's data: no more fires
+                log.warning("offset schedule of %s/%s ends: %s", tenant, dep_id, exc.message)
+        try:
+            upcoming = firetimes.next_fire(dep, max(now, fired_at),
+                                           anchor=_server_next((msg.headers or {}).get(NEXT)))
+        except Exception as exc:  # noqa: BLE001 - e.g. a cron stored before croniter checked it
+            log.warning("next fire of %s/%s unknown: %s", tenant, dep_id, exc)
+            upcoming = None
         outside = firetimes.refusal(dep, fired_at) if dep.desired == "running" else None
 
         def mark(status: DeploymentStatus) -> DeploymentStatus:

@@ -56,7 +56,7 @@ async def test_deploy_creates_then_moves_the_deployment_to_each_new_version(nc, 
         return runs[0] if runs else None
 
     record = await wait_for(ran, timeout=15)
-    assert record.version == 2 and record.signal.type == "SELL"  # the new source runs
+    assert record.version == 2 and record.signal.type == "SELL", record  # the new source runs
     await hosting.delete_deployment("flip")
 
 
@@ -191,5 +191,5 @@ async def test_a_deployed_attack_fails_its_run_with_its_code_and_signals_nothing
         return found[0] if found else None
 
     record = await wait_for(ran, timeout=15)
-    assert record.status == "error" and record.error.code == ErrorCode.SECURITY_VIOLATION and record.signal is None
+    assert record.status == "error" and record.error.code == ErrorCode.SECURITY_VIOLATION and record.signal is None, record
     await hosting.delete_deployment("sneaky")
