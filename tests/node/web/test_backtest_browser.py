@@ -101,24 +101,26 @@ def test_a_single_backtest_shows_progress_then_the_report_with_no_console_errors
     assert not page.foreign, f"requests leaving the dashboard: {page.foreign}"
 
 
-def test_a_sweep_shows_progress_per_grid_point_and_the_heatmap(pages, web_env, series):
+def test_a_sweep_shows_progress_as_its_sub_grids_finish_then_the_heatmap(pages, web_env, series):
     page = pages("alice")
     open_backtest(page, series)
-    page.fill("#bt-grid", "fast=3:9:3 slow=20,30,40")
+    page.fill("#bt-grid", "fast=2:21:1 slow=30,40")  # 40 points: 5 sub-grid jobs of 8
     page.click("#bt-run")
     wait_report(page)
     events = sse_events(page)
     progress = [e for e in events if "done" in e]
-    assert progress[0]["total"] == 9 and progress[-1]["done"] == 9
-    assert any(e.get("stage") == "best" for e in progress), "the best point is backtested in full"
+    done = [e["done"] for e in progress if e["stage"] == "sweep"]
+    assert progress[0]["total"] == 40 and done[-1] == 40
+    assert done == sorted(done) and any(0 < d < 40 for d in done), f"no step between start and end: {done}"
+    assert progress[-1]["stage"] == "best", "the best point is backtested in full for the charts"
     summary = events[-1]["summary"]
-    assert summary["points"] == 9 and summary["ran"] == 9 and set(summary["best"]) == {"fast", "slow"}
+    assert summary["points"] == 40 and summary["ran"] == 40 and set(summary["best"]) == {"fast", "slow"}
     figures = plotted(page)
     assert figures[0] == ["heatmap"], figures
     heat = page.evaluate("() => document.querySelector('#report .js-plotly-plot').data[0]")
-    assert heat["x"] == ["3", "6", "9"] and heat["y"] == ["20", "30", "40"]
+    assert heat["x"] == [str(v) for v in range(2, 22)] and heat["y"] == ["30", "40"]
     assert "sharpe_ratio by fast and slow" in page.inner_text("#report")
-    assert page.locator("#report table.ranked tr").count() == 1 + 9
+    assert page.locator("#report table.ranked tr").count() == 1 + 40
     web_env.screenshot(page, "backtest-sweep-heatmap")
     assert not page.problems, page.problems
 
