@@ -7,10 +7,10 @@ imported streams `strategy.logs.<tenant>.<id>` and `signals.<tenant>.<id>.>`: ea
 it is published, nothing is polled.
 
 What the first paint reads: the deployment, status and the newest runs by control request (the
-same as the CLI). The current `state` and the price bars are read from JetStream where the
-user's NATS permissions allow it (a user of the node's account, or a server without accounts);
-a tenant in an account of its own sees `state` from its deployment's next run on, and the
-chart plots the prices of its signals.
+same as the CLI). The current `state`, the price bars and the last day's logs are read from
+JetStream where the user's NATS permissions allow it (a user of the node's account, or a server
+without accounts); a tenant in an account of its own sees `state` and logs from its
+deployment's next run on, and the chart plots the prices of its signals.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from contracts.hosting import RunLogs, RunRecord
 from node.hosting import streams
+from node.hosting.naming import LOCAL_TENANT
 
 from .. import live, views
 from ..auth import User, require_user
@@ -35,6 +36,7 @@ from .common import PageError, checked_name, control, no_options
 from .deployments import signal_event, status_event
 
 RUNS_SHOWN = 200
+LOG_RUNS = 50
 CHART_BARS = 2000
 JETSTREAM_READ_S = 2.0
 _run = msgspec.json.Decoder(RunRecord)
@@ -67,7 +69,11 @@ async def snapshot(request: Request) -> dict[str, Any]:
     dep = got.deployment
     runs_reply, versions_reply = await asyncio.gather(control(client.runs(dep_id, RUNS_SHOWN)),
                                                       control(client.strategy_versions(dep.strategy)))
-    state, bars = await asyncio.gather(read_state(user, dep_id, dep.symbols), read_bars(user, dep))
+    if _reads_jetstream(user):
+        state, bars, logs = await asyncio.gather(read_state(user, dep_id, dep.symbols), read_bars(user, dep),
+                                                 read_logs(user, dep_id))
+    else:  # a tenant account: the node's streams are not its own (live only, see the module doc)
+        state, bars, logs = None, {}, []
     return {
         "deployment": views.deployment(dep),
         "status": views.status(got.status),
@@ -76,7 +82,43 @@ async def snapshot(request: Request) -> dict[str, Any]:
                       "description": v.description} for v in versions_reply.versions],
         "state": state,
         "bars": bars,
+        "logs": logs,
     }
+
+
+def _reads_jetstream(user: User) -> bool:
+    """Users of the node's account (or of a server without accounts) may read its streams."""
+    return user.tenant == LOCAL_TENANT
+
+
+async def read_logs(user: User, dep_id: str) -> list[dict[str, Any]]:
+    """The newest LOG_RUNS runs' logs of the last day, from STRATEGY_LOGS (an ordered consumer
+    read to its end); [] when this user may not read the stream."""
+    from datetime import datetime, timedelta, timezone
+
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    out: list[dict[str, Any]] = []
+    try:
+        js = user.nc.jetstream(timeout=JETSTREAM_READ_S)
+        since = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+        sub = await js.subscribe(f"strategy.logs.{user.tenant}.{dep_id}", stream=streams.LOGS_STREAM,
+                                 ordered_consumer=True,
+                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
+                                                       opt_start_time=since))
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=JETSTREAM_READ_S)
+                event = logs_event(msg)
+                if event is not None:
+                    out = (out + [event.data])[-LOG_RUNS:]
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+    except Exception:  # noqa: BLE001 - nothing logged yet, or no access: live from now on
+        pass
+    return out
 
 
 async def read_state(user: User, dep_id: str, symbols: list[str]) -> dict[str, Any] | None:

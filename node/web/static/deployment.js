@@ -126,6 +126,7 @@
   setState(data.status);
   actions();
   for (const r of data.runs) addRun(r);
+  for (const logs of data.logs || []) appendLogs(logs);
   drawRuns();
   drawState(state);
   names("env-names", dep.env, "none");

@@ -73,7 +73,7 @@ def test_insecure_local_fleet_shows_the_backlogs_with_numbers(local_web_env, new
 def test_insecure_local_deployment_page_draws_prices_and_reads_state(local_web_env, new_page):
     env = local_web_env
     client = env.hosting("local")
-    env.run(client.put_strategy("local-s", "def strategy(data):\n    state['seen'] = len(data)\n    return 'BUY'\n"))
+    env.run(client.put_strategy("local-s", "def strategy(data):\n    state['seen'] = len(data)\n    print('seen', len(data))\n    return 'BUY'\n"))
     env.run(client.create_deployment("local-dep", strategy="local-s", symbols=["LOC1"], timeframe="1d", lookback=4))
     full = arrays(12, seed=3)
     env.bars("LOC1", "1d", bar_range(full, 0, 8))
@@ -85,6 +85,7 @@ def test_insecure_local_deployment_page_draws_prices_and_reads_state(local_web_e
     page.wait_for_function(READY)
     # the local user may read KV and BARS: the state is there from the first paint, prices are drawn
     assert json.loads(page.locator("#state-json").inner_text()) == {"LOC1": {"seen": 4}}
+    assert "LOC1 | seen 4" in page.locator("#logs").inner_text()  # the last day's logs, from STRATEGY_LOGS
     page.wait_for_function("() => window.Plotly && document.getElementById('chart').data")
     traces = page.evaluate("() => document.getElementById('chart').data.map(t => [t.name, t.x.length])")
     assert ["LOC1 close", 8] in traces and ["BUY", 1] in traces
