@@ -48,11 +48,10 @@ RATIO_TARGETS = (
      "p50_c1", ("warm_sma", "inprocess_sma"), "<=", 1.1),
 )
 
-# Pairs measured interleaved at concurrency 1 (case, reference).
-COMPARISON_PAIRS = (
-    ("warm_trivial", "inprocess_trivial"), ("warm_sma", "inprocess_sma"),
-    ("trivial", "inprocess_trivial"), ("sma", "inprocess_sma"),
-)
+# Pairs measured interleaved at concurrency 1 (case, reference). Not the fresh node: after each
+# reply it refills its ready child, and that background work would land on the baseline's
+# request that follows; its c=1 ratio comes from the two separate c=1 phases.
+COMPARISON_PAIRS = (("warm_trivial", "inprocess_trivial"), ("warm_sma", "inprocess_sma"))
 
 
 def _ok(result: dict, name: str) -> dict | None:
