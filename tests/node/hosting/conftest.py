@@ -21,9 +21,10 @@ def server():
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def nodes(server):
+async def nodes(server, request):
+    """Two nodes (a module whose behaviours need no second node may set NODE_NAMES = ("host-a",))."""
     started = []
-    for name in ("host-a", "host-b"):
+    for name in getattr(request.module, "NODE_NAMES", ("host-a", "host-b")):
         settings = Settings.from_env({"MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10", "NODE_ID": name,
                                       "JOBS_ACK_WAIT_SECONDS": "3"})
         node = Node(settings, server.url)

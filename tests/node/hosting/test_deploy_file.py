@@ -20,6 +20,7 @@ from tests.test_readme import run
 from .support import arrays, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+NODE_NAMES = ("host-a",)  # control requests and runs: one node serves them all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BUY = "def strategy(data):\n    return 'BUY'\n"

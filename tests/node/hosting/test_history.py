@@ -15,6 +15,7 @@ from node.hosting.client import HostingClient, HostingError
 from tests.test_readme import run
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+NODE_NAMES = ("host-a",)  # control requests and runs: one node serves them all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 CODE = "def strategy(data):\n    return 'HOLD'\n"
