@@ -285,6 +285,7 @@ class DeploymentReply(msgspec.Struct, kw_only=True):
     runs: list[RunRecord] = []
     run_id: str | None = None  # deployments.run: the manual trigger's id (one per symbol: the first)
     history: list[DeploymentChange] = []  # deployments.history
+    history_truncated: bool = False  # older changes left out: the reply had to fit max_payload
     strategy_version: int | None = None  # deployments.deploy: the version it stored
     error: ErrorInfo | None = None
     node_id: str = ""

@@ -189,7 +189,7 @@ class Control:
             await deps.get(tenant, dep_id)
             return DeploymentReply(ok=True, runs=await self.h.runner.records(tenant, dep_id, ref.limit or 100))
         if op == "history":
-            return DeploymentReply(ok=True, history=await deps.history(tenant, dep_id, ref.limit or 100))
+            return _fitted_history(await deps.history(tenant, dep_id, ref.limit or 100), self.h.nc)
         if op in ("pause", "resume", "stop"):
             desired = {"pause": "paused", "resume": "running", "stop": "stopped"}[op]
             dep = await deps.change(tenant, dep_id, lambda d: msgspec.structs.replace(d, desired=desired),
@@ -346,6 +346,20 @@ class Control:
                 reply = await self.deployment(op, tenant, msgspec.json.encode({"id": dep_id}), subjects.JSON)
         reply.strategy_version = version.version
         return reply
+
+
+def _fitted_history(changes: list[Any], nc: Any) -> DeploymentReply:
+    """The newest changes whose reply NATS can carry (each revision holds the whole deployment,
+    parameters included): the oldest are left out first, and `history_truncated` says so."""
+    reply = DeploymentReply(ok=True, history=changes)
+    limit = sizing.body_limit(nc) - 512  # node_id and the reply's own fields
+    sizes = [len(msgspec.json.encode(c)) + 1 for c in changes]
+    total = sum(sizes)
+    while reply.history and total > limit:
+        total -= sizes.pop(0)
+        reply.history = reply.history[1:]
+        reply.history_truncated = True
+    return reply
 
 
 def _convert(fields: dict[str, Any], type_: type) -> Any:

@@ -104,3 +104,20 @@ async def test_the_cli_prints_the_history(server, nc, nodes):
     assert "schedule='0 0 10 * * MON-FRI' Europe/Berlin, tz" in rows[3]
     assert "stop" in rows[4] and "desired=stopped" in rows[4]
     await hosting.delete_deployment("hist-cli")
+
+
+async def test_a_history_too_large_for_one_message_keeps_the_newest_changes_and_says_so(nc, nodes):
+    hosting = HostingClient(nc)
+    await hosting.put_strategy("hist", CODE)
+    big = {f"K{i}": "v" * 4000 for i in range(64)}  # ~260 KB a revision: five do not fit in 1 MB
+    await hosting.create_deployment("hist-big", strategy="hist", symbols=["H1"], timeframe="1d", desired="paused",
+                                    env=big)
+    for lookback in (11, 12, 13, 14):
+        await hosting.update_deployment("hist-big", lookback=lookback)
+    reply = await hosting.history("hist-big")
+    assert reply.history_truncated and 1 <= len(reply.history) < 5
+    assert reply.history[-1].deployment.lookback == 14 and reply.history[-1].changed == ["lookback"]
+    lookbacks = [c.deployment.lookback for c in reply.history]
+    assert lookbacks == list(range(15 - len(lookbacks), 15))  # the newest, in order
+    assert not (await hosting.history("hist-big", limit=1)).history_truncated
+    await hosting.delete_deployment("hist-big")
