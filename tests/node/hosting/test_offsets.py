@@ -168,3 +168,35 @@ async def test_a_bad_offset_is_invalid_request_naming_it(nc, nodes, fields, name
     reply = msgspec.json.decode(msg.data)
     assert not reply["ok"] and reply["error"]["code"] == "INVALID_REQUEST", reply
     assert named in reply["error"]["message"]
+
+
+@pytestmark_async
+async def test_an_offset_schedule_survives_a_server_restart_and_its_chain_goes_on(server, nc, nodes):
+    # last in this module: it restarts the module's server (same file store)
+    hosting = await _ready(nc)
+    await hosting.create_deployment("at-restart", strategy="off", symbols=["OFF"], timeframe="1d",
+                                    schedule="open+5m", session="XNYS")
+    held = await schedules.published(nc.jetstream(), "local", "at-restart")
+    server.stop()
+    await asyncio.sleep(1.0)
+    server.start()
+
+    async def kept():
+        try:
+            return await schedules.published(nc.jetstream(), "local", "at-restart") == held or None
+        except Exception:  # noqa: BLE001 - the client is reconnecting
+            return None
+
+    await wait_for(kept, timeout=20)
+    hosting = HostingClient(nc, timeout=20)
+    soon = datetime.now(timezone.utc) + timedelta(seconds=1)
+    await nc.jetstream().publish(schedules.schedule_subject("local", "at-restart"), b"", headers={
+        "Nats-Schedule": _at(soon), "Nats-Schedule-Target": schedules.fires_subject("local", "at-restart")})
+
+    async def ran_and_chained():
+        runs = (await hosting.runs("at-restart")).runs
+        expected = _at(sessions.anchor_after("XNYS", "open", 300, datetime.now(timezone.utc)))
+        return (runs and await schedules.published(nc.jetstream(), "local", "at-restart") == expected) or None
+
+    await wait_for(ran_and_chained, timeout=20)  # the fire ran, and the next open+5m is held again
+    await hosting.delete_deployment("at-restart")
