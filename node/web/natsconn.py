@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-import msgspec
 import nats
 import nats.errors
 from nats.aio.client import Client
@@ -147,9 +145,3 @@ async def hosting(request: Any) -> HostingClient:
     user = await require_user(request)
     return HostingClient(user.nc, tenant=user.tenant, timeout=10.0)
 
-
-def env_url() -> str:
-    return os.environ.get("NATS_URL") or "nats://127.0.0.1:4222"
-
-
-_json = msgspec.json.Encoder()

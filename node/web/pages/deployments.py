@@ -8,6 +8,7 @@ DEPLOYMENT_STATUS, `$KV.DEPLOYMENT_STATUS.<tenant>.*`) and its signals
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -26,6 +27,8 @@ from ..templates import render
 from .common import PageError, checked_name, control, no_options
 
 ACTIONS = {"pause", "resume", "stop", "run"}
+SIGNAL_LOOKBACK_RUNS = 50
+MAX_SIGNAL_LOOKUPS = 100
 _status = msgspec.json.Decoder(DeploymentStatus)
 _signal = msgspec.json.Decoder(Signal)
 
@@ -33,7 +36,24 @@ _signal = msgspec.json.Decoder(Signal)
 async def rows(request: Request) -> list[dict[str, Any]]:
     client = await hosting(request)
     reply = await control(client.list_deployments())
-    return [views.row(v.deployment, v.status) for v in reply.deployments]
+
+    async def last_signal(view: Any) -> dict[str, Any] | None:
+        """The newest signal of its recent runs, when its last run had none (a HOLD)."""
+        st = view.status
+        if st is None or not st.signals or (st.last_run is not None and st.last_run.signal is not None):
+            return None
+        try:
+            runs = (await client.runs(view.deployment.id, SIGNAL_LOOKBACK_RUNS)).runs
+        except Exception:  # noqa: BLE001 - the row is still worth showing without it
+            return None
+        for run in reversed(runs):  # newest last
+            if run.signal is not None:
+                return {"symbol": run.symbol, **views.builtins(run.signal)}
+        return None
+
+    signals = await asyncio.gather(*(last_signal(v) for v in reply.deployments[:MAX_SIGNAL_LOOKUPS]))
+    signals += [None] * (len(reply.deployments) - len(signals))
+    return [views.row(v.deployment, v.status, s) for v, s in zip(reply.deployments, signals)]
 
 
 async def page(request: Request) -> Response:

@@ -7,6 +7,7 @@ make an exception for loopback), so the helpers carry cookies by hand.
 from __future__ import annotations
 
 import re
+import time
 from http.cookies import SimpleCookie
 
 import httpx
@@ -65,3 +66,14 @@ def sign_in(base_url: str, user: str, password: str) -> Http:
     reply = http.post("/signin", data={"csrf_token": token, "user": user, "password": password, "next": "/"})
     assert reply.status_code == 303, reply.text
     return http
+
+
+def wait_until(predicate, timeout: float = 20.0, every: float = 0.1):
+    """predicate()'s first truthy value, polled (test side only) until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(every)

@@ -11,7 +11,6 @@ import sys
 import time
 
 import httpx
-import pytest
 from starlette.routing import Mount, Route
 
 from .conftest import free_port

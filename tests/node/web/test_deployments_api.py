@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from .support import sign_in
+from tests.node.hosting.support import arrays, bar_range, one_bar
+
+from .support import sign_in, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +84,17 @@ def test_leaving_a_page_drops_its_nats_subscriptions(web_env, signed_in_page):
     while len(nc._subs) > idle and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(nc._subs) == idle
+
+
+def test_the_last_signal_outlives_a_hold_in_the_list(web_env, alice_http):
+    alice = web_env.hosting("alice")
+    web_env.run(alice.put_strategy("api-hold", "def strategy(data):\n    return 'BUY' if len(data) < 6 else 'HOLD'\n"))
+    web_env.run(alice.create_deployment("api-hold", strategy="api-hold", symbols=["APIH"], timeframe="1d", lookback=10))
+    full = arrays(8, seed=4)
+    web_env.bars("APIH", "1d", bar_range(full, 0, 5))  # 5 bars: BUY
+    wait_until(lambda: (web_env.run(alice.get_deployment("api-hold")).status.runs == 1))
+    web_env.bars("APIH", "1d", one_bar(full, 5))  # 6 bars: HOLD
+    wait_until(lambda: (web_env.run(alice.get_deployment("api-hold")).status.runs == 2))
+    row = next(r for r in alice_http.get("/api/deployments").json()["deployments"] if r["id"] == "api-hold")
+    assert row["last_run"]["signal"] is None  # the newest run held
+    assert row["last_signal"]["type"] == "BUY" and row["last_signal"]["symbol"] == "APIH"

@@ -12,6 +12,8 @@ import pytest
 
 from tests.node.hosting.support import arrays, bar_range, one_bar
 
+from .support import wait_until
+
 STRATEGY = """
 def strategy(data):
     n = state.get("runs", 0) + 1
@@ -27,16 +29,6 @@ def strategy(data):
 SECRET_VALUE = "sv-9f3c1e77-do-not-leak"
 ENV_VALUE = "paper-env-value-17"
 READY = "() => document.body.dataset.live === 'ready'"
-
-
-def wait_until(predicate, timeout: float = 20.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(every)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ about credentials before any are sent."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 
 import pytest
@@ -13,6 +14,12 @@ from node.embedded import EmbeddedServer
 from node.web.natsconn import Credentials, SignInRefused, connect_as, safe_url, server_requires_auth, tenant_of
 
 TOKEN = "web-token-5e1f"
+
+
+def run(coro):
+    """asyncio.run on a thread of its own (the session's Playwright keeps a loop in this one)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result(30)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,7 @@ def test_a_token_user_signs_in_and_is_the_local_tenant(token_server):
         finally:
             await nc.close()
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_a_wrong_token_is_refused_quickly_and_clearly(token_server):
@@ -41,17 +48,17 @@ def test_a_wrong_token_is_refused_quickly_and_clearly(token_server):
             await connect_as(token_server.url, Credentials(token="not-it"))
         return time.monotonic() - started
 
-    assert asyncio.run(go()) < 5  # one attempt, not a reconnect loop
+    assert run(go()) < 5  # one attempt, not a reconnect loop
 
 
 def test_the_server_info_tells_whether_credentials_are_required(token_server, nats_url):
-    assert asyncio.run(server_requires_auth(token_server.url)) is True
-    assert asyncio.run(server_requires_auth(nats_url)) is False
+    assert run(server_requires_auth(token_server.url)) is True
+    assert run(server_requires_auth(nats_url)) is False
 
 
 def test_an_unreachable_server_is_a_clear_refusal():
     with pytest.raises(SignInRefused, match="not reachable"):
-        asyncio.run(server_requires_auth("nats://127.0.0.1:1"))
+        run(server_requires_auth("nats://127.0.0.1:1"))
 
 
 def test_a_url_shown_on_a_page_never_carries_a_password():
