@@ -150,7 +150,9 @@ def drawdown_periods(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = 
     at_peak = np.flatnonzero(dd == 0)
     if not len(at_peak) or at_peak[0] != 0:
         at_peak = np.concatenate(([0], at_peak))
-    ends = np.unique(np.concatenate((at_peak, [n - 1])))
+    # at_peak is sorted and unique (flatnonzero, with a leading 0 only where it is missing), so
+    # this is np.unique(at_peak + [n - 1]) without a sort or hash over up to n indices
+    ends = at_peak if at_peak[-1] == n - 1 else np.append(at_peak, n - 1)
     gap = np.diff(ends)
     if not len(gap):
         return empty
