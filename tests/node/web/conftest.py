@@ -8,7 +8,8 @@
   that user on that loop (for setting up strategies, deployments and bars as a client would),
   `web_env.bars(symbol, timeframe, arrays)` publishes bars to BARS as the README's loader does.
 * `browser`: Debian's chromium driven by Playwright (launch pattern of
-  tests/node/test_report_browser.py); skipped without /usr/bin/chromium outside CI.
+  tests/node/test_report_browser.py), one per module; skipped without /usr/bin/chromium
+  outside CI.
 * `local_web_env`: the same on the README's setup: a server without auth (the embedded one),
   a node, and the dashboard with --insecure-local (no sign-in; the anonymous user, tenant
   `local`); `new_page(env)` opens a recording page on either env without signing in.
@@ -198,8 +199,10 @@ def local_web_env(tmp_path_factory):
     env.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Per module, not per session: while Playwright's sync API is open its event loop counts as
+    running in this thread, and every pytest-asyncio test after it would fail to start its own."""
     if os.environ.get("CI"):  # in CI a missing browser or driver fails the suite, never skips it
         import playwright.sync_api as sync_api
     else:
