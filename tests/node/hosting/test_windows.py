@@ -3,7 +3,6 @@ alone and with a trading session: on a fixed clock, then through a real nats-ser
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
