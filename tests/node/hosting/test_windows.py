@@ -47,6 +47,15 @@ def test_a_window_with_a_session_also_skips_the_exchanges_holidays():
     assert firetimes.refusal(d, datetime(2026, 12, 1, 11, 0, tzinfo=IST)) is None
 
 
+def test_a_window_with_a_session_follows_an_early_close():
+    # the day after Thanksgiving XNYS closes at 13:00, inside the 09:30-16:00 window
+    d = dep(schedule="0 */5 * * * *", tz="America/New_York", window="09:30-16:00", session="XNYS")
+    assert firetimes.refusal(d, datetime(2026, 11, 27, 12, 55, tzinfo=NY)) is None
+    assert "XNYS is closed" in firetimes.refusal(d, datetime(2026, 11, 27, 13, 30, tzinfo=NY))
+    assert firetimes.next_fire(d, datetime(2026, 11, 27, 12, 55, tzinfo=NY)) == datetime(2026, 11, 30, 9, 30,
+                                                                                         tzinfo=NY)
+
+
 def test_a_window_is_in_the_schedules_zone():
     d = dep(schedule="@every 1m", tz="America/New_York", window="09:30-16:00")
     assert firetimes.refusal(d, datetime(2026, 12, 1, 14, 30, tzinfo=timezone.utc)) is None  # 09:30 New York
