@@ -138,11 +138,39 @@
       option.textContent = "v" + s.version + " (new)";
       versionSelect.insertBefore(option, versionSelect.firstChild);
       versionSelect.value = String(s.version);
+      listStrategy(s);
       document.getElementById("deploy-strategy").value = s.name;
       document.getElementById("deploy-section").hidden = false;
       if (window.history && window.history.replaceState) { window.history.replaceState(null, "", reply.url); }
     });
   });
+
+  // The saved strategy in the list on the left (new names appear without a reload).
+  function listStrategy(s) {
+    var list = document.getElementById("strategy-list");
+    if (!list) {
+      list = document.createElement("ul");
+      list.className = "strategy-list";
+      list.id = "strategy-list";
+      var empty = document.getElementById("no-strategies");
+      empty.parentNode.replaceChild(list, empty);
+    }
+    var item = Array.prototype.filter.call(list.children, function (li) { return li.getAttribute("data-name") === s.name; })[0];
+    if (!item) {
+      item = document.createElement("li");
+      item.setAttribute("data-name", s.name);
+      var link = document.createElement("a");
+      link.href = "/strategies?name=" + encodeURIComponent(s.name);
+      link.textContent = s.name;
+      item.appendChild(link);
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(document.createElement("span"));
+      list.appendChild(item);
+    }
+    var note = item.querySelector("span");
+    note.className = "muted";
+    note.textContent = "v" + s.version + " \u00b7 " + s.style;
+  }
 
   // -- deploy ----------------------------------------------------------------------------
   document.getElementById("deploy-form").addEventListener("submit", function (event) {

@@ -137,6 +137,7 @@ def test_a_fixed_strategy_is_uploaded_deployed_and_linked_to_its_deployment(page
     wait_state(page, "#validation-status", "valid")
     page.click("#save")
     assert wait_state(page, "#save-status", "saved").startswith(f"saved {name} version 1")
+    assert page.inner_text(f"#strategy-list li[data-name='{name}']") == f"{name} v1 \u00b7 function"
     stored = web_env.run(web_env.hosting("alice").get_strategy(name))
     assert stored.strategy.version == 1 and stored.strategy.code == FIXED
 
