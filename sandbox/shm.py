@@ -31,7 +31,9 @@ the descriptor it received:
   (MADV_DONTNEED), so the next frame is the pristine bars again.
 
 Arrays over either mapping are built on memoryviews, which strategy code cannot hold (the
-sandbox refuses memoryview values), so `.base` chains end there.
+sandbox refuses memoryview values), so `.base` chains end there. (Python's mmap objects keep a
+duplicate of the descriptor while their mapping lives; through it, too, the sealed memfd can be
+neither written nor resized.)
 """
 
 from __future__ import annotations
@@ -108,7 +110,10 @@ def seal(arrays: BarArrays, min_bytes: int = MIN_BYTES) -> BarArrays:
     if fd_of(arrays) is not None or not available() or 48 * count < max(min_bytes, 1):
         return arrays
     shape = layout(count)
-    fd = _memfd()
+    try:
+        fd = _memfd()
+    except OSError:  # out of descriptors or memory: the bars still go, through the socket
+        return arrays
     try:
         os.ftruncate(fd, shape.size)
         offsets = [0] + [shape.prices + 8 * count * k for k in range(len(COLUMNS))]

@@ -204,3 +204,12 @@ async def test_a_sweep_point_rewriting_its_frame_changes_no_later_point_of_its_c
     attacked = await pool.run(job_for(sealed, first_rewrites, points=points))
     assert [p.error for p in attacked.points] == [None] * 4
     assert [p.performance for p in attacked.points[1:]] == [p.performance for p in clean.points[1:]]
+
+
+def test_bars_go_through_the_socket_when_no_memfd_can_be_made(monkeypatch):
+    def refuse(*_args):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    plain = bars()
+    assert shm.seal(plain) is plain
