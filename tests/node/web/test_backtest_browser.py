@@ -257,3 +257,87 @@ def test_figures_are_embedded_as_json_no_value_can_close_their_block():
     inner = block.split('<script type="application/json">', 1)[1].rsplit("</script>", 1)[0]
     assert "<" not in inner and ">" not in inner and "&" not in inner
     assert json.loads(inner)["data"][0]["name"] == hostile
+
+
+# -- against the README's embedded node: --insecure-local, the anonymous local user ---------------
+
+class LocalEnv(web.WebEnv):
+    """A nats-server without auth, a node and the dashboard with --insecure-local (the README's
+    embedded setup): no sign-in, and the local user may read BARS, so the page lists it."""
+
+    def start(self) -> "LocalEnv":
+        from node.embedded import EmbeddedServer
+
+        self.server = EmbeddedServer(jetstream=True).start()
+        self.run(self._start_local())
+        return self
+
+    async def _start_local(self) -> None:
+        import asyncio
+
+        import nats
+        import uvicorn
+
+        from node.config import Settings
+        from node.service import Node
+        from node.web.app import WebSettings, create_app, prepare
+
+        self.node = Node(Settings.from_env({"NODE_ID": "local-web-node", "MAX_WORKERS": "2",
+                                            "MAX_TIMEOUT_SECONDS": "10"}), self.server.url)
+        await self.node.start()
+        port = web.free_port()
+        settings = WebSettings(nats_url=self.server.url, bind="127.0.0.1", port=port, insecure_local=True)
+        await prepare(settings)
+        assert settings.anonymous
+        self.app = create_app(settings)
+        self.uvicorn = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning",
+                                                     lifespan="on"))
+        self._serving = asyncio.ensure_future(self.uvicorn.serve())
+        while not self.uvicorn.started:
+            await asyncio.sleep(0.02)
+        self.url = f"http://127.0.0.1:{port}"
+        self._conns["local"] = await nats.connect(self.server.url)
+
+
+@pytest.fixture(scope="module")
+def local_env(web_env):
+    env = LocalEnv(web_env.artifacts).start()
+    nc = env._conns["local"]
+    symbol = "LOC" + uuid.uuid4().hex[:5].upper()
+
+    async def setup() -> None:
+        from backtest.store import BarStore
+        from node.hosting.client import HostingClient
+
+        await BarStore(nc.jetstream(), nc).load(symbol, "1d", from_columns(msgspec.convert(columnar_bars(BARS, seed=5), Bars)))
+        await HostingClient(nc).put_strategy("sma-local", SMA)
+
+    env.run(setup())
+    env.symbol = symbol
+    yield env
+    env.close()
+
+
+def test_the_local_page_lists_the_series_bars_holds_and_draws_the_price_with_the_report(browser, local_env):
+    page = web.open_page(browser, local_env)
+    try:
+        page.goto("/backtest")  # no sign-in: the anonymous local user
+        options = page.eval_on_selector_all("#bt-series option", "els => els.map(e => e.textContent)")
+        mine = [o for o in options if o.startswith(f"{local_env.symbol} 1d")]
+        assert mine and f"{BARS} bars" in mine[0] and "2024-01-01" in mine[0]
+        page.select_option("#bt-series", label=mine[0])
+        assert page.input_value("#bt-symbol") == local_env.symbol and page.input_value("#bt-timeframe") == "1d"
+        assert page.input_value("#bt-start").startswith("2024-01-01")
+        page.fill("#bt-start", "2024-03-01")
+        page.select_option("#bt-strategy", "sma-local")
+        page.click("#bt-run")
+        wait_report(page)
+        events = sse_events(page)
+        assert events[-1]["summary"]["success"] is True and events[-1]["summary"]["bars"] < BARS
+        assert "candlestick" in plotted(page)[0], "the price, replayed from BARS, is drawn with the trades"
+        assert "No price chart" not in page.inner_text("#report")
+        local_env.screenshot(page, "backtest-local-price")
+        assert not page.problems, page.problems
+        assert not page.foreign, page.foreign
+    finally:
+        page.context.close()
