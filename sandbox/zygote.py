@@ -99,7 +99,7 @@ def main() -> None:
     max_memory_mb = int(os.environ.get("SANDBOX_MAX_MEMORY_MB", "512"))
     max_cpu = int(os.environ.get("SANDBOX_MAX_CPU_SECONDS", "31"))
 
-    from . import lockdown
+    from . import hugepages, lockdown
 
     entered = lockdown.enter_namespaces(disabled)  # entered by the launcher, before any thread
 
@@ -115,6 +115,7 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     gc.collect()
     gc.freeze()  # children must not touch (copy) the parent's objects during collection
+    hugepages.collapse_heap()  # fewer page-table entries for each fork to copy and each exit to free
     vm_baseline = lockdown.vm_bytes()
     # From here on the zygote sees only the empty root and holds no capability its children do
     # not need: the node's files and credentials are out of its reach too.
