@@ -84,27 +84,36 @@ async def backlog(nc: Any) -> list[dict[str, Any]]:
 
 
 async def fleet(nc: Any) -> dict[str, Any]:
-    infos, stats = await asyncio.gather(gather_replies(nc, f"$SRV.INFO.{subjects.SERVICE_NAME}"),
-                                        gather_replies(nc, f"$SRV.STATS.{subjects.SERVICE_NAME}"))
+    # all at once: discovery, the queue group's health answer and the backlogs (whose requests
+    # a tenant may not make: they time out, so they must not wait behind the rest)
+    infos, stats, any_health, backlogs = await asyncio.gather(
+        gather_replies(nc, f"$SRV.INFO.{subjects.SERVICE_NAME}"),
+        gather_replies(nc, f"$SRV.STATS.{subjects.SERVICE_NAME}"),
+        health_of(nc, None), backlog(nc))
     stats_by_id = {s.get("id"): s for s in stats}
     nodes = []
     for info in sorted(infos, key=lambda i: (i.get("metadata") or {}).get("node_id", "")):
         meta = info.get("metadata") or {}
         st = stats_by_id.get(info.get("id"), {})
         endpoints = [{"name": e.get("name"), "subject": e.get("subject"), "requests": e.get("num_requests", 0),
-                      "errors": e.get("num_errors", 0), "average_ms": round((e.get("average_processing_time") or 0) / 1e6, 3)}
+                      "errors": e.get("num_errors", 0),
+                      "average_ms": round((e.get("average_processing_time") or 0) / 1e6, 3)}
                      for e in st.get("endpoints") or []]
         nodes.append({"id": info.get("id"), "node_id": meta.get("node_id", ""), "version": info.get("version"),
                       "environment": meta.get("environment", ""), "started": st.get("started"),
                       "endpoints": [e for e in endpoints if e["requests"] or e["errors"]],
                       "requests": sum(e["requests"] for e in endpoints), "errors": sum(e["errors"] for e in endpoints)})
-    healths = await asyncio.gather(*(health_of(nc, n["node_id"]) for n in nodes))
-    if nodes and not any(healths):
-        one = await health_of(nc, None)  # by name not permitted: the node that answers the queue group
-        healths = [one if one and one["node_id"] == n["node_id"] else None for n in nodes]
+    # each other node by its own health subject (where the user may ask a node by name)
+    answered = any_health["node_id"] if any_health else None
+    healths = await asyncio.gather(*(health_of(nc, n["node_id"]) if n["node_id"] != answered else _same(any_health)
+                                     for n in nodes))
     for node, health in zip(nodes, healths):
         node["health"] = health
-    return {"nodes": nodes, "backlog": await backlog(nc), "at": time.time()}
+    return {"nodes": nodes, "backlog": backlogs, "at": time.time()}
+
+
+async def _same(value: Any) -> Any:
+    return value
 
 
 async def page(request: Request) -> Response:

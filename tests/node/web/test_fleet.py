@@ -94,3 +94,22 @@ def test_insecure_local_deployment_page_draws_prices_and_reads_state(local_web_e
     assert page.problems == []
     assert msgspec.json.decode(page.locator("#page-data").text_content())["deployment"]["id"] == "local-dep"
     env.screenshot(page, "local-deployment")
+
+
+def test_every_node_of_the_fleet_gets_its_own_card_with_its_own_health(local_web_env, new_page):
+    from node.config import Settings
+    from node.service import Node
+
+    env = local_web_env
+    second = Node(Settings.from_env({"NODE_ID": "web-node-2", "MAX_WORKERS": "1", "MAX_TIMEOUT_SECONDS": "10"}),
+                  env.nats_url)
+    env.run(second.start())
+    try:
+        page = new_page(env)
+        page.goto("/fleet")
+        assert "(2 nodes)" in page.locator("#node-count").inner_text()
+        for node_id, workers in (("web-node", 2), ("web-node-2", 1)):
+            card = page.locator(f".node[data-node='{node_id}']")
+            assert f"max workers {workers}" in card.inner_text()  # each node's own health, asked by name
+    finally:
+        env.run(second.stop())
