@@ -100,13 +100,14 @@ def _memfd() -> int:
         return os.memfd_create("bars", flags)
 
 
-def seal(arrays: BarArrays, min_bytes: int = MIN_BYTES) -> BarArrays:
+def seal(arrays: BarArrays, min_bytes: int | None = None) -> BarArrays:
     """`arrays` in a sealed memfd: the returned BarArrays' columns are read-only views of it.
 
-    Bars smaller than `min_bytes`, or a system without memfd sealing, come back unchanged (they
+    Bars smaller than `min_bytes` (default `MIN_BYTES`), or a system without memfd sealing, come back unchanged (they
     then travel through the socket). Already sealed bars come back as they are.
     """
     count = arrays.count
+    min_bytes = MIN_BYTES if min_bytes is None else min_bytes
     if fd_of(arrays) is not None or not available() or 48 * count < max(min_bytes, 1):
         return arrays
     shape = layout(count)

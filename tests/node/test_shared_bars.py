@@ -115,3 +115,55 @@ async def test_a_sweep_point_rewriting_its_frame_changes_no_other_point(nc, sour
     for row in clean_rows:
         if row["parameters"]["fast"] != 5:
             assert by_point[row["parameters"]["fast"]]["performance"] == row["performance"]
+
+
+# -- look-ahead: the walk's attacks, on bars handed over in a memfd ----------------------------
+from tests.node import test_lookahead as lookahead  # noqa: E402
+
+
+@pytest.fixture
+def every_bar_in_a_memfd(monkeypatch):
+    """The node (in this process) seals even the look-ahead tests' 90 bars."""
+    monkeypatch.setattr(shm, "MIN_BYTES", 1)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def honest_sealed(nc) -> dict:
+    made = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shm, "MIN_BYTES", 1)
+        patch.setattr(shm, "_memfd", lambda real=shm._memfd: made.append(1) or real())
+        reply = await request_json(nc, subjects.BACKTEST, lookahead.body(lookahead.HONEST, {}), timeout=30)
+    assert reply["success"] is True, reply["error"]
+    assert made, "the bars did not go through a memfd"
+    return reply
+
+
+async def test_the_honest_walk_on_a_memfd_gives_the_walk_on_bytes(nc, honest_sealed):
+    on_bytes = await request_json(nc, subjects.BACKTEST, lookahead.body(lookahead.HONEST, {}), timeout=30)
+    assert honest_sealed["performance"] == on_bytes["performance"]
+    assert honest_sealed["signals_count"] == on_bytes["signals_count"] > 0
+
+
+@pytest.mark.parametrize("name", lookahead.NAMES)
+async def test_a_walked_backtest_on_a_memfd_cannot_see_a_later_bar_through(nc, honest_sealed,
+                                                                          every_bar_in_a_memfd, name):
+    code, params, refused = lookahead.attack(name)
+    reply = await request_json(nc, subjects.BACKTEST, lookahead.body(code, params), timeout=30)
+    lookahead.same_as_honest(reply, honest_sealed, refused)
+
+
+@pytest.mark.parametrize("name", ["params", "module global list", "closure", "suspended generator in module state",
+                                  "numpy error callback that signals later bars"])
+async def test_a_walked_sweep_on_a_memfd_cannot_see_a_later_bar_through(nc, every_bar_in_a_memfd, name):
+    honest_row = (await request_json(nc, subjects.BACKTEST, lookahead.body(
+        lookahead.HONEST, {}, options=lookahead.ROW_OPTIONS), timeout=30))["performance"]
+    code, params, refused = lookahead.attack(name)
+    reply = await request_json(nc, subjects.BACKTEST, lookahead.body(code, params, grid={"k": [1, 2, 3]}), timeout=60)
+    assert len(reply["sweep"]) == 3
+    for row in reply["sweep"]:
+        if refused is not None:
+            assert row["error"]["code"] == refused, row
+        else:
+            assert row["error"] is None, row["error"]
+            assert row["performance"] == honest_row
