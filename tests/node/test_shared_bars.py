@@ -167,3 +167,33 @@ async def test_a_walked_sweep_on_a_memfd_cannot_see_a_later_bar_through(nc, ever
         else:
             assert row["error"] is None, row["error"]
             assert row["performance"] == honest_row
+
+
+# -- screens: classify runs on replayed series handed over in a memfd ---------------------------
+async def test_a_screen_on_memfd_bars_answers_as_on_bytes_and_a_run_rewriting_them_changes_nothing(nc):
+    from tests.node.test_screen import RISING, trend
+
+    tag = uuid.uuid4().hex[:6].upper()
+    up, down = f"SU{tag}", f"SD{tag}"
+    from backtest.store import BarStore
+    store = BarStore(nc.jetstream())
+    await store.load(up, "1d", trend(120, 0.5))
+    await store.load(down, "1d", trend(120, -0.5))
+    rewrites = (
+        "def classify_symbol(symbol):\n"
+        "    df = get_price_data(symbol)\n"
+        "    df.iloc[:, :] = 0.0\n"
+        "    return True\n"
+    )
+    made = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shm, "MIN_BYTES", 1)
+        patch.setattr(shm, "_memfd", lambda real=shm._memfd: made.append(1) or real())
+        first = await request_json(nc, subjects.SCREEN, {"code": RISING, "symbols": [up, down]}, timeout=30)
+        attacked = await request_json(nc, subjects.SCREEN, {"code": rewrites, "symbols": [up, down]}, timeout=30)
+        again = await request_json(nc, subjects.SCREEN, {"code": RISING, "symbols": [up, down]}, timeout=30)
+    assert made, "the screen's bars did not go through a memfd"
+    assert first["success"] is True, first["error"]
+    assert first["passed"] == [up]
+    assert attacked["success"] is True, attacked["error"]
+    assert again["passed"] == [up] and again["results"] == first["results"]
