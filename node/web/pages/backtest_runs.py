@@ -60,6 +60,7 @@ __all__ = ["RunForm", "RunToken", "Refused", "parse_form", "start_run", "follow_
 REPORT_EQUITY_POINTS = 5_000  # as `strategy-node backtest --report` asks for a single backtest
 SUBGRID_UNITS = 8  # sub-grids a sweep is cut into at least (8-32 points each)
 FOLLOW_LIMIT_S = 600.0  # a follower gives up after this long without every result
+MAX_TOKEN_CHARS = 6_000  # a run's link (URLs stay well under HTTP servers' request-line limits)
 BARS_TIMEOUT_S = 1.0  # reading BARS' index or a series as the user (a tenant account may not)
 # Connections BARS did not answer: a tenant account reaches only the service, and a request its
 # permissions deny just times out. Asked once per signed-in connection, not on every page.
@@ -245,6 +246,11 @@ async def start_run(nc: Any, form: RunForm) -> RunToken:
     code, version = await _code(nc, form.strategy, form.version)
     run_id = uuid.uuid4().hex
     token = RunToken(id=run_id, inbox=nc.new_inbox(), form=form, version=version)
+    size = len(msgspec.json.encode(token)) * 4 // 3
+    if size > MAX_TOKEN_CHARS:  # the run travels in its links: keep them a size every server takes
+        raise Refused(ErrorCode.INVALID_REQUEST,
+                      f"parameters and grid take {size:,} characters in the run's links; the page allows "
+                      f"{MAX_TOKEN_CHARS:,}: use fewer, or `strategy-node backtest` for large ones")
     requests = [(job.id, _request(form, code, grid=job.subgrid,
                                   equity_points=500 if grid else REPORT_EQUITY_POINTS))
                 for job in token.jobs]

@@ -24,7 +24,11 @@
     tabSize: 4,
     indentWithTabs: false,
     gutters: ["CodeMirror-linenumbers", GUTTER],
-    extraKeys: { Tab: function (ed) { ed.replaceSelection("    "); } }
+    extraKeys: {
+      Tab: function (ed) { ed.replaceSelection("    "); },
+      "Ctrl-S": function () { document.getElementById("save-form").requestSubmit(); },
+      "Cmd-S": function () { document.getElementById("save-form").requestSubmit(); }
+    }
   });
   window.strategyEditor = cm; // for tests and the console
 

@@ -201,6 +201,7 @@ def test_running_needs_a_session_and_the_csrf_token(browser, web_env, pages, ser
     ({"cash": 0}, ["cash"]),
     ({"parameters": "fast=5"}, ["parameters"]),
     ({"start": "yesterday"}, ["start", "yesterday"]),
+    ({"parameters": {"note": "x" * 7_000}}, ["run's links"]),
 ])
 def test_bad_input_is_an_invalid_request_naming_what_is_wrong(pages, series, change, words):
     page = pages("alice")

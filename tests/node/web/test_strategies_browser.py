@@ -156,6 +156,18 @@ def test_a_fixed_strategy_is_uploaded_deployed_and_linked_to_its_deployment(page
     assert not page.problems
 
 
+def test_ctrl_s_in_the_editor_saves_a_new_version(pages, web_env):
+    name = unique("keys")
+    web_env.run(web_env.hosting("alice").put_strategy(name, FIXED))
+    page = pages("alice")
+    open_editor(page, f"?name={name}")
+    type_code(page, FIXED.replace("rolling(3)", "rolling(7)"))
+    page.click(".CodeMirror")
+    page.keyboard.press("Control+s")
+    assert wait_state(page, "#save-status", "saved").startswith(f"saved {name} version 2")
+    assert "rolling(7)" in web_env.run(web_env.hosting("alice").get_strategy(name)).strategy.code
+
+
 def test_the_list_shows_each_version_and_opens_an_old_one(pages, web_env):
     name = unique("versions")
     hosting = web_env.hosting("alice")
