@@ -10,7 +10,8 @@ fresh child (`Job.walk`; never a warm worker, never the probe's process), where 
 its own module globals, parameters and frame. Nothing the probe left in its process (numpy's
 error callback, suspended generators, classes, caches) can reach a walk call; a sweep chunk's
 walked points are probed in the chunk's child and each walked in a fresh one.
-Bars reach the child as columnar bytes (`BarArrays`).
+Bars reach the child as columnar bytes (`BarArrays`); bars of 1 MB and more in a sealed memfd the
+child maps (sandbox/shm.py), sealed once per replayed series and shared by every run on it.
 
 Bars
 ----

@@ -4,7 +4,8 @@ A one-shot child serves one Job and exits. A tenant's warm worker (sandbox/warm.
 told `keep=True`: it reads the next Job after replying, until the node closes its channel.
 
 Frames are a 4-byte little-endian length and a msgpack body; bars travel as raw column bytes
-(`BarArrays`), never as per-value Python lists.
+(`BarArrays`), never as per-value Python lists, or (1 MB and more, sealed by the node) as a
+memfd passed with the frame's first bytes (`Job.shared_bars`, sandbox/shm.py).
 """
 
 from __future__ import annotations
