@@ -181,3 +181,23 @@ def test_no_secret_value_in_the_deployment_pages_event_stream(web_env, signed_in
     frames = page.evaluate("window.__sse")
     assert not [f for f in frames if SECRET_VALUE in f or ENV_VALUE in f]
     assert not [b for b in page.bodies if SECRET_VALUE.encode() in b or ENV_VALUE.encode() in b]
+
+
+def test_run_now_and_stop_from_the_page(web_env, signed_in_page, live_dep):
+    alice = web_env.hosting("alice")
+    page = signed_in_page("alice")
+    page.goto("/")
+    page.wait_for_function(READY)
+    runs = runs_of(web_env, "live-dep")
+    page.click("#dep-live-dep button.act-run")  # a manual run on the newest stored bar
+    page.wait_for_function(f"() => document.querySelector('#dep-live-dep .runs').textContent === '{runs + 1}'",
+                           timeout=30_000)
+    assert [r for r in web_env.run(alice.runs("live-dep")).runs if r.manual]
+    page.click("#dep-live-dep button.act-stop")
+    page.wait_for_function("() => document.querySelector('#dep-live-dep .status').textContent === 'stopped'")
+    assert web_env.run(alice.get_deployment("live-dep")).deployment.desired == "stopped"
+    page.click("#dep-live-dep button.act-run")  # refused by the node: the reason is shown, nothing runs
+    page.wait_for_function("() => document.getElementById('flash').textContent.includes('is stopped')")
+    assert "error" in page.locator("#flash").get_attribute("class")
+    assert runs_of(web_env, "live-dep") == runs + 1
+    web_env.screenshot(page, "deployments-stopped")
