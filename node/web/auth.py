@@ -72,6 +72,7 @@ class Sessions:
         self.idle_s = idle_s
         self.max_sessions = max_sessions
         self._by_id: dict[str, Session] = {}
+        self.shared: list[User] = []  # users whose connection outlives their sessions (anonymous)
         self.serializer = itsdangerous.URLSafeTimedSerializer(secrets.token_bytes(32), salt="strategy-node-web")
 
     def cookie_of(self, session: Session) -> str:
@@ -116,6 +117,8 @@ class Sessions:
 
     async def end(self, session: Session) -> None:
         self._by_id.pop(session.id, None)
+        if session.user in self.shared:
+            return
         try:
             await session.user.nc.close()
         except Exception:  # noqa: BLE001 - already closed
@@ -124,6 +127,11 @@ class Sessions:
     async def close_all(self) -> None:
         for session in list(self._by_id.values()):
             await self.end(session)
+        for user in self.shared:
+            try:
+                await user.nc.close()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
 
 
 def _cookie_kwargs(settings: Any) -> dict[str, Any]:
@@ -141,6 +149,17 @@ class SessionGate:
         self.app = app
         self.sessions = sessions
         self.settings = settings
+        self._anon: User | None = None
+        self._anon_lock = asyncio.Lock()
+
+    async def _anonymous(self) -> User:
+        """The one anonymous local user of --insecure-local: one NATS connection for all its
+        sessions (a visitor without a cookie must not open a connection per request)."""
+        async with self._anon_lock:
+            if self._anon is None or self._anon.nc.is_closed:
+                self._anon = await anonymous_user(self.settings)
+                self.sessions.shared.append(self._anon)
+            return self._anon
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -153,7 +172,7 @@ class SessionGate:
         public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
         set_cookie: str | None = None
         if session is None and not public and self.settings.anonymous:
-            session = await self.sessions.start(await anonymous_user(self.settings))
+            session = await self.sessions.start(await self._anonymous())
             set_cookie = self.sessions.cookie_of(session)
         if session is None and not public:
             response: Response

@@ -113,3 +113,15 @@ def test_every_node_of_the_fleet_gets_its_own_card_with_its_own_health(local_web
             assert f"max workers {workers}" in card.inner_text()  # each node's own health, asked by name
     finally:
         env.run(second.stop())
+
+
+def test_insecure_local_visitors_share_one_nats_connection(local_web_env):
+    from .support import Http
+
+    sessions = local_web_env.app.state.sessions
+    before = len(sessions._by_id)
+    for _ in range(5):  # five visitors without a cookie: five sessions, not five NATS connections
+        assert Http(local_web_env.url).get("/api/deployments").status_code == 200
+    assert len(sessions._by_id) == before + 5
+    assert len({id(s.user.nc) for s in sessions._by_id.values()}) == 1
+    assert len(sessions.shared) == 1 and sessions.shared[0].nc.is_connected
