@@ -3,8 +3,9 @@
 
 Live (`/deployments/{id}/events`): status and run records are watches of the tenant's keys in
 KV DEPLOYMENT_STATUS / DEPLOYMENT_RUNS, state of DEPLOYMENT_STATE, logs and signals the
-imported streams `strategy.logs.<tenant>.<id>` and `signals.<tenant>.<id>.>`: each arrives as
-it is published, nothing is polled.
+imported streams `strategy.logs.<tenant>.<id>` and `signals.<tenant>.<id>.>`, and, for users
+who may read BARS, its symbols' new bar chunks on `bars.<timeframe>.<symbol>` extend the price
+lines: each arrives as it is published, nothing is polled.
 
 What the first paint reads: the deployment, status and the newest runs by control request (the
 same as the CLI). The current `state`, the price bars and the last day's logs are read from
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from backtest.store import BarChunk, BarStore
 from contracts.hosting import RunLogs, RunRecord
 from node.hosting import streams
 from node.hosting.naming import LOCAL_TENANT
@@ -38,6 +40,7 @@ from .deployments import signal_event, status_event
 RUNS_SHOWN = 200
 LOG_RUNS = 50
 CHART_BARS = 2000
+CHART_SYMBOLS = 5
 JETSTREAM_READ_S = 2.0
 _run = msgspec.json.Decoder(RunRecord)
 _logs = msgspec.json.Decoder(RunLogs)
@@ -48,6 +51,9 @@ class _StateEntry(msgspec.Struct):
 
 
 _state = msgspec.json.Decoder(_StateEntry)
+
+
+_chunk = msgspec.msgpack.Decoder(BarChunk)
 
 
 async def page(request: Request) -> Response:
@@ -140,12 +146,10 @@ async def read_state(user: User, dep_id: str, symbols: list[str]) -> dict[str, A
 
 async def read_bars(user: User, dep: Any) -> dict[str, Any]:
     """The newest CHART_BARS closes of each symbol (where the user may read BARS), else {}."""
-    from backtest.store import BarStore
-
     out: dict[str, Any] = {}
     try:
         store = BarStore(user.nc.jetstream(), user.nc)
-        for symbol in dep.symbols[:5]:
+        for symbol in dep.symbols[:CHART_SYMBOLS]:
             info = await asyncio.wait_for(store.info(symbol, dep.timeframe), JETSTREAM_READ_S)
             span = (info.last_ns - info.first_ns) * min(1.0, CHART_BARS / max(info.bars, 1))
             arrays = await asyncio.wait_for(store.replay(symbol, dep.timeframe, int(info.last_ns - span)),
@@ -205,6 +209,17 @@ def state_event(key: str, value: bytes | None) -> live.Event | None:
     return live.Event({"symbol": symbol, "state": state}, "state")
 
 
+def bars_event(msg: Any) -> live.Event | None:
+    """A bar chunk of BARS (bars.<timeframe>.<symbol>) as the chart's new closes."""
+    try:
+        chunk = _chunk.decode(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    ts, close = chunk.bars.column("timestamp"), chunk.bars.column("close")
+    return live.Event({"symbol": chunk.symbol, "t": [int(x) // 1_000_000 for x in ts[-CHART_BARS:]],
+                       "close": [float(x) for x in close[-CHART_BARS:]]}, "bars")
+
+
 async def events(request: Request) -> Response:
     user = await require_user(request)
     dep_id = checked_name(request.path_params["id"])
@@ -217,6 +232,10 @@ async def events(request: Request) -> Response:
         live.mapped(await live.subject_events(nc, f"signals.{tenant}.{dep_id}.>"),
                     lambda msg: signal_event(tenant, msg)),
     ]
+    if _reads_jetstream(user):  # new bars extend the chart's price lines (BARS is not a tenant's to read)
+        dep = (await control((await hosting(request)).get_deployment(dep_id))).deployment
+        for symbol in dep.symbols[:CHART_SYMBOLS]:
+            sources.append(live.mapped(await live.subject_events(nc, f"bars.{dep.timeframe}.{symbol}"), bars_event))
     return live.sse(request, live.ready(nc, live.merged(*sources)))
 
 

@@ -141,5 +141,11 @@
     logs: appendLogs,
     signal: (s) => { if (addSignal(s)) drawChart(); },
     state: (s) => { state = Object.assign({}, state || {}, {[s.symbol]: s.state}); drawState(state); },
+    bars: (b) => {  // new closes of a symbol (users who may read BARS)
+      const series = (data.bars = data.bars || {})[b.symbol] || (data.bars[b.symbol] = {t: [], close: []});
+      const last = series.t.length ? series.t[series.t.length - 1] : -Infinity;
+      b.t.forEach((t, i) => { if (t > last) { series.t.push(t); series.close.push(b.close[i]); } });
+      drawChart();
+    },
   });
 })();

@@ -91,6 +91,8 @@ def test_insecure_local_deployment_page_draws_prices_and_reads_state(local_web_e
     assert ["LOC1 close", 8] in traces and ["BUY", 1] in traces
     env.bars("LOC1", "1d", one_bar(full, 8))
     page.wait_for_function("() => document.getElementById('chart').dataset.signals === '2'", timeout=30_000)
+    traces = page.evaluate("() => document.getElementById('chart').data.map(t => [t.name, t.x.length])")
+    assert ["LOC1 close", 9] in traces  # the new bar extended the price line live
     assert page.problems == []
     assert msgspec.json.decode(page.locator("#page-data").text_content())["deployment"]["id"] == "local-dep"
     env.screenshot(page, "local-deployment")
