@@ -37,6 +37,7 @@ import numpy as np
 import nats.aio.client
 import nats.js.errors
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
 from contracts import BarArrays, BarsRef, ErrorCode, ExecutionError, first_out_of_order, ns_to_iso, to_epoch_ns
@@ -307,6 +308,13 @@ class BarStore:
             return self._kv
         try:
             self._kv = await self.js.key_value(INDEX_BUCKET)
+        except nats.js.errors.ServiceUnavailableError:
+            if create:
+                raise
+            # An account without a JetStream API of its own that imports the index's direct gets
+            # (a tenant, deploy/nats/permissions.conf): read entries by direct get only.
+            self._kv = KeyValue(name=INDEX_BUCKET, stream=f"KV_{INDEX_BUCKET}", pre=f"$KV.{INDEX_BUCKET}.",
+                                js=self.js, direct=True)
         except nats.js.errors.BucketNotFoundError:
             if not create:
                 return None
@@ -476,7 +484,10 @@ class BarStore:
         if kv is None:
             return []
         prefix = f"$KV.{INDEX_BUCKET}."
-        info = await self.js.stream_info(f"KV_{INDEX_BUCKET}", subjects_filter=f"{prefix}>")
+        try:
+            info = await self.js.stream_info(f"KV_{INDEX_BUCKET}", subjects_filter=f"{prefix}>")
+        except nats.js.errors.ServiceUnavailableError:  # direct gets only (see _index)
+            return await self._symbols_by_direct_get(prefix)
         keys = sorted(subject[len(prefix):] for subject in (info.state.subjects or {}))
 
         async def one(key: str) -> SeriesIndex | None:
@@ -491,6 +502,38 @@ class BarStore:
             for index in await asyncio.gather(*(one(k) for k in keys[w:w + PUBLISH_WINDOW])):
                 if index is not None and index.chunks:
                     out.append(_series_info(index))
+        out.sort(key=lambda s: (s.symbol, s.timeframe))
+        return out
+
+    async def _symbols_by_direct_get(self, prefix: str) -> list[SeriesInfo]:
+        """`symbols` for an account that may only direct-get the index: one batched request for
+        the last entry of every key (`multi_last`), answered as a stream of messages."""
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future = loop.create_future()
+        out: list[SeriesInfo] = []
+
+        async def on_msg(msg) -> None:
+            headers = msg.headers or {}
+            if headers.get("Status") is not None and not msg.data:
+                if not finished.done():
+                    finished.set_result(None)  # 204 end of batch, or 404 nothing stored
+                return
+            if msg.data and headers.get("KV-Operation") not in ("DEL", "PURGE"):
+                index = _index_decoder.decode(msg.data)
+                if index.chunks:
+                    out.append(_series_info(index))
+
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=on_msg)
+        try:
+            request = {"multi_last": [f"{prefix}>"], "batch": 100_000}
+            await self.nc.publish(f"$JS.API.DIRECT.GET.KV_{INDEX_BUCKET}", json.dumps(request).encode(), reply=inbox)
+            try:
+                await asyncio.wait_for(finished, 10.0)
+            except asyncio.TimeoutError:
+                raise ExecutionError(ErrorCode.INTERNAL, "the bar index did not answer within 10s") from None
+        finally:
+            await sub.unsubscribe()
         out.sort(key=lambda s: (s.symbol, s.timeframe))
         return out
 

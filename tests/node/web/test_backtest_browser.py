@@ -93,7 +93,8 @@ def test_a_single_backtest_shows_progress_then_the_report_with_no_console_errors
     assert events[-1]["summary"]["bars"] == BARS
     figures = plotted(page)
     assert figures and all(figures), "every figure block was drawn by plotly"
-    assert "scatter" in figures[0]  # equity against buy & hold (and drawdown) as report.py draws them
+    assert "candlestick" in figures[0], "the price, read from BARS as the tenant, is drawn with the trades"
+    assert "No price chart" not in page.inner_text("#report")
     report = page.inner_text("#report")
     assert f"{series['strategy']} v1" in report and "Metrics" in report and "Trades" in report
     web_env.screenshot(page, "backtest-report")
@@ -123,6 +124,48 @@ def test_a_sweep_shows_progress_as_its_sub_grids_finish_then_the_heatmap(pages, 
     assert page.locator("#report table.ranked tr").count() == 1 + 40
     web_env.screenshot(page, "backtest-sweep-heatmap")
     assert not page.problems, page.problems
+
+
+def test_a_tenant_sees_the_series_bars_holds_and_picking_one_fills_the_form(pages, series):
+    page = pages("alice")
+    page.goto("/backtest")
+    options = page.eval_on_selector_all("#bt-series option", "els => els.map(e => e.textContent)")
+    mine = [o for o in options if o.startswith(f"{series['symbol']} 1d")]
+    assert mine and f"{BARS} bars" in mine[0], options
+    page.select_option("#bt-series", label=mine[0])
+    assert page.input_value("#bt-symbol") == series["symbol"] and page.input_value("#bt-timeframe") == "1d"
+    assert page.input_value("#bt-start") == "2024-01-01T00:00:00Z"
+
+
+def test_a_tenant_reads_bars_but_cannot_write_purge_or_consume_them(web_env, series):
+    import asyncio
+
+    import nats.errors
+    import nats.js.errors
+
+    from backtest.store import BarStore
+
+    async def attack() -> list[str]:
+        nc = await web_env._nats("alice")
+        js = nc.jetstream(timeout=1.0)
+        refused = []
+        for name, attempt in [
+            ("publish a chunk", js.publish(f"bars.1d.{series['symbol']}", b"poison")),
+            ("purge the series", js.purge_stream("BARS", subject=f"bars.1d.{series['symbol']}")),
+            ("open a consumer", js.pull_subscribe(f"bars.1d.{series['symbol']}", stream="BARS")),
+            ("write the index", nc.request(f"$KV.BARS_INDEX.{series['symbol']}.1d", b"{}", timeout=1.0)),
+        ]:
+            try:
+                await attempt
+            except (asyncio.TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                    nats.js.errors.Error):
+                refused.append(name)
+        stored = await BarStore(nc.jetstream(timeout=2.0), nc).replay(series["symbol"], "1d")
+        assert len(stored.column("timestamp")) == BARS, "the series is untouched"
+        return refused
+
+    refused = web_env.run(attack())
+    assert refused == ["publish a chunk", "purge the series", "open a consumer", "write the index"]
 
 
 def test_a_series_bars_does_not_hold_ends_with_the_nodes_error(pages, series):
