@@ -103,8 +103,9 @@ def _memfd() -> int:
 def seal(arrays: BarArrays, min_bytes: int | None = None) -> BarArrays:
     """`arrays` in a sealed memfd: the returned BarArrays' columns are read-only views of it.
 
-    Bars smaller than `min_bytes` (default `MIN_BYTES`), or a system without memfd sealing, come back unchanged (they
-    then travel through the socket). Already sealed bars come back as they are.
+    Bars smaller than `min_bytes` (default `MIN_BYTES`), a system without memfd sealing, or a
+    node out of descriptors or memory for one: the bars come back unchanged (they then travel
+    through the socket). Already sealed bars come back as they are.
     """
     count = arrays.count
     min_bytes = MIN_BYTES if min_bytes is None else min_bytes
@@ -122,6 +123,9 @@ def seal(arrays: BarArrays, min_bytes: int | None = None) -> BarArrays:
             _pwrite_all(fd, getattr(arrays, name), offset)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
         mapping = _Sealed(fd, shape.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    except OSError:  # ENOMEM, EMFILE: as above
+        os.close(fd)
+        return arrays
     except BaseException:
         os.close(fd)
         raise

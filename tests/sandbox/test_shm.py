@@ -213,3 +213,12 @@ def test_bars_go_through_the_socket_when_no_memfd_can_be_made(monkeypatch):
     monkeypatch.setattr(os, "memfd_create", refuse)
     plain = bars()
     assert shm.seal(plain) is plain
+
+
+def test_bars_go_through_the_socket_when_the_memfd_cannot_be_filled(monkeypatch):
+    def full(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "ftruncate", full)
+    plain = bars()
+    assert shm.seal(plain) is plain
