@@ -514,9 +514,15 @@ class BarStore:
 
         async def on_msg(msg) -> None:
             headers = msg.headers or {}
-            if headers.get("Status") is not None and not msg.data:
-                if not finished.done():
-                    finished.set_result(None)  # 204 end of batch, or 404 nothing stored
+            status = headers.get("Status")
+            if status is not None and not msg.data:
+                if finished.done():
+                    return
+                if status in ("204", "404"):  # end of batch, or nothing stored
+                    finished.set_result(None)
+                else:  # e.g. 413: more keys than one multi_last request may match
+                    finished.set_exception(ExecutionError(
+                        ErrorCode.INTERNAL, f"listing the bar index failed: {status} {headers.get('Description', '')}".strip()))
                 return
             if msg.data and headers.get("KV-Operation") not in ("DEL", "PURGE"):
                 index = _index_decoder.decode(msg.data)
