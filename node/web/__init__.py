@@ -25,8 +25,8 @@ node.web.auth
     ``csrf_token`` and in ``<meta name="csrf-token">``).
     CSRF is checked by middleware on every request that is not GET/HEAD/OPTIONS: header
     ``X-CSRF-Token`` or form field ``csrf_token`` must equal the session's token, else 403.
-    Sessions live in the web process's memory (the NATS connection is there anyway): a restart
-    of the web process only means signing in again.
+    Sessions (node.web.sessions: User, Session, Sessions) live in the web process's memory (the
+    NATS connection is there anyway): a restart of the web process only means signing in again.
 
 node.web.natsconn
     ``async def user_nats(request) -> nats.aio.client.Client``: the signed-in user's own NATS

@@ -2,10 +2,9 @@
 
 * Sign-in takes a NATS user + password (or a token); the web process connects to NATS as that
   person (node/web/natsconn.py). Wrong credentials are refused by NATS, not by us.
-* Sessions live in this process's memory: a random id in a signed cookie (itsdangerous) maps to
-  the person's NATS connection and CSRF token. Nothing durable is in them: losing them (a restart
-  of the web process) only means signing in again. The cookie is HttpOnly, SameSite=Strict and
-  Secure, except with --insecure-local on http loopback, where browsers would drop a Secure cookie.
+* Sessions (node/web/sessions.py) live in this process's memory. The cookie is HttpOnly,
+  SameSite=Strict and Secure, except with --insecure-local on http loopback, where browsers
+  would drop a Secure cookie.
 * The session gate (middleware) lets nothing but /signin and /static through without a session:
   pages answer 303 to /signin, APIs (paths under /api/ and event streams) 401.
   With --insecure-local on a server without auth, a visitor gets a session of the anonymous
@@ -20,18 +19,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
-import time
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-import itsdangerous
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from . import natsconn
+from .sessions import Session, Sessions, User
+
+__all__ = ["NotSignedIn", "Session", "SessionGate", "Sessions", "User", "csrf_token", "require_user", "routes"]
 
 SESSION_COOKIE = "sn_session"
 PRE_COOKIE = "sn_pre"  # the CSRF token of the sign-in form, before there is a session
@@ -45,93 +44,6 @@ MAX_BODY = 1 << 20  # request bodies above 1 MiB are refused before any handler 
 
 class NotSignedIn(Exception):
     """No session: pages redirect to /signin, APIs answer 401."""
-
-
-@dataclass
-class User:
-    name: str
-    tenant: str
-    account: str | None
-    nc: Any
-    anonymous: bool = False
-
-
-@dataclass
-class Session:
-    id: str
-    user: User
-    csrf: str
-    created: float = field(default_factory=time.monotonic)
-    seen: float = field(default_factory=time.monotonic)
-
-
-class Sessions:
-    """In-memory sessions (see the module docstring for why memory is acceptable here)."""
-
-    def __init__(self, idle_s: float, max_sessions: int = 1000) -> None:
-        self.idle_s = idle_s
-        self.max_sessions = max_sessions
-        self._by_id: dict[str, Session] = {}
-        self.shared: list[User] = []  # users whose connection outlives their sessions (anonymous)
-        self.serializer = itsdangerous.URLSafeTimedSerializer(secrets.token_bytes(32), salt="strategy-node-web")
-
-    def cookie_of(self, session: Session) -> str:
-        return self.serializer.dumps(session.id)
-
-    def pre_cookie(self, token: str) -> str:
-        return self.serializer.dumps({"pre": token})
-
-    def pre_token(self, cookie: str | None) -> str | None:
-        if not cookie:
-            return None
-        try:
-            value = self.serializer.loads(cookie, max_age=3600)
-        except itsdangerous.BadData:
-            return None
-        return value.get("pre") if isinstance(value, dict) else None
-
-    def find(self, cookie: str | None) -> Session | None:
-        if not cookie:
-            return None
-        try:
-            sid = self.serializer.loads(cookie, max_age=self.idle_s * 4)
-        except itsdangerous.BadData:
-            return None
-        session = self._by_id.get(sid) if isinstance(sid, str) else None
-        if session is None:
-            return None
-        now = time.monotonic()
-        if now - session.seen > self.idle_s:
-            asyncio.ensure_future(self.end(session))
-            return None
-        session.seen = now
-        return session
-
-    async def start(self, user: User) -> Session:
-        if len(self._by_id) >= self.max_sessions:
-            oldest = min(self._by_id.values(), key=lambda s: s.seen)
-            await self.end(oldest)
-        session = Session(id=secrets.token_urlsafe(32), user=user, csrf=secrets.token_urlsafe(32))
-        self._by_id[session.id] = session
-        return session
-
-    async def end(self, session: Session) -> None:
-        self._by_id.pop(session.id, None)
-        if session.user in self.shared:
-            return
-        try:
-            await session.user.nc.close()
-        except Exception:  # noqa: BLE001 - already closed
-            pass
-
-    async def close_all(self) -> None:
-        for session in list(self._by_id.values()):
-            await self.end(session)
-        for user in self.shared:
-            try:
-                await user.nc.close()
-            except Exception:  # noqa: BLE001 - already closed
-                pass
 
 
 def _cookie_kwargs(settings: Any) -> dict[str, Any]:
