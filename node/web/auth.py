@@ -40,6 +40,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = frozenset({"/signin"})
 MAX_BODY = 1 << 20  # request bodies above 1 MiB are refused before any handler runs
+MAX_FIELD = 1024  # a sign-in field
 
 
 class NotSignedIn(Exception):
@@ -220,6 +221,9 @@ async def signin(request: Request) -> Response:
                                  inbox_prefix=str(form.get("inbox_prefix", "")).strip())
     if not creds.user and not creds.token:
         return await signin_form(request, "give a NATS user and password, or a token", status=400)
+    too_long = [name for name in ("user", "password", "token", "inbox_prefix") if len(getattr(creds, name)) > MAX_FIELD]
+    if too_long:  # NATS reads its CONNECT line up to 4 KiB: a longer one is dropped, not refused
+        return await signin_form(request, f"{', '.join(too_long)}: at most {MAX_FIELD} characters", status=400)
     try:
         nc = await natsconn.connect_as(settings.nats_url, creds)
     except natsconn.SignInRefused as exc:

@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from starlette.routing import Mount, Route
 
 from .conftest import free_port
@@ -67,6 +68,23 @@ def test_wrong_password_is_refused_by_nats_and_starts_no_session(web_env):
     assert "NATS refused these credentials" in reply.text
     assert "sn_session" not in http.cookies
     assert http.get("/api/deployments").status_code == 401
+
+
+@pytest.mark.parametrize("fields, status, says", [
+    ({"user": "\x00", "password": "x"}, 401, "NATS refused these credentials"),
+    ({"user": "a" * 5000, "password": "x"}, 400, "user: at most 1024 characters"),
+    ({"token": "t\r\nPUB strategy.v1.deployments.delete 2\r\n{}\r\n"}, 401, "NATS refused these credentials"),
+    ({"user": "client", "password": "p\r\nPING"}, 401, "NATS refused these credentials"),
+    ({"user": "\u00fc", "password": "\u00e9"}, 401, "NATS refused these credentials"),
+    ({"user": "", "token": ""}, 400, "give a NATS user and password, or a token"),
+    ({"user": "client"}, 401, "NATS refused these credentials"),
+])
+def test_odd_sign_in_input_gets_a_clear_refusal_and_no_session(web_env, fields, status, says):
+    http = Http(web_env.url)
+    token = CSRF_META.search(http.get("/signin").text).group(1)
+    reply = http.post("/signin", data={"csrf_token": token, **fields})
+    assert reply.status_code == status and says in reply.text
+    assert "sn_session" not in http.cookies
 
 
 def test_session_cookie_is_httponly_samesite_strict_and_secure(web_env):
