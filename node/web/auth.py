@@ -195,7 +195,7 @@ def current_session(request: Request) -> Session | None:
 
 
 # -- routes -----------------------------------------------------------------------------------
-async def signin_form(request: Request, error: str | None = None, status: int = 200) -> Response:
+async def signin_form(request: Request, error: str | None = None, status: int = 200, next_: Any = None) -> Response:
     from .templates import render
 
     settings = request.app.state.settings
@@ -205,7 +205,7 @@ async def signin_form(request: Request, error: str | None = None, status: int = 
     # the same visitor keeps one token (a second form load, e.g. another tab, must not void the first)
     token = sessions.pre_token(request.cookies.get(PRE_COOKIE)) or secrets.token_urlsafe(32)
     request.scope["pre_csrf"] = token
-    response = render(request, "signin.html", error=error, next=_next_of(request),
+    response = render(request, "signin.html", error=error, next=_next_of(request, next_),
                       nats_url=natsconn.safe_url(settings.nats_url), status_code=status)
     response.set_cookie(PRE_COOKIE, sessions.pre_cookie(token), max_age=3600,
                         **_cookie_kwargs(settings))
@@ -220,14 +220,16 @@ async def signin(request: Request) -> Response:
                                  token=str(form.get("token", "")).strip(),
                                  inbox_prefix=str(form.get("inbox_prefix", "")).strip())
     if not creds.user and not creds.token:
-        return await signin_form(request, "give a NATS user and password, or a token", status=400)
+        return await signin_form(request, "give a NATS user and password, or a token", status=400,
+                                 next_=form.get("next"))
     too_long = [name for name in ("user", "password", "token", "inbox_prefix") if len(getattr(creds, name)) > MAX_FIELD]
     if too_long:  # NATS reads its CONNECT line up to 4 KiB: a longer one is dropped, not refused
-        return await signin_form(request, f"{', '.join(too_long)}: at most {MAX_FIELD} characters", status=400)
+        return await signin_form(request, f"{', '.join(too_long)}: at most {MAX_FIELD} characters", status=400,
+                                 next_=form.get("next"))
     try:
         nc = await natsconn.connect_as(settings.nats_url, creds)
     except natsconn.SignInRefused as exc:
-        return await signin_form(request, str(exc), status=401)
+        return await signin_form(request, str(exc), status=401, next_=form.get("next"))
     tenant, account = await natsconn.tenant_of(nc)
     old = current_session(request)
     if old is not None:

@@ -201,3 +201,20 @@ def test_run_now_and_stop_from_the_page(web_env, signed_in_page, live_dep):
     assert "error" in page.locator("#flash").get_attribute("class")
     assert runs_of(web_env, "live-dep") == runs + 1
     web_env.screenshot(page, "deployments-stopped")
+
+
+def test_signing_in_in_the_browser_lands_on_the_page_asked_for(web_env, new_page):
+    page = new_page(web_env)
+    page.goto("/fleet")
+    assert "/signin?next=%2Ffleet" in page.url
+    page.fill("#user", web_env.users["bob"]["user"])
+    page.fill("#password", "wrong")
+    page.click("#signin")
+    assert "NATS refused these credentials" in page.locator(".error").inner_text()
+    web_env.screenshot(page, "signin")
+    page.fill("#user", web_env.users["bob"]["user"])
+    page.fill("#password", web_env.users["bob"]["password"])
+    page.click("#signin")
+    page.wait_for_url("**/fleet")
+    assert "TENANT_B" in page.locator("#tenant").inner_text()
+    assert [p for p in page.problems if "status of 401" not in p] == []  # the wrong password's answer
