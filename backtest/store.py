@@ -569,9 +569,14 @@ class BarStore:
         )
 
     async def replay(
-        self, symbol: str, timeframe: str, start_ns: int | None = None, end_ns: int | None = None
+        self, symbol: str, timeframe: str, start_ns: int | None = None, end_ns: int | None = None,
+        build: Callable[[int, Callable[[dict[str, np.ndarray]], None]], BarArrays | None] | None = None,
     ) -> BarArrays:
         """Bars of one series with start_ns <= bar time <= end_ns (None = unbounded).
+
+        ``build(count, fill)``, when given, makes the result's storage itself (the node's sealed
+        memfd, sandbox.shm.build): the chunks are copied straight into the column arrays it hands
+        to ``fill`` instead of being joined into bytes; when it returns None, bytes it is.
 
         Raises ExecutionError(INVALID_REQUEST) for an unknown series, start > end, or a range
         holding no bars.
@@ -603,12 +608,28 @@ class BarStore:
         if end_ns is not None:
             t1 = np.frombuffer(views[-1][0], dtype=np.int64)
             trims[-1] = (trims[-1][0], int(np.searchsorted(t1, end_ns, side="right")))
+        total = sum(b - a for a, b in trims)
+        if total <= 0:
+            raise self._no_bars(symbol, timeframe, start_ns, end_ns, first, last)
+        names = ("timestamp", *COLUMNS)
+        if build is not None:
+
+            def fill(out: dict[str, np.ndarray]) -> None:
+                for c, name in enumerate(names):
+                    target = out[name].view(np.uint8)
+                    at = 0
+                    for v, (a, b) in zip(views, trims):
+                        part = v[c][a * 8:b * 8]
+                        target[at:at + len(part)] = np.frombuffer(part, dtype=np.uint8)
+                        at += len(part)
+
+            built = build(total, fill)
+            if built is not None:
+                return built
         columns = []
         for c in range(6):
             columns.append(b"".join(v[c][a * 8:b * 8] for v, (a, b) in zip(views, trims)))
-        if not columns[0]:
-            raise self._no_bars(symbol, timeframe, start_ns, end_ns, first, last)
-        return BarArrays(**dict(zip(("timestamp", *COLUMNS), columns)))
+        return BarArrays(**dict(zip(names, columns)))
 
     @staticmethod
     def _decode_chunk(payload: bytes, seq: int) -> tuple[memoryview, ...]:

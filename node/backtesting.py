@@ -293,7 +293,7 @@ class Backtesting:
         start = parse_time(ref.start, "source.start")
         end = parse_time(ref.end, "source.end", end=True)
         if self.replays.max_bytes <= 0:
-            return shm.seal(await self.store.replay(ref.symbol, ref.timeframe, start, end))
+            return shm.seal(await self.store.replay(ref.symbol, ref.timeframe, start, end, build=_sealed))
         _, revision = await self.store._read_index(ref.symbol, ref.timeframe)
         key = (ref.symbol, ref.timeframe, start, end)
         if revision is not None:
@@ -301,7 +301,7 @@ class Backtesting:
             if hit is not None:
                 return hit
         # sealed once here, then handed to every child that runs on these bars (sandbox/shm.py)
-        arrays = shm.seal(await self.store.replay(ref.symbol, ref.timeframe, start, end))
+        arrays = shm.seal(await self.store.replay(ref.symbol, ref.timeframe, start, end, build=_sealed))
         if revision is not None:
             self.replays.put(key, revision, arrays)
         return arrays
@@ -566,6 +566,12 @@ class Backtesting:
                 return _failed_rows(points, exc.info())
 
         return remote
+
+
+def _sealed(count: int, fill) -> BarArrays | None:
+    """A replay of `count` bars assembled straight into a sealed memfd (sandbox/shm.py) when it is
+    large enough to be handed over that way; None (bytes) otherwise."""
+    return shm.build(count, fill) if 48 * count >= shm.MIN_BYTES else None
 
 
 def walk_timeout_hint(outcome: Outcome, n_bars: int) -> Outcome:

@@ -95,6 +95,36 @@ async def test_replay_with_open_ended_bounds(store):
     assert (await store.replay(sym, "1m", at(22), None)).column("close").tolist() == [22, 23, 24]
 
 
+def numpy_builder(calls: list):
+    """A `build` for replay that makes its own arrays (as sandbox.shm.build does in a memfd)."""
+
+    def build(count, fill):
+        calls.append(count)
+        cols = {"timestamp": np.empty(count, dtype=np.int64),
+                **{k: np.empty(count) for k in ("open", "high", "low", "close", "volume")}}
+        fill(cols)
+        return BarArrays.from_numpy(cols.pop("timestamp"), **cols)
+
+    return build
+
+
+async def test_replay_into_the_callers_storage_gives_the_same_bars_across_chunks_and_trims(store):
+    sym = fresh_symbol()
+    await store.load(sym, "1m", bars(45))
+    calls: list[int] = []
+    for lo, hi in ((None, None), (at(8), at(31)), (at(3) + 1, at(6) - 1), (at(10), at(19))):
+        built = await store.replay(sym, "1m", lo, hi, build=numpy_builder(calls))
+        assert built == await store.replay(sym, "1m", lo, hi)
+    assert calls == [45, 24, 2, 10]
+
+
+async def test_replay_falls_back_to_bytes_when_the_callers_storage_declines(store):
+    sym = fresh_symbol()
+    data = bars(25)
+    await store.load(sym, "1m", data)
+    assert await store.replay(sym, "1m", build=lambda count, fill: None) == data
+
+
 async def test_loading_the_same_bars_twice_stores_nothing_new(store):
     sym = fresh_symbol()
     await store.load(sym, "1m", bars(25))

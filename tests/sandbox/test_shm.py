@@ -222,3 +222,19 @@ def test_bars_go_through_the_socket_when_the_memfd_cannot_be_filled(monkeypatch)
     monkeypatch.setattr(os, "ftruncate", full)
     plain = bars()
     assert shm.seal(plain) is plain
+
+
+def test_bars_built_straight_into_a_memfd_are_sealed_views_of_what_was_filled_in():
+    plain = bars()
+
+    def fill(columns):
+        for name, column in columns.items():
+            column[:] = plain.column(name)
+
+    built = shm.build(N, fill)
+    fd, shape = shm.fd_of(built)
+    assert shape == shm.layout(N)
+    assert fcntl.fcntl(fd, fcntl.F_GET_SEALS) & shm.SEALS == shm.SEALS
+    for name, values in columns(plain).items():
+        assert np.array_equal(built.column(name), values)
+        assert not built.column(name).flags.writeable
