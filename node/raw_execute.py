@@ -32,17 +32,16 @@ decoding way.
 from __future__ import annotations
 
 import types
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import msgspec
 from opentelemetry import trace
 
 from backtest.refdata_preload import code_names, wants_refdata
 from contracts import ErrorCode, ExecuteRequest, ExecuteResult, ExecutionError, decode
-from contracts.execute import Code, Id, MemoryMb, Parameters, TimeoutMs
 from contracts.subjects import MSGPACK
-from contracts.values import check_parameters
 from sandbox.protocol import Job, OutputLimits
+from sandbox.request_bars import ExecuteHead, present
 
 from . import identity
 from .failures import error_of
@@ -52,35 +51,8 @@ from .telemetry import annotate_request
 if TYPE_CHECKING:
     from .endpoints import Endpoints
 
-_ABSENT = (b"", b"null", b"\xc0")  # no value, JSON null, msgpack nil
-
-
-class ExecuteHead(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """`ExecuteRequest` with its bars left undecoded (same fields, types and limits)."""
-
-    code: Code
-    language: Annotated[str, msgspec.Meta(max_length=32)] = "python"
-    bars: msgspec.Raw = msgspec.Raw()
-    market_data: msgspec.Raw = msgspec.Raw()
-    symbol: Id = ""
-    timeframe: Annotated[str, msgspec.Meta(max_length=16)] = ""
-    parameters: Parameters = {}
-    timeout_ms: TimeoutMs | None = None
-    memory_mb: MemoryMb | None = None
-    user_id: Id | None = None
-    strategy_id: Id | None = None
-    request_id: Id | None = None
-
-    def __post_init__(self) -> None:
-        check_parameters(self.parameters)
-
-
 _DECODERS = {MSGPACK: msgspec.msgpack.Decoder(ExecuteHead)}
 _JSON = msgspec.json.Decoder(ExecuteHead)
-
-
-def _present(raw: msgspec.Raw) -> bool:
-    return len(raw) > 4 or bytes(raw) not in _ABSENT
 
 
 def head_of(data: bytes, kind: str) -> ExecuteHead | None:
@@ -90,7 +62,7 @@ def head_of(data: bytes, kind: str) -> ExecuteHead | None:
         head = _DECODERS.get(kind, _JSON).decode(data)
     except Exception:  # noqa: BLE001 - any failure: the decoding path gives the canonical error
         return None
-    if _present(head.bars) == _present(head.market_data):
+    if present(head.bars) == present(head.market_data):
         return None
     return head
 

@@ -236,3 +236,16 @@ async def test_a_runs_writes_to_its_frame_never_reach_the_next_runs_bars(warm_no
             assert reply["success"] and reply["result"]["n"] == 50
             assert reply["result"]["close"] == pytest.approx(expected["close"], rel=1e-12)
             assert reply["result"]["open0"] == expected["open0"]
+
+
+@pytest.mark.parametrize("bomb", [b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000],
+                         ids=["arrays", "objects"])
+async def test_a_nesting_bomb_in_the_bars_gets_the_same_refusal(warm_node, bomb):
+    _, nc = warm_node
+    replies = []
+    for user in (b'"user_id": "tenant-bomb", ', b""):
+        data = b'{' + user + b'"code": "def strategy(data):\\n    return 1\\n", "bars": ' + bomb + b"}"
+        msg = await nc.request(subjects.EXECUTE, data, timeout=20)
+        replies.append(_comparable(json.loads(msg.data)))
+    assert replies[0]["error"]["code"] == "INVALID_REQUEST"
+    assert replies[0] == replies[1]

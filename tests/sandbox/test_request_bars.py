@@ -4,6 +4,7 @@ exactly the arrays the node's own decode gives, and refuses exactly what the nod
 from __future__ import annotations
 
 import json
+import math
 
 import msgspec
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from contracts import ExecuteRequest, ExecutionError, decode
 from contracts.subjects import JSON, MSGPACK
 from node.jobs import bars_of
+import sandbox.request_bars as request_bars
 from sandbox.request_bars import RefusedRequest, bars_of_request
 from tests.support import columnar_bars
 
@@ -85,3 +87,59 @@ def test_a_nesting_bomb_is_refused_not_raised():
     data = b'{"code": "x", "bars": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(RefusedRequest):
         bars_of_request(data, JSON)
+
+
+def _cols(n: int = 30, **changes) -> dict:
+    cols = {k: [float(x) for x in v] if k != "timestamp" else v for k, v in columnar_bars(n).items()}
+    cols.update(changes)
+    return cols
+
+
+# msgpack requests whose columns are all float64 (timestamps all 64-bit integers or float64)
+COLUMNAR = {
+    "float64 columns, uint64 times": _cols(),
+    "negative (pre-1970) int64 times": _cols(3, timestamp=[-2_000_000_000_000, -1_999_000_000_000, -1_998_000_000_000]),
+    "fractional float64 times": _cols(2, timestamp=[1_700_000_000_000.25, 1_700_000_000_001.5]),
+    "no volume": {k: v for k, v in _cols(10).items() if k != "volume"},
+    "volume null": _cols(10, volume=None),
+    "NaN and infinity among prices": _cols(3, close=[math.nan, math.inf, -math.inf]),
+}
+
+
+@pytest.mark.parametrize("case", list(COLUMNAR))
+def test_msgpack_float64_columns_are_read_without_the_full_decode(case, monkeypatch):
+    data = msgspec.msgpack.encode({"code": BUY, "bars": COLUMNAR[case], "symbol": "S"})
+    node = _node_bars(data, MSGPACK)
+
+    def no_full_decode(*_a, **_k):
+        raise AssertionError("the full decode was used")
+
+    monkeypatch.setattr(request_bars, "decode", no_full_decode)
+    mine = bars_of_request(data, MSGPACK)
+    for name in ("timestamp", "open", "high", "low", "close", "volume"):
+        assert np.array_equal(mine.column(name), node.column(name), equal_nan=True), name
+
+
+MIXED = {
+    "small integers among prices": _cols(3, close=[1, 2.5, 3]),
+    "uint32 times": _cols(3, timestamp=[1, 2, 3]),
+    "ISO times": _cols(2, timestamp=["2024-01-01", "2024-01-02"]),
+    "times of mixed widths": _cols(2, timestamp=[5, 1_700_000_000_000]),
+}
+
+
+@pytest.mark.parametrize("case", list(MIXED))
+def test_other_msgpack_columns_take_the_full_decode_with_the_same_result(case):
+    data = msgspec.msgpack.encode({"code": BUY, "bars": MIXED[case]})
+    mine, node = bars_of_request(data, MSGPACK), _node_bars(data, MSGPACK)
+    for name in ("timestamp", "open", "high", "low", "close", "volume"):
+        assert np.array_equal(mine.column(name), node.column(name)), name
+
+
+def test_a_time_the_node_refuses_is_refused_on_the_column_path_too():
+    for stamps in ([1e17, 2e17], [math.nan, 1.0], [2.0, 1.0], [1.0, 1.0]):
+        data = msgspec.msgpack.encode({"code": BUY, "bars": _cols(2, timestamp=stamps)})
+        with pytest.raises(ExecutionError):
+            _node_bars(data, MSGPACK)
+        with pytest.raises(RefusedRequest):
+            bars_of_request(data, MSGPACK)
