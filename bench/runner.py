@@ -243,6 +243,18 @@ async def load_bars(nc, n: int) -> dict:
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
+async def children_started(nc, node_id: str | None) -> int | None:
+    """The node's count of sandbox children started so far (Health.pool.started), from its own
+    health subject; None when it cannot be read."""
+    if not node_id:
+        return None
+    try:
+        msg = await nc.request(subjects.node_health(node_id), b"{}", timeout=2.0)
+        return int(json.loads(msg.data)["pool"]["started"])
+    except Exception:  # noqa: BLE001 - a figure missing from the JSON, not a failed run
+        return None
+
+
 async def wait_healthy(nc, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     last = "no reply"
@@ -399,10 +411,19 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
                                    "p50_ms": stats["p50_ms"]}
                 for c in levels:
                     await asyncio.sleep(profile.settle_s)
+                    started_before = await children_started(nc, setup.get("node_id"))
                     before = meter.snapshot()
                     stats, index = await run_phase(nc, case.subject, case.make_payload, case.check, headers,
                                                    c, count, seconds, timeout, index, case.node_time)
                     after = meter.snapshot()
+                    started_after = await children_started(nc, setup.get("node_id"))
+                    if started_before is not None and started_after is not None and stats["requests"]:
+                        # sandbox children the node's pool took from the zygote during the phase: a
+                        # fresh run's replacement, a new warm worker, or a warm run that fell back
+                        # to a fresh child (its tenant's workers busy past the wait)
+                        stats["children_started"] = started_after - started_before
+                        stats["children_started_per_request"] = round(
+                            (started_after - started_before) / stats["requests"], 4)
                     stats["cpu_ms_per_request"] = meter.per_request_ms(before, after, stats["requests"])
                     stats["machine_cpu_share"] = meter.machine_share(before, after)
                     entry["levels"][str(c)] = stats

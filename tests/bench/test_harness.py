@@ -73,6 +73,8 @@ def test_every_statistic_is_a_finite_number(tiny_run):
             assert _finite(cpu["total"]) and cpu["total"] >= 0
             if name != "echo":  # the node's own time, from the replies
                 assert _finite(stats["node_p50_ms"]) and stats["node_p50_ms"] >= 0, (name, level)
+            # sandbox children the node started during the phase (a warm case's fresh fallbacks)
+            assert isinstance(stats["children_started"], int) and stats["children_started"] >= 0, (name, level)
         assert _finite(entry["p50_ratio_vs_echo"]) and entry["p50_ratio_vs_echo"] > 0, name
         assert _finite(entry["peak_throughput_rps"]), name
 

@@ -14,10 +14,13 @@ from bench.ratios import RATIO_TARGETS, comparison, evaluate_ratios, system_cpu_
 from bench.report import render
 
 
-def _case(p50: float, peak: float, cpu: dict) -> dict:
+def _case(p50: float, peak: float, cpu: dict, fresh_share: float | None = None) -> dict:
+    """c=1 and c=64 levels; `fresh_share`: children started per request (a warm case's fallbacks)."""
     return {"status": "ok", "peak_throughput_rps": peak,
-            "levels": {"1": {"p50_ms": p50, "cpu_ms_per_request": {}},
-                       "64": {"p50_ms": p50 * 40, "cpu_ms_per_request": cpu}}}
+            "levels": {"1": {"p50_ms": p50, "throughput_rps": round(1000 / p50, 1), "cpu_ms_per_request": {},
+                             "children_started_per_request": fresh_share},
+                       "64": {"p50_ms": p50 * 40, "throughput_rps": peak, "cpu_ms_per_request": cpu,
+                              "children_started_per_request": fresh_share}}}
 
 
 def _openloop(**p50_at_20: float) -> dict:
@@ -35,8 +38,8 @@ def run() -> dict:
         "cases": {
             "trivial": _case(4.0, 180.0, node),
             "sma": _case(6.0, 150.0, dict(node, sandbox_children=11.0)),  # 12 ms: 3x the floor
-            "warm_trivial": _case(1.0, 1400.0, warm),
-            "warm_sma": _case(1.5, 700.0, dict(warm, node=0.5)),
+            "warm_trivial": _case(1.0, 1400.0, warm, fresh_share=0.0),
+            "warm_sma": _case(1.5, 700.0, dict(warm, node=0.5), fresh_share=0.0),
             "inprocess_trivial": _case(1.0, 700.0, {"inprocess": 1.0}),
             "inprocess_sma": _case(1.25, 450.0, {"inprocess": 1.6}),
             "inprocess2_trivial": _case(1.0, 1300.0, {"inprocess": 1.1}),
@@ -125,3 +128,22 @@ def test_the_printed_report_shows_met_and_not_met(run):
     text = render(result)
     assert "| target (issue 18) |" in text and "| yes |" in text and "| **no** |" in text
     assert "| vs the in-process baseline (INSECURE) |" in text
+
+
+def test_warm_targets_are_read_where_the_runs_stayed_warm(run):
+    # at 64 in flight 40 % of the runs fell back to fresh children: c=16 is the warm figure
+    warm = run["cases"]["warm_trivial"]
+    warm["levels"]["64"]["children_started_per_request"] = 0.4
+    warm["levels"]["16"] = {"p50_ms": 12.0, "throughput_rps": 1350.0, "children_started_per_request": 0.01,
+                            "cpu_ms_per_request": {"node": 0.2, "zygote": 0.0, "sandbox_children": 0.7}}
+    rows = _rows(run)
+    assert rows["warm_rps_vs_inprocess2_trivial"]["measured"] == 1350.0
+    assert rows["warm_node_cpu_trivial"]["measured"] == 0.2 and "c=16" in rows["warm_node_cpu_trivial"]["how"]
+
+
+def test_warm_targets_say_when_every_level_fell_back_to_fresh_children(run):
+    for level in run["cases"]["warm_sma"]["levels"].values():
+        level["children_started_per_request"] = 0.5
+    rows = _rows(run)
+    assert "50% of its requests took a fresh child" in rows["warm_node_cpu_sma"]["how"]
+    assert rows["warm_rps_vs_inprocess2_sma"]["measured"] == 700.0  # the busiest level, said so
