@@ -132,7 +132,12 @@
   names("env-names", dep.env, "none");
   names("secret-names", dep.secrets, "none");
   versions();
-  window.addEventListener("load", drawChart);
+  // plotly.js (4.8 MB) is fetched after the page has loaded: runs, logs and state show first
+  window.addEventListener("load", () => {
+    const script = el("script", {src: "/static/vendor/plotly.min.js"});
+    script.addEventListener("load", drawChart);
+    document.head.append(script);
+  });
 
   events(`/deployments/${encodeURIComponent(id)}/events`, {
     ready: () => document.body.dataset.live = "ready",
