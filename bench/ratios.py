@@ -140,9 +140,20 @@ def paired(result: dict, case: str, reference: str) -> dict | None:
     return comp if comp and comp.get("p50_ratio") is not None else None
 
 
-def openloop_p50(result: dict, system: str, row: str) -> float | None:
+def openloop_row(result: dict, system: str, row: str) -> dict:
     rows = (((result.get("openloop") or {}).get("systems") or {}).get(system) or {}).get("rows") or {}
-    return (rows.get(row) or {}).get("p50_ms")
+    return rows.get(row) or {}
+
+
+def openloop_p50(result: dict, system: str, row: str) -> float | None:
+    return openloop_row(result, system, row).get("p50_ms")
+
+
+def kept_up(row: dict) -> bool:
+    """Did the replies come back at (nearly) the offered rate? A system that cannot keep up
+    queues, and its latency at that rate grows with the phase's length."""
+    achieved, offered = row.get("achieved_rps"), row.get("offered_rps")
+    return achieved is None or offered is None or achieved >= 0.85 * offered
 
 
 def _evaluate(result: dict, kind: str, args: tuple) -> dict[str, Any]:
@@ -153,9 +164,13 @@ def _evaluate(result: dict, kind: str, args: tuple) -> dict[str, Any]:
         return {"measured": value, "reference": floor, "ratio": ratio(value, floor),
                 "how": f"{args[0]}: zygote + sandbox children CPU ms per request (busiest level) / fork floor"}
     if kind == "openloop_p50":
-        value, ref = openloop_p50(result, args[0], args[2]), openloop_p50(result, args[1], args[2])
-        return {"measured": value, "reference": ref, "ratio": ratio(value, ref),
-                "how": f"open loop {args[2]} req/s p50: {args[0]} / {args[1]}"}
+        rows = [openloop_row(result, name, args[2]) for name in args[:2]]
+        value, ref = (r.get("p50_ms") for r in rows)
+        how = f"open loop {args[2]} req/s p50: {args[0]} / {args[1]}"
+        for name, r in zip(args[:2], rows):
+            if r and not kept_up(r):
+                how += f"; {name} did not keep up (replies at {r['achieved_rps']}/s)"
+        return {"measured": value, "reference": ref, "ratio": ratio(value, ref), "how": how}
     if kind == "node_cpu":
         entry = _ok(result, args[0])
         if entry is None:

@@ -247,13 +247,14 @@ def ratios_table(result: dict) -> str:
         return ""
     baseline = (result.get("setup") or {}).get("inprocess") or {}
     lines = [f"in-process baseline: {baseline['status']}", ""] if baseline.get("status", "ok") != "ok" else []
-    lines += ["| target (issue 18) | measured | reference | ratio | target | met |", "|---|---:|---:|---:|---:|---|"]
+    lines += ["| target (issue 18) | measured | reference | ratio | target | met | read as |",
+              "|---|---:|---:|---:|---:|---|---|"]
     for r in rows:
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
         if r.get("note"):
             met += f" ({r['note']})"
         lines.append(f"| {r['what']} | {_fmt(r['measured'], 0)} | {_fmt(r['reference'], 0)} | "
-                     f"{_fmt(r['ratio'], 0, 2)} | {r['op']} {r['target']:g} | {met} |")
+                     f"{_fmt(r['ratio'], 0, 2)} | {r['op']} {r['target']:g} | {met} | {r.get('how', '')} |")
     return "\n".join(lines)
 
 

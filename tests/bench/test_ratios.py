@@ -147,3 +147,10 @@ def test_warm_targets_say_when_every_level_fell_back_to_fresh_children(run):
     rows = _rows(run)
     assert "50% of its requests took a fresh child" in rows["warm_node_cpu_sma"]["how"]
     assert rows["warm_rps_vs_inprocess2_sma"]["measured"] == 700.0  # the busiest level, said so
+
+
+def test_an_open_loop_rate_a_system_could_not_keep_up_with_is_flagged(run):
+    run["openloop"]["systems"]["trivial"]["rows"]["20"].update(offered_rps=20.0, achieved_rps=13.5)
+    row = _rows(run)["fresh_p50_20rps_trivial"]
+    assert "trivial did not keep up (replies at 13.5/s)" in row["how"]
+    assert row["met"] is True  # still judged: the ratio is what it is
