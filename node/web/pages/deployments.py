@@ -1,7 +1,7 @@
 """The Deployments page: one row per deployment with its live status, next fire, last run, last
 signal and error count; Pause, Resume, Stop and Run now (the same control subjects as the CLI).
 
-Live: `/deployments/events` streams the tenant's status changes (a watch of its keys in KV
+Live: `/events/deployments` streams the tenant's status changes (a watch of its keys in KV
 DEPLOYMENT_STATUS, `$KV.DEPLOYMENT_STATUS.<tenant>.*`) and its signals
 (`signals.<tenant>.>`) as they are published.
 """
@@ -137,7 +137,7 @@ async def events(request: Request) -> Response:
 routes = [
     Route("/", page, methods=["GET"]),
     Route("/deployments", page, methods=["GET"]),
-    Route("/deployments/events", events, methods=["GET"]),
+    Route("/events/deployments", events, methods=["GET"]),  # not under /deployments/: any id is a page
     Route("/api/deployments", api_list, methods=["GET"]),
     Route("/api/deployments/{id}", api_one, methods=["GET"]),
     Route("/api/deployments/{id}/{action}", api_action, methods=["POST"]),

@@ -1,4 +1,4 @@
-// Deployments page: rows kept live from /deployments/events (KV status watch + signals).
+// Deployments page: rows kept live from /events/deployments (KV status watch + signals).
 "use strict";
 (function () {
   const {el, post, events, pageData, flash} = window.sn;
@@ -66,7 +66,7 @@
   }
   for (const row of pageData().rows) upsert(row);
 
-  events("/deployments/events", {
+  events("/events/deployments", {
     ready: () => document.body.dataset.live = "ready",
     status: (st) => {
       if (st.deleted) {
