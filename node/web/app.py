@@ -109,7 +109,7 @@ class SecurityHeaders:
 
 
 async def _not_signed_in(request: Request, exc: Exception) -> Response:
-    if request.url.path.startswith("/api/") or request.method != "GET":
+    if request.url.path.startswith(("/api/", "/events/")) or request.method != "GET":
         return JSONResponse({"error": "not signed in"}, status_code=401)
     return RedirectResponse("/signin", status_code=303)
 

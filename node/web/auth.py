@@ -52,7 +52,7 @@ def _cookie_kwargs(settings: Any) -> dict[str, Any]:
 
 
 def _is_api(path: str) -> bool:
-    return path.startswith("/api/") or path.endswith("/events")
+    return path.startswith(("/api/", "/events/")) or path.endswith("/events")
 
 
 class SessionGate:

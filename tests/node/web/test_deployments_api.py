@@ -98,3 +98,11 @@ def test_the_last_signal_outlives_a_hold_in_the_list(web_env, alice_http):
     row = next(r for r in alice_http.get("/api/deployments").json()["deployments"] if r["id"] == "api-hold")
     assert row["last_run"]["signal"] is None  # the newest run held
     assert row["last_signal"]["type"] == "BUY" and row["last_signal"]["symbol"] == "APIH"
+
+
+def test_a_deployment_may_be_called_events(web_env, alice_http):
+    alice = web_env.hosting("alice")
+    web_env.run(alice.create_deployment("events", strategy="api-s", symbols=["API2"], timeframe="1d"))
+    page = alice_http.get("/deployments/events")
+    assert page.status_code == 200 and 'id="dep-id">events<' in page.text
+    assert alice_http.get("/api/deployments/events").json()["deployment"]["id"] == "events"
