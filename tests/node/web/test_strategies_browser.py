@@ -102,6 +102,20 @@ def test_a_policy_violation_is_marked_on_its_line_as_you_type(pages, web_env):
     assert not page.problems
 
 
+def test_typing_is_validated_once_it_pauses_not_on_every_key(pages, web_env):
+    page = pages("alice")
+    open_editor(page)
+    type_code(page, "")
+    page.wait_for_selector("#validation-status[data-state='empty']")
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/strategies/validate") else None)
+    page.click(".CodeMirror")
+    page.keyboard.type("import os\n", delay=20)  # 10 keys, 20 ms apart: inside one debounce window
+    message = wait_state(page, "#validation-status", "invalid")
+    assert "SECURITY_VIOLATION" in message and marked_lines(page) == [1]
+    assert len(sent) == 1, sent
+
+
 def test_fixing_the_violation_clears_the_mark(pages, web_env):
     page = pages("alice")
     open_editor(page)
