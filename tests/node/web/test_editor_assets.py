@@ -88,20 +88,22 @@ def _js_urls(source: str) -> list[str]:
 def _css_urls(source: str) -> list[str]:
     out = []
 
-    def walk(nodes) -> None:
-        for node in nodes or ():
-            if node.type == "comment":
+    def walk(tokens) -> None:
+        for token in tokens or ():
+            if token.type == "comment":
                 continue
-            text = node.serialize() if not hasattr(node, "content") or node.content is None else ""
-            if node.type in ("url", "string") and URL.search(node.value):
-                out.append(node.value[:120])
-            elif node.type in ("qualified-rule", "at-rule"):
-                walk(node.prelude)
-                walk(node.content)
-            elif hasattr(node, "arguments"):
-                walk(node.arguments)
-            elif URL.search(text):
-                out.append(text[:120])
+            if token.type in ("url", "string"):
+                if URL.search(token.value):
+                    out.append(token.value[:120])
+            elif token.type in ("qualified-rule", "at-rule"):
+                walk(token.prelude)
+                walk(token.content)
+            elif token.type == "function":
+                walk(token.arguments)
+            elif token.type in ("() block", "[] block", "{} block"):
+                walk(token.content)
+            elif token.type == "ident" and URL.search(token.value):
+                out.append(token.value[:120])
 
     walk(tinycss2.parse_stylesheet(source, skip_comments=True, skip_whitespace=True))
     return out
