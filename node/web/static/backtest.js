@@ -114,6 +114,10 @@
         return;
       }
       show("running", reply.points > 1 ? "sweep of " + reply.points + " points queued" : "backtest queued");
+      // the run in the address: a reload (or the back button) follows it again and shows its report
+      if (window.history && window.history.replaceState) {
+        window.history.replaceState(null, "", "/backtest?run=" + encodeURIComponent(reply.run));
+      }
       follow(reply);
     }, function (err) {
       runButton.disabled = false;
@@ -183,5 +187,13 @@
         show("failed", "the progress stream closed");
       }
     };
+  }
+  // A run named in the address (see above): follow it; its stored results answer at once.
+  var named = new URLSearchParams(window.location.search).get("run");
+  if (named) {
+    bar.hidden = false;
+    runButton.disabled = true;
+    show("running", "following the run\u2026");
+    follow({ events: "/backtest/runs/" + named + "/events", report: "/backtest/runs/" + named + "/report" });
   }
 })();

@@ -126,6 +126,20 @@ def test_a_sweep_shows_progress_as_its_sub_grids_finish_then_the_heatmap(pages, 
     assert not page.problems, page.problems
 
 
+def test_reloading_the_page_follows_the_run_again_and_shows_its_report(pages, series):
+    page = pages("alice")
+    open_backtest(page, series)
+    page.fill("#bt-grid", "fast=3,5 slow=20,30")
+    page.click("#bt-run")
+    page.wait_for_url(lambda url: "run=" in url)
+    page.reload()
+    wait_report(page)
+    assert page.get_attribute("#run-status", "data-state") == "done"
+    assert plotted(page)[0] == ["heatmap"]
+    assert page.locator("#report table.ranked tr").count() == 1 + 4
+    assert not page.problems, page.problems
+
+
 def test_a_tenant_sees_the_series_bars_holds_and_picking_one_fills_the_form(pages, series):
     page = pages("alice")
     page.goto("/backtest")
