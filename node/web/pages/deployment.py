@@ -8,10 +8,11 @@ who may read BARS, its symbols' new bar chunks on `bars.<timeframe>.<symbol>` ex
 lines: each arrives as it is published, nothing is polled.
 
 What the first paint reads: the deployment, status and the newest runs by control request (the
-same as the CLI). The current `state`, the price bars and the last day's logs are read from
-JetStream where the user's NATS permissions allow it (a user of the node's account, or a server
-without accounts); a tenant in an account of its own sees `state` and logs from its
-deployment's next run on, and the chart plots the prices of its signals.
+same as the CLI), and the price bars from BARS (tenant accounts read it by direct get, exported
+read-only). The current `state` and the last day's logs are read from JetStream where the
+user's NATS permissions allow it (a user of the node's account, or a server without accounts);
+a tenant in an account of its own sees them from its deployment's next run on, and its price
+lines do not grow live (bar chunks are not among its imports).
 """
 
 from __future__ import annotations
@@ -78,8 +79,10 @@ async def snapshot(request: Request) -> dict[str, Any]:
     if _reads_jetstream(user):
         state, bars, logs = await asyncio.gather(read_state(user, dep_id, dep.symbols), read_bars(user, dep),
                                                  read_logs(user, dep_id))
-    else:  # a tenant account: the node's streams are not its own (live only, see the module doc)
-        state, bars, logs = None, {}, []
+    else:  # a tenant account: KV and logs are the node's (live only, see the module doc); BARS is
+        # exported to tenants read-only (direct gets), so prices are drawn for them too
+        state, logs = None, []
+        bars = await read_bars(user, dep)
     return {
         "deployment": views.deployment(dep),
         "status": views.status(got.status),
