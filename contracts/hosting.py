@@ -17,6 +17,8 @@ NATS identity of the request, never a body field):
 | `strategy.v1.deployments.runs` | DeploymentRef -> DeploymentReply (`runs`, newest last) |
 | `strategy.v1.deployments.history` | DeploymentRef -> DeploymentReply (`history`: its changes, oldest first) |
 | `strategy.v1.deployments.deploy` | DeploymentDeploy -> DeploymentReply (a new version + create or update) |
+| `strategy.v1.deployments.state` | DeploymentRef -> DeploymentReply (`states`: the current `state` per symbol) |
+| `strategy.v1.deployments.logs` | DeploymentRef -> DeploymentReply (`logs`: its last `limit` log lines, newest last) |
 
 Results: `signals.<tenant>.<deployment>.<symbol>` (stream SIGNALS, one `Signal` per run that
 calls for one, `Nats-Msg-Id` = the trigger id), `strategy.logs.<tenant>.<deployment>` (stream
@@ -190,7 +192,9 @@ class DeploymentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
 class DeploymentRef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: Name | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None  # runs only: how many, newest (100)
+    # runs, history: how many records, newest (100); logs: how many log lines, newest (100)
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    symbol: SymbolName | None = None  # state only: that symbol's state alone (default: every symbol)
 
 
 class Deployment(msgspec.Struct, kw_only=True):
@@ -287,6 +291,15 @@ class DeploymentReply(msgspec.Struct, kw_only=True):
     history: list[DeploymentChange] = []  # deployments.history
     history_truncated: bool = False  # older changes left out: the reply had to fit max_payload
     strategy_version: int | None = None  # deployments.deploy: the version it stored
+    # deployments.state: {symbol: the strategy's `state` after its last successful run} (symbols
+    # that never ran have none); symbols whose state did not fit the reply's max_payload are in
+    # `states_omitted`: ask for each with `symbol`.
+    states: dict[str, dict[str, Any]] = {}
+    states_omitted: list[str] = []
+    # deployments.logs: the runs' log messages holding the last `limit` lines, newest last; the
+    # oldest lines are left out first (`logs_truncated`) when the reply must fit max_payload.
+    logs: list[RunLogs] = []
+    logs_truncated: bool = False
     error: ErrorInfo | None = None
     node_id: str = ""
 

@@ -26,7 +26,7 @@ STRATEGIES = f"{PREFIX}.strategies"
 DEPLOYMENTS = f"{PREFIX}.deployments"
 STRATEGY_OPS = ("put", "get", "list", "versions", "delete")
 DEPLOYMENT_OPS = ("create", "update", "get", "list", "pause", "resume", "stop", "delete", "run", "runs", "history",
-                  "deploy")
+                  "deploy", "state", "logs")
 SECRETS = f"{PREFIX}.secrets"  # contracts/secrets.py
 SECRET_OPS = ("put", "list", "delete", "rotate")
 # Results of hosted runs: signals.<tenant>.<deployment>.<symbol>, strategy.logs.<tenant>.<deployment>;

@@ -75,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             ("run", "run", "run once now on each symbol's newest bar"),
                             ("runs", "runs", "recent run records"),
                             ("history", "history", "who changed what and when (version, desired state, schedule, ...)"),
+                            ("state", "state", "the strategy's current `state`, per symbol"),
+                            ("logs", "logs", "its last log lines, newest last (live: `strategy-node logs ID -f`)"),
                             ("rm", "delete", "delete it, its status and queued triggers")):
         p = dp_sub.add_parser(name, help=help_)
         _common(p)
@@ -83,6 +85,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--limit", type=int, default=20, help="the newest N records (default 20)")
         if name == "history":
             p.add_argument("--limit", type=int, help="the newest N changes (default: every one kept, up to 64)")
+        if name == "state":
+            p.add_argument("--symbol", help="only this symbol's state (default: every symbol)")
+        if name == "logs":
+            p.add_argument("-n", "--lines", type=int, default=100, dest="limit", help="the last N lines (default 100)")
         p.set_defaults(func=cmd_deployments, op=op)
 
 
@@ -214,7 +220,8 @@ async def cmd_deployments(args: argparse.Namespace) -> int:
         elif args.op == "history":
             reply = await hosting.history(args.id, args.limit or 64)
         else:
-            reply = await hosting.deployment(args.op, getattr(args, "id", None), getattr(args, "limit", None))
+            reply = await hosting.deployment(args.op, getattr(args, "id", None), getattr(args, "limit", None),
+                                             symbol=getattr(args, "symbol", None))
     except HostingError as exc:
         return _fail(exc.error)
     except (msgspec.ValidationError, ValueError) as exc:
@@ -242,6 +249,19 @@ async def cmd_deployments(args: argparse.Namespace) -> int:
             signal = r.signal.type if r.signal else "-"
             error = f" {r.error.code}: {r.error.message}" if r.error else ""
             print(f"{r.bar_time} {r.symbol:<10} {r.status:<7} {signal:<5} {r.duration_ms:8.1f} ms {r.node_id}{error}")
+    elif args.op == "state":
+        for symbol, state in reply.states.items():
+            print(f"{symbol}: {msgspec.json.encode(state).decode()}")
+        for symbol in reply.states_omitted:
+            print(f"{symbol}: (too large to list with the others: --symbol {symbol})")
+        if not reply.states and not reply.states_omitted:
+            print(f"{args.id}: no state stored yet")
+    elif args.op == "logs":
+        if reply.logs_truncated:
+            print("(older lines left out to fit the message size)")
+        for logs in reply.logs:
+            for line in logs.lines:
+                print(f"{logs.bar_time} {logs.symbol} | {line.rstrip()}")
     elif args.op == "run":
         print(f"{args.id}: triggered ({reply.run_id})")
     elif args.op == "delete":

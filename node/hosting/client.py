@@ -84,11 +84,13 @@ class HostingClient:
     async def update_deployment(self, id: str, **fields: Any) -> DeploymentReply:
         return await self._call(f"{subjects.DEPLOYMENTS}.update", DeploymentUpdate(id=id, **fields), DeploymentReply)
 
-    async def deployment(self, op: str, id: str | None = None, limit: int | None = None) -> DeploymentReply:
-        """get, list, pause, resume, stop, delete, run or runs."""
+    async def deployment(self, op: str, id: str | None = None, limit: int | None = None,
+                         symbol: str | None = None) -> DeploymentReply:
+        """get, list, pause, resume, stop, delete, run, runs, history, state or logs."""
         if op not in subjects.DEPLOYMENT_OPS or op in ("create", "update", "deploy"):
             raise ValueError(f"unknown deployment operation {op!r}")
-        return await self._call(f"{subjects.DEPLOYMENTS}.{op}", DeploymentRef(id=id, limit=limit), DeploymentReply)
+        return await self._call(f"{subjects.DEPLOYMENTS}.{op}", DeploymentRef(id=id, limit=limit, symbol=symbol),
+                                DeploymentReply)
 
     async def get_deployment(self, id: str) -> DeploymentReply:
         return await self.deployment("get", id)
@@ -118,6 +120,17 @@ class HostingClient:
         """The deployment's changes, oldest first (`history`: DeploymentChange with revision, at,
         by, change and the fields `changed`), the newest `limit` of those kept (up to 64)."""
         return await self.deployment("history", id, limit)
+
+    async def state(self, id: str, symbol: str | None = None) -> DeploymentReply:
+        """The deployment's current `state` per symbol (`states`; `states_omitted`: symbols whose
+        state did not fit one reply, ask for each with `symbol`). Read by the node for the
+        verified caller, so a tenant in an account of its own gets it too."""
+        return await self.deployment("state", id, symbol=symbol)
+
+    async def logs(self, id: str, limit: int = 100) -> DeploymentReply:
+        """The deployment's last `limit` log lines (`logs`: RunLogs, newest last;
+        `logs_truncated` when older ones were left out to fit the reply)."""
+        return await self.deployment("logs", id, limit)
 
     async def deploy(self, code: str, *, strategy: str, id: str | None = None, description: str = "",
                      **fields: Any) -> DeploymentReply:

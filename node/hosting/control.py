@@ -37,6 +37,7 @@ from .. import identity, sizing
 from ..failures import error_of
 from ..jobs import run_limits
 from . import firetimes, naming, schedules, sessions, triggers
+from . import logs as run_logs
 
 Handler = Callable[[bytes, str, float], Awaitable[Any]]
 READY_WAIT_S = 5.0
@@ -176,7 +177,8 @@ class Control:
             return await self._deploy(tenant, decode(data, DeploymentDeploy, kind))
         ref = decode(data or b"{}", DeploymentRef, kind)
         _refuse(ref.id if op == "list" else None, "id", op)
-        _refuse(ref.limit if op not in ("runs", "history") else None, "limit", op)
+        _refuse(ref.limit if op not in ("runs", "history", "logs") else None, "limit", op)
+        _refuse(ref.symbol if op != "state" else None, "symbol", op)
         if op == "list":
             views = [DeploymentView(deployment=d, status=await deps.status(tenant, d.id))
                      for d in await deps.list(tenant)]
@@ -190,6 +192,18 @@ class Control:
             return DeploymentReply(ok=True, runs=await self.h.runner.records(tenant, dep_id, ref.limit or 100))
         if op == "history":
             return _fitted_history(await deps.history(tenant, dep_id, ref.limit or 100), self.h.nc)
+        if op == "state":
+            dep = await deps.get(tenant, dep_id)
+            if ref.symbol is not None and ref.symbol not in dep.symbols:
+                raise ExecutionError(ErrorCode.INVALID_REQUEST,
+                                     f"invalid request: `$.symbol` {ref.symbol!r} is not one of deployment "
+                                     f"{dep_id!r}'s symbols ({', '.join(dep.symbols)})")
+            symbols = [ref.symbol] if ref.symbol else dep.symbols
+            found = await asyncio.gather(*(self.h.states.current(tenant, dep_id, s) for s in symbols))
+            return _fitted_states({s: f for s, f in zip(symbols, found) if f is not None}, self.h.nc)
+        if op == "logs":
+            await deps.get(tenant, dep_id)  # another tenant's deployment is not found
+            return _fitted_logs(await run_logs.tail(self.h.js, tenant, dep_id, ref.limit or 100), self.h.nc)
         if op in ("pause", "resume", "stop"):
             desired = {"pause": "paused", "resume": "running", "stop": "stopped"}[op]
             dep = await deps.change(tenant, dep_id, lambda d: msgspec.structs.replace(d, desired=desired),
@@ -359,6 +373,36 @@ def _fitted_history(changes: list[Any], nc: Any) -> DeploymentReply:
         total -= sizes.pop(0)
         reply.history = reply.history[1:]
         reply.history_truncated = True
+    return reply
+
+
+def _fitted_states(states: dict[str, dict[str, Any]], nc: Any) -> DeploymentReply:
+    """The symbols' states that fit max_payload together, in the deployment's order; the others
+    are named in `states_omitted` (each one alone fits: a state is at most 64 KiB)."""
+    reply = DeploymentReply(ok=True)
+    left = sizing.body_limit(nc) - 512 - sum(len(s) + 8 for s in states)  # node_id, fields, omitted names
+    for symbol, state in states.items():
+        size = len(msgspec.json.encode(state)) + len(symbol) + 8
+        if size <= left:
+            reply.states[symbol] = state
+            left -= size
+        else:
+            reply.states_omitted.append(symbol)
+    return reply
+
+
+def _fitted_logs(runs: list[Any], nc: Any) -> DeploymentReply:
+    """The newest log lines whose reply NATS can carry: the oldest lines are left out first
+    (`logs_truncated` says so)."""
+    reply = DeploymentReply(ok=True, logs=runs)
+    limit = sizing.body_limit(nc) - 512
+    while reply.logs and len(msgspec.json.encode(reply.logs)) > limit:
+        oldest = reply.logs[0]
+        if len(oldest.lines) > 1:
+            oldest.lines = oldest.lines[len(oldest.lines) // 2:]
+        else:
+            reply.logs = reply.logs[1:]
+        reply.logs_truncated = True
     return reply
 
 

@@ -73,6 +73,16 @@ class StateStore:
         state, _ = await self.read(tenant, deployment, symbol, "")
         return state
 
+    async def current(self, tenant: str, deployment: str, symbol: str) -> dict[str, Any] | None:
+        """The symbol's state after its last successful run that changed it (None: none stored)."""
+        try:
+            entry = await self.kv.get(f"{naming.deployment_key(tenant, deployment)}.{symbol}")
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return _decoder.decode(entry.value).state
+
     async def delete(self, tenant: str, deployment: str) -> None:
         keys = await streams.keys(self.kv, f"{naming.deployment_key(tenant, deployment)}.>")
         for key in keys:
