@@ -3,16 +3,14 @@
 
 Live (`/deployments/{id}/events`): status and run records are watches of the tenant's keys in
 KV DEPLOYMENT_STATUS / DEPLOYMENT_RUNS, state of DEPLOYMENT_STATE, logs and signals the
-imported streams `strategy.logs.<tenant>.<id>` and `signals.<tenant>.<id>.>`, and, for users
-who may read BARS, its symbols' new bar chunks on `bars.<timeframe>.<symbol>` extend the price
-lines: each arrives as it is published, nothing is polled.
+imported streams `strategy.logs.<tenant>.<id>` and `signals.<tenant>.<id>.>`, and its symbols'
+new bar chunks on `bars.<timeframe>.<symbol>` (exported read-only to every tenant) extend the
+price lines: each arrives as it is published, nothing is polled.
 
-What the first paint reads: the deployment, status and the newest runs by control request (the
-same as the CLI), and the price bars from BARS (tenant accounts read it by direct get, exported
-read-only). The current `state` and the last day's logs are read from JetStream where the
-user's NATS permissions allow it (a user of the node's account, or a server without accounts);
-a tenant in an account of its own sees them from its deployment's next run on, and its price
-lines do not grow live (bar chunks are not among its imports).
+What the first paint reads, as the signed-in user: the deployment, status, newest runs, current
+`state` (`deployments.state`) and last log lines (`deployments.logs`) by control request, which
+the node answers for the verified NATS account only (the same as the CLI), and the price bars
+from BARS (tenant accounts read it by direct get, exported read-only).
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from starlette.routing import Route
 from backtest.store import BarChunk, BarStore
 from contracts.hosting import RunLogs, RunRecord
 from node.hosting import streams
-from node.hosting.naming import LOCAL_TENANT
 
 from .. import live, views
 from ..auth import User, require_user
@@ -39,7 +36,7 @@ from .common import PageError, checked_name, control, no_options
 from .deployments import signal_event, status_event
 
 RUNS_SHOWN = 200
-LOG_RUNS = 50
+LOG_LINES = 500  # the last lines shown at first paint (deployments.logs)
 CHART_BARS = 2000
 CHART_SYMBOLS = 5
 JETSTREAM_READ_S = 2.0
@@ -74,77 +71,32 @@ async def snapshot(request: Request) -> dict[str, Any]:
     client = await hosting(request)
     got = await control(client.get_deployment(dep_id))
     dep = got.deployment
-    runs_reply, versions_reply = await asyncio.gather(control(client.runs(dep_id, RUNS_SHOWN)),
-                                                      control(client.strategy_versions(dep.strategy)))
-    if _reads_jetstream(user):
-        state, bars, logs = await asyncio.gather(read_state(user, dep_id, dep.symbols), read_bars(user, dep),
-                                                 read_logs(user, dep_id))
-    else:  # a tenant account: KV and logs are the node's (live only, see the module doc); BARS is
-        # exported to tenants read-only (direct gets), so prices are drawn for them too
-        state, logs = None, []
-        bars = await read_bars(user, dep)
+    runs_reply, versions_reply, (state_reply, state_error), (logs_reply, logs_error), bars = await asyncio.gather(
+        control(client.runs(dep_id, RUNS_SHOWN)), control(client.strategy_versions(dep.strategy)),
+        _shown(client.state(dep_id)), _shown(client.logs(dep_id, LOG_LINES)), read_bars(user, dep))
     return {
         "deployment": views.deployment(dep),
         "status": views.status(got.status),
         "runs": [views.run(r) for r in runs_reply.runs],
         "versions": [{"version": v.version, "created_at": v.created_at, "style": v.style,
                       "description": v.description} for v in versions_reply.versions],
-        "state": state,
+        "state": state_reply.states if state_reply else None,
+        "state_omitted": state_reply.states_omitted if state_reply else [],
+        "state_error": state_error,
         "bars": bars,
-        "logs": logs,
+        "logs": [msgspec.to_builtins(logs) for logs in logs_reply.logs] if logs_reply else [],
+        "logs_truncated": logs_reply.logs_truncated if logs_reply else False,
+        "logs_error": logs_error,
     }
 
 
-def _reads_jetstream(user: User) -> bool:
-    """Users of the node's account (or of a server without accounts) may read its streams."""
-    return user.tenant == LOCAL_TENANT
-
-
-async def read_logs(user: User, dep_id: str) -> list[dict[str, Any]]:
-    """The newest LOG_RUNS runs' logs of the last day, from STRATEGY_LOGS (an ordered consumer
-    read to its end); [] when this user may not read the stream."""
-    from datetime import datetime, timedelta, timezone
-
-    from nats.js.api import ConsumerConfig, DeliverPolicy
-
-    out: list[dict[str, Any]] = []
+async def _shown(call: Any) -> tuple[Any, str | None]:
+    """(reply, None), or (None, why) when the state or logs could not be read (e.g. a node of an
+    older version answers no `deployments.state`): the page shows the rest, and says so."""
     try:
-        js = user.nc.jetstream(timeout=JETSTREAM_READ_S)
-        since = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
-        sub = await js.subscribe(f"strategy.logs.{user.tenant}.{dep_id}", stream=streams.LOGS_STREAM,
-                                 ordered_consumer=True,
-                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
-                                                       opt_start_time=since))
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=JETSTREAM_READ_S)
-                event = logs_event(msg)
-                if event is not None:
-                    out = (out + [event.data])[-LOG_RUNS:]
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
-    except Exception:  # noqa: BLE001 - nothing logged yet, or no access: live from now on
-        pass
-    return out
-
-
-async def read_state(user: User, dep_id: str, symbols: list[str]) -> dict[str, Any] | None:
-    """{symbol: state} from KV, or None when this user may not read the bucket."""
-    try:
-        kv = await asyncio.wait_for(user.nc.jetstream().key_value(streams.STATE), JETSTREAM_READ_S)
-        out: dict[str, Any] = {}
-        for symbol in symbols:
-            try:
-                entry = await asyncio.wait_for(kv.get(f"{user.tenant}.{dep_id}.{symbol}"), JETSTREAM_READ_S)
-            except Exception:  # noqa: BLE001 - no entry yet
-                continue
-            if entry.value:
-                out[symbol] = _state.decode(entry.value).state
-        return out
-    except Exception:  # noqa: BLE001 - no JetStream access for this user: live from the next run
-        return None
+        return await control(call), None
+    except PageError as exc:
+        return None, exc.message
 
 
 async def read_bars(user: User, dep: Any) -> dict[str, Any]:
@@ -235,10 +187,10 @@ async def events(request: Request) -> Response:
         live.mapped(await live.subject_events(nc, f"signals.{tenant}.{dep_id}.>"),
                     lambda msg: signal_event(tenant, msg)),
     ]
-    if _reads_jetstream(user):  # new bars extend the chart's price lines (BARS is not a tenant's to read)
-        dep = (await control((await hosting(request)).get_deployment(dep_id))).deployment
-        for symbol in dep.symbols[:CHART_SYMBOLS]:
-            sources.append(live.mapped(await live.subject_events(nc, f"bars.{dep.timeframe}.{symbol}"), bars_event))
+    # new bar chunks extend the chart's price lines (bars.> is exported read-only to tenants)
+    dep = (await control((await hosting(request)).get_deployment(dep_id))).deployment
+    for symbol in dep.symbols[:CHART_SYMBOLS]:
+        sources.append(live.mapped(await live.subject_events(nc, f"bars.{dep.timeframe}.{symbol}"), bars_event))
     return live.sse(request, live.ready(nc, live.merged(*sources)))
 
 

@@ -92,11 +92,13 @@
     if (all.length > MAX_LOG_LINES) pre.textContent = all.slice(-MAX_LOG_LINES).join("\n");
     pre.scrollTop = pre.scrollHeight;
   }
-  function drawState(state) {
-    const box = document.getElementById("state-json");
-    box.textContent = state === null
-      ? "(shown from this deployment's next run on: your NATS user cannot read the state bucket directly)"
-      : JSON.stringify(state, null, 2);
+  function drawState(state) {  // {symbol: state}, as deployments.state answers and KV changes follow
+    document.getElementById("state-json").textContent = JSON.stringify(state || {}, null, 2);
+  }
+  function note(id, text) {
+    const box = document.getElementById(id);
+    box.textContent = text;
+    box.hidden = !text;
   }
   function names(box, list, empty) {
     const target = document.getElementById(box);
@@ -123,12 +125,17 @@
   }
 
   let state = data.state;
+  const omitted = data.state_omitted || [];
   setState(data.status);
   actions();
   for (const r of data.runs) addRun(r);
+  if (data.logs_truncated) document.getElementById("logs").append("(older lines left out to fit the message size)\n");
+  if (data.logs_error) document.getElementById("logs").append(`(earlier lines not shown: ${data.logs_error})\n`);
   for (const logs of data.logs || []) appendLogs(logs);
   drawRuns();
   drawState(state);
+  note("state-note", data.state_error ? `state not read: ${data.state_error}; shown from its next change on`
+    : omitted.length ? `too large to show with the others: ${omitted.join(", ")} (shown from their next change on)` : "");
   names("env-names", dep.env, "none");
   names("secret-names", dep.secrets, "none");
   versions();
@@ -145,8 +152,11 @@
     run: (r) => { addRun(r); drawRuns(); drawChart(); },
     logs: appendLogs,
     signal: (s) => { if (addSignal(s)) drawChart(); },
-    state: (s) => { state = Object.assign({}, state || {}, {[s.symbol]: s.state}); drawState(state); },
-    bars: (b) => {  // new closes of a symbol (users who may read BARS)
+    state: (s) => {
+      state = Object.assign({}, state || {}, {[s.symbol]: s.state});
+      drawState(state);
+    },
+    bars: (b) => {  // new closes of a symbol (bars.<timeframe>.<symbol>, every user)
       const series = (data.bars = data.bars || {})[b.symbol] || (data.bars[b.symbol] = {t: [], close: []});
       const last = series.t.length ? series.t[series.t.length - 1] : -Infinity;
       b.t.forEach((t, i) => { if (t > last) { series.t.push(t); series.close.push(b.close[i]); } });
