@@ -53,7 +53,7 @@ import numpy as np
 from contracts import BacktestOptions
 
 from .ledger import END, RUIN, SIGNAL, Ledger, equity_curve
-from .metrics import DAY_NS, NS, capm, drawdown_periods, num, ratio, trade_metrics
+from .metrics import DAY_NS, NS, capm, drawdown_periods, num, ratio, running_max, trade_metrics
 from .native import next_at
 from .stops import first_exit
 
@@ -227,7 +227,7 @@ def metrics(ts, close, equity, trades: Ledger, rf: float, warmup: int) -> tuple[
     n = len(equity)
     out = trade_metrics(ts, trades)
     with np.errstate(all="ignore"):
-        dd = 1 - equity / np.maximum.accumulate(equity)
+        dd = 1 - equity / running_max(equity)
     max_dd = float(np.nan_to_num(np.max(dd)))
     held = np.zeros(n + 1, dtype=np.int64)
     np.add.at(held, trades.entry_bar, 1)

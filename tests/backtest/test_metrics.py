@@ -306,3 +306,34 @@ def test_native_trade_durations_are_exact_not_rounded():
     ts = T0 + np.array([0, 1, 2, 3, 5]) * hour + np.array([0, 0, 0, 0, 17 * 10**9])
     perf = run([10, 11, 12, 13, 14], [1, 0, 0, 0, -1], ts=ts)
     assert perf.max_trade_duration_s == 5 * 3600 + 17
+
+
+# --- the running peak ------------------------------------------------------------------------
+
+def _series(kind: str, n: int, rng) -> np.ndarray:
+    drift = {"falling": -0.002, "flat": 0.0, "rising": 0.002, "nan": 0.0, "ties": 0.0}[kind]
+    x = 1_000 * np.exp(np.cumsum(rng.normal(drift, 0.01, n)))
+    if kind == "nan" and n > 2:
+        x[rng.integers(1, n, 3)] = np.nan
+    if kind == "ties":
+        x = np.round(x / 10) * 10
+    return x
+
+
+@pytest.mark.parametrize("kind", ["falling", "flat", "rising", "nan", "ties"])
+def test_running_max_is_the_plain_accumulate_bit_for_bit(kind):
+    """metrics.running_max (blocks, only the rising ones accumulated) is what the drawdown of
+    every backtest uses; it must give np.maximum.accumulate's bits on any series."""
+    from backtest.metrics import running_max
+
+    rng = np.random.default_rng(len(kind))
+    for n in (1, 2, 511, 512, 2_047, 2_048, 2_049, 10_000, 100_003):
+        x = _series(kind, n, rng)
+        assert running_max(x).tobytes() == np.maximum.accumulate(x).tobytes(), (kind, n)
+
+
+def test_running_max_of_a_series_starting_at_or_below_zero_is_the_plain_accumulate():
+    from backtest.metrics import running_max
+
+    x = np.concatenate(([-0.0, 0.0], np.zeros(5_000), -np.ones(5_000)))
+    assert running_max(x).tobytes() == np.maximum.accumulate(x).tobytes()

@@ -49,3 +49,44 @@ def test_an_entry_that_cannot_buy_falls_back_to_the_walk():
     opt = BacktestOptions(initial_cash=100.0, commission_fixed=200.0)
     assert native._without_stops(c, c, sig, opt, 0) is None
     assert len(native.simulate(c, c, c, c, sig, opt, 0)) == 0
+
+
+@pytest.mark.parametrize("options", [dict(), dict(allow_short=True), dict(position_size=0.7, fill="next_open")],
+                         ids=["long", "short", "partial-next-open"])
+def test_cost_free_compounding_over_thousands_of_trades_equals_the_walk_bit_for_bit(options):
+    """Without commissions or whole units the cash compounds in a shorter loop
+    (native._compound_free); over 20,000 bars and thousands of trades it must give the walk's
+    trades exactly."""
+    opt = BacktestOptions(**options)
+    rng = np.random.default_rng(2024)
+    n = 20_000
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    o = c * np.exp(rng.normal(0, 0.002, n))
+    h, l = np.maximum(o, c) * 1.002, np.minimum(o, c) * 0.998
+    sig = rng.choice(np.array([-1, 0, 1], np.int8), n, p=[0.1, 0.8, 0.1])
+    fast = native._without_stops(o, c, sig, opt, 0)
+    walked = native._walk_trades(o, h, l, c, sig, opt, 0)
+    assert fast is not None and len(fast) > 1_000
+    for name in COLUMNS:
+        assert getattr(fast, name).tobytes() == getattr(walked, name).tobytes(), name
+
+
+def test_cost_free_compounding_declines_a_quantity_that_is_not_finite():
+    """An entry price so small that the quantity overflows: the short loop's shortcut (costs of
+    exactly 0.0) would not hold, so it declines and the general loop gives the cash."""
+    entry = np.array([10.0, 1e-320, 12.0])
+    exit_ = np.array([11.0, 2.0, 13.0])
+    sides = np.ones(3, dtype=np.int64)
+    assert native._compound_free(1_000.0, sides, entry, exit_, 1.0) is None
+    general = native._compound(1_000.0, sides, entry, exit_, 1.0, 0.0, 0.0, False)
+    assert general[:2].tolist() == [1_000.0, 1_100.0] and np.isnan(general[2])
+
+
+def test_cost_free_compounding_gives_the_general_loops_cash_bit_for_bit():
+    rng = np.random.default_rng(7)
+    entry = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 3_000)))
+    exit_ = entry * np.exp(rng.normal(0, 0.01, 3_000))
+    sides = rng.choice(np.array([-1, 1], np.int64), 3_000)
+    short = native._compound_free(10_000.0, sides, entry, exit_, 0.9)
+    general = native._compound_loop(10_000.0, sides, entry, exit_, 0.9, 0.0, 0.0, False)
+    assert short is not None and short.tobytes() == general.tobytes()
