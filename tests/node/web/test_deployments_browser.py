@@ -90,7 +90,9 @@ def test_the_deployment_page_follows_runs_logs_signals_and_state_live(web_env, s
     page.wait_for_function(f"() => document.querySelector('#chart').dataset.signals === '{ok + 1}'")
     traces = page.evaluate("() => document.getElementById('chart').data.map(t => [t.name, t.x.length])")
     assert sum(n for name, n in traces if name in ("BUY", "SELL")) == ok + 1
-    assert ["WEBL close", 11] in traces  # the prices stored when the page opened (BARS, read by direct get)
+    # the 11 prices stored when the page opened (BARS, read by direct get), and the live bar's
+    # (bars.> is exported read-only to tenant accounts)
+    assert ["WEBL close", 12] in traces
     assert page.evaluate("window.__marker") == "same page"
     assert page.problems == [] and page.foreign == []
     web_env.screenshot(page, "deployment")
