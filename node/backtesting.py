@@ -42,7 +42,8 @@ points it shared a child with.
 
 * bars by reference: the grid is split into sub-grids (each a small cartesian grid, together
   exactly the grid in order; node.sweep.split_grid) of points / `SWEEP_CONCURRENCY` points,
-  8 to 32; each goes out as a request on `strategy.v1.backtest.point` (msgpack, same `source`,
+  8 to 32, and no fewer than node.sweep.points_per_child for the bar count (32 at 100,000
+  bars: a child's fixed cost stays under a tenth of its chunk); each goes out as a request on `strategy.v1.backtest.point` (msgpack, same `source`,
   the sub-grid as `grid`), so the queue group spreads the chunks over the fleet, at most
   `SWEEP_CONCURRENCY` (default 32) in flight per sweep. The answering node runs its sub-grid
   locally and replies with the rows in grid order, unranked. A sub-grid that finds no
@@ -109,6 +110,7 @@ from .jobs import bars_of, check_language, run_limits
 from .sweep import (
     check_rank_by,
     chunk_size,
+    points_per_child,
     fit_table,
     fan_out,
     grid_points,
@@ -473,7 +475,8 @@ class Backtesting:
         elif req.source is None:
             rows = await self._run_local(base, grid_points(grid), budget_ms)
         else:
-            subgrids = split_grid(grid, chunk_size(total, self.concurrency, MAX_CHUNK, MIN_CHUNK), MAX_CHUNK)
+            least = points_per_child(bars.count, MIN_CHUNK, MAX_CHUNK)
+            subgrids = split_grid(grid, chunk_size(total, self.concurrency, MAX_CHUNK, least), MAX_CHUNK)
             remote = self._remote_runner(req, options, budget_ms, base)
             parts = await fan_out(subgrids, remote, self.concurrency, on_error=_failed_subgrid)
             rows = [row for part in parts for row in part]
@@ -501,7 +504,8 @@ class Backtesting:
         shared a child with.
         """
         max_ms = int(self.settings.max_timeout_seconds * 1000)
-        size = MAX_CHUNK if holding_slot else chunk_size(len(points), self.settings.max_workers, MAX_CHUNK, MIN_CHUNK)
+        least = points_per_child(base.bars.count if base.bars is not None else 0, MIN_CHUNK, MAX_CHUNK)
+        size = MAX_CHUNK if holding_slot else chunk_size(len(points), self.settings.max_workers, MAX_CHUNK, least)
         count = -(-len(points) // size)
         size = -(-len(points) // max(1, count))  # balanced: 10 points at 8 → 5 + 5
         chunks = [points[i:i + size] for i in range(0, len(points), size)]

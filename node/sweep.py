@@ -39,7 +39,7 @@ from . import sizing
 
 __all__ = [
     "ASCENDING", "RANKABLE", "DEFAULT_CONCURRENCY", "sweep_concurrency", "grid_points",
-    "check_rank_by", "rank", "fan_out", "grid_size", "split_grid", "chunk_size", "request_subgrid",
+    "check_rank_by", "rank", "fan_out", "grid_size", "split_grid", "chunk_size", "points_per_child", "request_subgrid",
     "parse_grid_spec", "fit_table",
 ]
 
@@ -201,6 +201,26 @@ def split_grid(grid: Mapping[str, Sequence[Any]], size: int, most: int | None = 
             sub.update({n: list(v) for n, v in zip(names[j:], values[j:])})
             out.append(sub)
     return out
+
+
+# What a chunk child costs besides its points, and what a point costs, on the 2-core bench host
+# (one chunk of 1, 10 and 30 points of the bench's SMA on 100,000 bars, CPU of the zygote and its
+# children: 20 + 10 x 5.8 and 20 + 30 x 5.8 ms): fork, lock-down, the pre-warm run and the first
+# point's page faults, then about 1.5 ms plus 43 ns per bar for each point.
+CHILD_MS = 20.0
+POINT_MS_FIXED = 1.5
+POINT_MS_PER_BAR = 43e-6
+CHILD_SHARE = 0.10  # a child's fixed cost, at most this share of its chunk's work
+
+
+def points_per_child(bars: int, least: int = 8, most: int = 32) -> int:
+    """The fewest grid points a sandbox child should run so that its fixed cost (CHILD_MS) is at
+    most CHILD_SHARE of its chunk's work on `bars` bars, between `least` and `most`: 32 at 100,000
+    bars (a 10 x 10 grid goes out as 4 chunks, not 10), 8 from about 550,000 bars on. Every child
+    also costs the others CPU while it starts, so on a busy node fewer, larger chunks finish sooner;
+    the fleet still shares the chunks (up to SWEEP_CONCURRENCY in flight)."""
+    point_ms = POINT_MS_FIXED + POINT_MS_PER_BAR * max(0, bars)
+    return max(least, min(most, math.ceil(CHILD_MS / (CHILD_SHARE * point_ms))))
 
 
 def chunk_size(points: int, units: int, most: int = 32, least: int = 8) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from backtest.store import BarStore
 from contracts import Bars, Performance, SweepRow, from_columns, subjects
-from node.sweep import grid_points, parse_grid_spec, rank, split_grid
+from node.sweep import chunk_size, grid_points, grid_size, parse_grid_spec, points_per_child, rank, split_grid
 from tests.support import columnar_bars, request_json
 
 SMA = (
@@ -57,6 +57,45 @@ async def test_each_sweep_row_equals_a_single_backtest_with_those_parameters(nc)
     single = await backtest(nc, code=SMA, bars=bars, parameters={"fast": 5, "slow": 30},
                             options={"max_trades": 0, "equity_points": 0})
     assert row["performance"] == single["performance"]
+
+
+# The bench's SMA: one signal where the fast mean crosses the slow one, a trade every few dozen bars.
+CROSSING = (
+    "def strategy(data, params):\n"
+    "    close = data['close']\n"
+    "    above = (close.rolling(params['fast']).mean() > close.rolling(params['slow']).mean()).astype('int8')\n"
+    "    return above.diff().fillna(0)\n"
+)
+
+
+async def msgpack_backtest(nc, **payload) -> dict:
+    """A backtest over msgpack, so every float of the reply arrives with its exact bits."""
+    msg = await nc.request(subjects.BACKTEST, msgspec.msgpack.encode(payload), timeout=120,
+                           headers={subjects.CONTENT_TYPE: subjects.MSGPACK})
+    return msgspec.msgpack.decode(msg.data)
+
+
+@pytest.mark.parametrize("options", [{}, {"commission_rate": 0.001, "commission_fixed": 0.5, "fractional": False},
+                                     {"mode": "backtesting_py"}], ids=["defaults", "costs-whole-units", "compat"])
+async def test_every_row_of_a_sweep_over_shared_bars_is_bit_identical_to_the_single_backtest_of_its_point(
+        nc, options):
+    """30,000 bars (over sandbox.shm.MIN_BYTES: every chunk child maps them from the sealed memfd),
+    chunks of several points per child: each row's metrics, to the last bit, are the ones a
+    backtest of that point alone gives (trades and curve off, as in every sweep row)."""
+    symbol = fresh_symbol()
+    await load(nc, symbol, columnar_bars(30_000, seed=12))
+    source = {"symbol": symbol, "timeframe": "1d"}
+    grid = {"fast": [3, 8], "slow": [20, 30, 45, 60, 90]}
+    sweep = await msgpack_backtest(nc, code=CROSSING, source=source, grid=grid, options=options)
+    assert sweep["success"] is True, sweep["error"]
+    rows = {(r["parameters"]["fast"], r["parameters"]["slow"]): r["performance"] for r in sweep["sweep"]}
+    assert len(rows) == 10 and all(p["total_trades"] > 100 for p in rows.values())
+    for point in grid_points(grid):
+        single = await msgpack_backtest(nc, code=CROSSING, source=source, parameters=point,
+                                        options={**options, "max_trades": 0, "equity_points": 0})
+        assert single["success"] is True, single["error"]
+        assert msgspec.msgpack.encode(rows[(point["fast"], point["slow"])]) == msgspec.msgpack.encode(
+            single["performance"]), point
 
 
 async def test_sweep_rows_carry_no_trades_or_equity_curve(nc):
@@ -187,6 +226,25 @@ def test_split_grid_concatenates_back_to_the_grid_in_order(size):
     parts = split_grid(grid, size)
     assert [p for part in parts for p in grid_points(part)] == grid_points(grid)
     assert all(len(grid_points(part)) <= size for part in parts)
+
+
+def test_a_ten_by_ten_grid_over_100k_bars_goes_out_as_four_chunks_not_ten():
+    """A chunk child's fixed cost (fork, lock-down, pre-warm, first-touch faults) stays under a
+    tenth of its chunk: at 100,000 bars that is the 32-point maximum, and the 10 x 10 grid splits
+    into whole rows of 30, 30, 30 and 10 (it was 10 chunks of 10)."""
+    grid = {"fast": list(range(5, 55, 5)), "slow": list(range(60, 260, 20))}
+    least = points_per_child(100_000)
+    assert least == 32
+    subgrids = split_grid(grid, chunk_size(grid_size(grid), 32, 32, least), 32)
+    assert [len(grid_points(g)) for g in subgrids] == [30, 30, 30, 10]
+    assert [p for g in subgrids for p in grid_points(g)] == grid_points(grid)
+
+
+def test_points_per_child_falls_to_the_floor_as_points_grow_costly():
+    assert points_per_child(300) == 32  # tiny points: the child's cost dominates
+    assert points_per_child(1_000_000) == 8  # a 1M-bar point dwarfs the child
+    assert [points_per_child(b) for b in (100_000, 200_000, 400_000, 1_000_000)] == sorted(
+        (points_per_child(b) for b in (100_000, 200_000, 400_000, 1_000_000)), reverse=True)
 
 
 def test_cli_grid_spec_ranges_are_inclusive():
