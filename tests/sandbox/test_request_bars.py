@@ -143,3 +143,16 @@ def test_a_time_the_node_refuses_is_refused_on_the_column_path_too():
             _node_bars(data, MSGPACK)
         with pytest.raises(RefusedRequest):
             bars_of_request(data, MSGPACK)
+
+
+def test_the_undecoded_head_has_every_field_of_the_execute_request_with_the_same_type_and_default():
+    """ExecuteHead mirrors ExecuteRequest field by field (only the bars stay raw): a field added
+    to the request and not to the head would be refused as unknown on the warm path only."""
+    head = {f.name: f for f in msgspec.structs.fields(request_bars.ExecuteHead)}
+    full = {f.name: f for f in msgspec.structs.fields(ExecuteRequest)}
+    assert head.keys() == full.keys()
+    assert request_bars.ExecuteHead.__struct_config__.forbid_unknown_fields
+    for name in full.keys() - {"bars", "market_data"}:
+        assert head[name].type == full[name].type, name
+        assert head[name].default == full[name].default, name
+        assert head[name].default_factory == full[name].default_factory, name
