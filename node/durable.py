@@ -369,6 +369,9 @@ class JobConsumer:
             _, pending = await asyncio.wait(set(self._background), timeout=API_TIMEOUT_S)
             for task in pending:
                 task.cancel()
+        # A pull request outlives its cancelled fetch on the server: a job it delivered after the
+        # first hand-back would sit unacked for a whole ack wait. Hand those back too.
+        await self._return_buffered()
         for sub in (self._sub, self._advisories):
             if sub is not None:
                 try:

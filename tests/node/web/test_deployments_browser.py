@@ -193,8 +193,15 @@ def test_run_now_and_stop_from_the_page(web_env, signed_in_page, live_dep):
     page.wait_for_function(READY)
     runs = runs_of(web_env, "live-dep")
     page.click("#dep-live-dep button.act-run")  # a manual run on the newest stored bar
-    page.wait_for_function(f"() => document.querySelector('#dep-live-dep .runs').textContent === '{runs + 1}'",
-                           timeout=30_000)
+    try:
+        page.wait_for_function(f"() => document.querySelector('#dep-live-dep .runs').textContent === '{runs + 1}'",
+                               timeout=30_000)
+    except Exception as exc:  # say what the page and the node showed instead (seen once under load)
+        records = web_env.run(alice.runs("live-dep")).runs
+        raise AssertionError(
+            f"the row's run count never read {runs + 1}: row {page.locator('#dep-live-dep .runs').inner_text()!r}, "
+            f"node {runs_of(web_env, 'live-dep')}, flash {page.locator('#flash').inner_text()!r}, "
+            f"manual records {sum(1 for r in records if r.manual)}, page problems {page.problems}") from exc
     assert [r for r in web_env.run(alice.runs("live-dep")).runs if r.manual]
     page.click("#dep-live-dep button.act-stop")
     page.wait_for_function("() => document.querySelector('#dep-live-dep .status').textContent === 'stopped'")
