@@ -195,7 +195,12 @@ def test_every_issue18_target_is_reported_as_a_ratio(tiny_run):
     rows = tiny_run["ratios"]
     assert [r["id"] for r in rows] == [t[0] for t in RATIO_TARGETS]
     for row in rows:
-        assert _finite(row["ratio"]) and row["ratio"] > 0, row
+        if row["id"].startswith("warm_node_cpu"):
+            # CPU time from /proc moves in 10 ms clock ticks: over a tiny run's few warm requests the
+            # node's share can round to 0.0 ms; it must still be measured (a finite number).
+            assert _finite(row["ratio"]) and row["ratio"] >= 0, row
+        else:
+            assert _finite(row["ratio"]) and row["ratio"] > 0, row
         # tiny sizes (200 bars) are not the targets' 1,000: reported, never judged
         assert row["met"] is None and "not comparable" in row["note"], row
     systems = {(r["system"], r["strategy"]) for r in tiny_run["comparison"]}
