@@ -85,6 +85,7 @@ class _Baseline:
 
 
 _baseline: _Baseline | None = None
+last_failure: str | None = None  # why the last scrub() returned False (None when it returned True)
 
 
 def capture() -> None:
@@ -125,8 +126,10 @@ def _collect() -> bool:
 
 def scrub() -> bool:
     """Put the process back to its baseline; False if it cannot be shown to be there."""
+    global last_failure
     base = _baseline
     if base is None:
+        last_failure = "no baseline captured"
         return False
     settled = _collect()
     # After the collection: finalizers run above may have changed any of these.
@@ -140,15 +143,17 @@ def scrub() -> bool:
     decimal = sys.modules.get("decimal")
     if decimal is not None:
         decimal.setcontext((base.decimal_context or decimal.Context()).copy())
-    untouched = (
-        _printoptions() == base.printoptions
-        and _pd_config._global_config == base.pandas_options
-        and _talib_state() == base.talib
-        and warnings.filters == base.warning_filters
-        and warnings.showwarning is base.showwarning
-        and _interpreter_state() == base.interpreter
-    )
-    return settled and untouched
+    differs = [name for name, same in (
+        ("numpy print options", _printoptions() == base.printoptions),
+        ("pandas options", _pd_config._global_config == base.pandas_options),
+        ("talib state", _talib_state() == base.talib),
+        ("warnings filters", warnings.filters == base.warning_filters),
+        ("warnings.showwarning", warnings.showwarning is base.showwarning),
+        ("interpreter settings", _interpreter_state() == base.interpreter),
+    ) if not same]
+    last_failure = "; ".join(([] if settled else [f"garbage still appearing after {MAX_PASSES} collections"])
+                             + [f"{name} changed" for name in differs]) or None
+    return last_failure is None
 
 
 capture()

@@ -4,6 +4,8 @@ checked by tests/node/test_fingerprint_after_attack.py.)"""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -124,7 +126,7 @@ def test_an_honest_sweep_chunk_runs_every_point_in_its_one_process() -> None:
     hygiene.capture()
     points = [{"mode": "honest", "k": k} for k in range(5)]
     outcome = runtime.run(job(ARM_RAISE, points=points))
-    assert len(outcome.points) == 5
+    assert len(outcome.points) == 5, (hygiene.last_failure, [t.name for t in threading.enumerate()])
     assert all(p.error is None and p.performance is not None for p in outcome.points)
     assert len({p.performance.total_return for p in outcome.points}) == 1
 
