@@ -178,7 +178,7 @@ class WebEnv:
                 self.server.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # gone before other packages' tests: its node's loop runs in a thread
 def web_env(tmp_path_factory):
     artifacts = Path(os.environ.get("WEB_ARTIFACTS") or tmp_path_factory.getbasetemp() / "web-artifacts")
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def web_env(tmp_path_factory):
     print(f"\ndashboard screenshots: {artifacts}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_web_env(tmp_path_factory):
     """The README's setup: a server without auth (the embedded one), a node, and the dashboard
     with --insecure-local (no sign-in: the anonymous local user, tenant `local`)."""
