@@ -41,15 +41,19 @@ missing points re-run one per child with their own budget, so no point's result 
 points it shared a child with.
 
 * bars by reference: the grid is split into sub-grids (each a small cartesian grid, together
-  exactly the grid in order; node.sweep.split_grid) of points / `SWEEP_CONCURRENCY` points,
-  8 to 32, and no fewer than node.sweep.points_per_child for the bar count (32 at 100,000
-  bars: a child's fixed cost stays under a tenth of its chunk); each goes out as a request on `strategy.v1.backtest.point` (msgpack, same `source`,
+  exactly the grid in order; node.sweep.split_grid) of node.sweep.points_per_chunk points:
+  one chunk per CPU this node runs children on (`parallel`: its CPUs, at most `MAX_WORKERS`;
+  more children than CPUs only take turns, each at its own fixed cost), no fewer points than
+  node.sweep.points_per_child for the bar count (a child's fixed cost stays under a tenth of
+  its chunk), no more than `MAX_CHUNK` (64) nor about CHUNK_MS of work (so heavy points
+  still spread over a fleet): the bench's 10 x 10 grid on 100,000 bars on a 2-CPU node goes
+  out as 2 chunks of 50; each goes out as a request on `strategy.v1.backtest.point` (msgpack, same `source`,
   the sub-grid as `grid`), so the queue group spreads the chunks over the fleet, at most
   `SWEEP_CONCURRENCY` (default 32) in flight per sweep. The answering node runs its sub-grid
   locally and replies with the rows in grid order, unranked. A sub-grid that finds no
   responder, or whose node is at capacity, runs in this node's own sandbox pool instead.
-* inline bars: points run in this node's own sandbox pool (chunks sized to fill its
-  `MAX_WORKERS` slots). Re-sending megabytes of inline bars per point would cost more than the
+* inline bars: points run in this node's own sandbox pool (chunks sized the same way, for
+  this node's `parallel` CPUs). Re-sending megabytes of inline bars per point would cost more than the
   points themselves (and can exceed NATS' max_payload); load the bars into BARS
   (`strategy-node bars load`) to spread a large sweep over the fleet.
 
@@ -109,8 +113,7 @@ from .failures import Overloaded, error_of
 from .jobs import bars_of, check_language, run_limits
 from .sweep import (
     check_rank_by,
-    chunk_size,
-    points_per_child,
+    points_per_chunk,
     fit_table,
     fan_out,
     grid_points,
@@ -119,12 +122,13 @@ from .sweep import (
     request_subgrid,
     split_grid,
     sweep_concurrency,
+    usable_cpus,
 )
 
 log = logging.getLogger("node.backtesting")
 
 _MARGIN_S = 2.0
-MAX_CHUNK = 32  # grid points per sandbox child, at most
+MAX_CHUNK = 64  # grid points per sandbox child (and per strategy.v1.backtest.point request), at most
 MIN_CHUNK = 8  # ... and at least (fewer only when the grid is smaller)
 DEFAULT_REPLAY_CACHE_MB = 128
 
@@ -262,6 +266,8 @@ class Backtesting:
         self.store = store
         self.concurrency = sweep_concurrency(env)
         self.points = Admission(settings.max_workers, settings.max_queue)
+        # children this node really runs at once: its CPUs, at most its worker slots
+        self.parallel = max(1, min(settings.max_workers, usable_cpus()))
         self.replays = ReplayCache(_cache_mb(env) * 1024 * 1024)
         from .screen import Screening
 
@@ -475,8 +481,8 @@ class Backtesting:
         elif req.source is None:
             rows = await self._run_local(base, grid_points(grid), budget_ms)
         else:
-            least = points_per_child(bars.count, MIN_CHUNK, MAX_CHUNK)
-            subgrids = split_grid(grid, chunk_size(total, self.concurrency, MAX_CHUNK, least), MAX_CHUNK)
+            size = points_per_chunk(total, bars.count, self.parallel, MAX_CHUNK, MIN_CHUNK)
+            subgrids = split_grid(grid, size, MAX_CHUNK)
             remote = self._remote_runner(req, options, budget_ms, base)
             parts = await fan_out(subgrids, remote, self.concurrency, on_error=_failed_subgrid)
             rows = [row for part in parts for row in part]
@@ -504,8 +510,9 @@ class Backtesting:
         shared a child with.
         """
         max_ms = int(self.settings.max_timeout_seconds * 1000)
-        least = points_per_child(base.bars.count if base.bars is not None else 0, MIN_CHUNK, MAX_CHUNK)
-        size = MAX_CHUNK if holding_slot else chunk_size(len(points), self.settings.max_workers, MAX_CHUNK, least)
+        bar_count = base.bars.count if base.bars is not None else 0
+        size = MAX_CHUNK if holding_slot else points_per_chunk(len(points), bar_count, self.parallel,
+                                                               MAX_CHUNK, MIN_CHUNK)
         count = -(-len(points) // size)
         size = -(-len(points) // max(1, count))  # balanced: 10 points at 8 → 5 + 5
         chunks = [points[i:i + size] for i in range(0, len(points), size)]

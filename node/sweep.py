@@ -40,6 +40,7 @@ from . import sizing
 __all__ = [
     "ASCENDING", "RANKABLE", "DEFAULT_CONCURRENCY", "sweep_concurrency", "grid_points",
     "check_rank_by", "rank", "fan_out", "grid_size", "split_grid", "chunk_size", "points_per_child", "request_subgrid",
+    "points_per_chunk", "point_ms", "usable_cpus", "CHUNK_MS",
     "parse_grid_spec", "fit_table",
 ]
 
@@ -168,7 +169,9 @@ def split_grid(grid: Mapping[str, Sequence[Any]], size: int, most: int | None = 
 
     With `most`, `size` grows to the smallest run of whole trailing rows that holds at least
     `size` points if that is at most `most` (a 10 x 10 grid at size 8 becomes 10 sub-grids of
-    10, not 20 of 8 and 2). Slices are balanced (10 values at size 8: 5 + 5, not 8 + 2).
+    10, not 20 of 8 and 2). Slices are balanced: as few as hold at most `size` points each,
+    their lengths differing by at most one (10 values at size 8: 5 + 5, not 8 + 2; at size 3:
+    3 + 3 + 2 + 2, not 3 + 3 + 3 + 1).
     """
     names = list(grid)
     values = [list(grid[n]) for n in names]
@@ -192,12 +195,17 @@ def split_grid(grid: Mapping[str, Sequence[Any]], size: int, most: int | None = 
     sliced = values[j - 1]
     step = max(1, size // tail)
     pieces = -(-len(sliced) // step)
-    step = -(-len(sliced) // pieces)
+    # `pieces` slices whose lengths differ by at most one, the longer ones first (10 values in
+    # 4 pieces: 3, 3, 2, 2; never 3, 3, 3, 1)
+    short, longer = divmod(len(sliced), pieces)
+    bounds = [0]
+    for k in range(pieces):
+        bounds.append(bounds[-1] + short + (k < longer))
     out = []
     for head in itertools.product(*values[: j - 1]):
-        for lo in range(0, len(sliced), step):
+        for lo, hi in zip(bounds, bounds[1:]):
             sub = {n: [v] for n, v in zip(names, head)}
-            sub[names[j - 1]] = sliced[lo:lo + step]
+            sub[names[j - 1]] = sliced[lo:hi]
             sub.update({n: list(v) for n, v in zip(names[j:], values[j:])})
             out.append(sub)
     return out
@@ -219,8 +227,38 @@ def points_per_child(bars: int, least: int = 8, most: int = 32) -> int:
     bars (a 10 x 10 grid goes out as 4 chunks, not 10), 8 from about 550,000 bars on. Every child
     also costs the others CPU while it starts, so on a busy node fewer, larger chunks finish sooner;
     the fleet still shares the chunks (up to SWEEP_CONCURRENCY in flight)."""
-    point_ms = POINT_MS_FIXED + POINT_MS_PER_BAR * max(0, bars)
-    return max(least, min(most, math.ceil(CHILD_MS / (CHILD_SHARE * point_ms))))
+    return max(least, min(most, math.ceil(CHILD_MS / (CHILD_SHARE * point_ms(bars)))))
+
+
+CHUNK_MS = 400.0  # a chunk's work, at most (so a sweep of heavy points still spreads over a fleet)
+
+
+def point_ms(bars: int) -> float:
+    """A grid point's estimated CPU on `bars` bars (the bench host's SMA; see CHILD_MS)."""
+    return POINT_MS_FIXED + POINT_MS_PER_BAR * max(0, bars)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; the machine's count where unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def points_per_chunk(points: int, bars: int, parallel: int, most: int = 64, least: int = 8) -> int:
+    """Grid points per sandbox child for a sweep of `points` points on `bars` bars, on a node that
+    runs `parallel` children at once (its CPUs, at most its worker slots).
+
+    As few chunks as keep `parallel` CPUs busy: more children than CPUs only take turns, and each
+    costs its fixed CPU (CHILD_MS) on top. A child still runs at least points_per_child(bars)
+    points, and a chunk holds at most CHUNK_MS of estimated work (and `most` points), so a sweep
+    of heavy points is still cut finely enough for a fleet to share it. The bench's 10 x 10 grid
+    on 100,000 bars on a 2-CPU node: 50 points per chunk (2 children; it was 30, 30, 30, 10).
+    """
+    floor = points_per_child(bars, least, most)
+    cap = max(floor, min(most, int(CHUNK_MS // point_ms(bars))))
+    return max(1, min(points, max(floor, min(cap, -(-points // max(1, parallel))))))
 
 
 def chunk_size(points: int, units: int, most: int = 32, least: int = 8) -> int:

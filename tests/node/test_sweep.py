@@ -11,7 +11,9 @@ import pytest
 
 from backtest.store import BarStore
 from contracts import Bars, Performance, SweepRow, from_columns, subjects
-from node.sweep import chunk_size, grid_points, grid_size, parse_grid_spec, points_per_child, rank, split_grid
+from node.backtesting import MAX_CHUNK
+from node.sweep import (CHUNK_MS, grid_points, grid_size, parse_grid_spec, point_ms, points_per_child, points_per_chunk,
+                        rank, split_grid)
 from tests.support import columnar_bars, request_json
 
 SMA = (
@@ -228,16 +230,34 @@ def test_split_grid_concatenates_back_to_the_grid_in_order(size):
     assert all(len(grid_points(part)) <= size for part in parts)
 
 
-def test_a_ten_by_ten_grid_over_100k_bars_goes_out_as_four_chunks_not_ten():
-    """A chunk child's fixed cost (fork, lock-down, pre-warm, first-touch faults) stays under a
-    tenth of its chunk: at 100,000 bars that is the 32-point maximum, and the 10 x 10 grid splits
-    into whole rows of 30, 30, 30 and 10 (it was 10 chunks of 10)."""
+def test_a_ten_by_ten_grid_over_100k_bars_on_a_two_cpu_node_goes_out_as_two_chunks_of_fifty():
+    """One chunk per CPU the node runs children on (more children only take turns, each at its
+    own fixed cost): the bench's grid on 100,000 bars was 30, 30, 30, 10 (4 children on 2 CPUs)."""
     grid = {"fast": list(range(5, 55, 5)), "slow": list(range(60, 260, 20))}
-    least = points_per_child(100_000)
-    assert least == 32
-    subgrids = split_grid(grid, chunk_size(grid_size(grid), 32, 32, least), 32)
-    assert [len(grid_points(g)) for g in subgrids] == [30, 30, 30, 10]
+    size = points_per_chunk(grid_size(grid), 100_000, parallel=2, most=MAX_CHUNK)
+    subgrids = split_grid(grid, size, MAX_CHUNK)
+    assert [len(grid_points(g)) for g in subgrids] == [50, 50]
     assert [p for g in subgrids for p in grid_points(g)] == grid_points(grid)
+
+
+def test_on_more_cpus_the_grid_is_cut_into_more_balanced_chunks_no_smaller_than_a_child_pays_for():
+    grid = {"fast": list(range(5, 55, 5)), "slow": list(range(60, 260, 20))}
+    size = points_per_chunk(grid_size(grid), 100_000, parallel=4, most=MAX_CHUNK)
+    assert size == points_per_child(100_000, most=MAX_CHUNK)  # the floor: 25 would cost more
+    assert [len(grid_points(g)) for g in split_grid(grid, size, MAX_CHUNK)] == [30, 30, 20, 20]
+
+
+def test_a_sweep_of_heavy_points_is_cut_finely_enough_for_a_fleet_to_share():
+    """A chunk holds at most about CHUNK_MS of work: 1,000,000-bar points go out 8 to 10 at a
+    time even from a 2-CPU node, not as two chunks of 50 (seconds each on one node)."""
+    grid = {"fast": list(range(5, 55, 5)), "slow": list(range(60, 260, 20))}
+    size = points_per_chunk(grid_size(grid), 1_000_000, parallel=2, most=MAX_CHUNK)
+    assert size * point_ms(1_000_000) <= CHUNK_MS
+    assert [len(grid_points(g)) for g in split_grid(grid, size, MAX_CHUNK)] == [10] * 10
+
+
+def test_a_grid_smaller_than_a_chunk_is_one_chunk():
+    assert points_per_chunk(6, 100_000, parallel=2, most=MAX_CHUNK) == 6
 
 
 def test_points_per_child_falls_to_the_floor_as_points_grow_costly():
@@ -258,11 +278,18 @@ def test_split_grid_prefers_whole_rows_and_balanced_slices():
     assert [len(grid_points(g)) for g in split_grid(grid, 8)] == [5] * 20
 
 
+def test_split_grid_slices_differ_by_at_most_one_value():
+    grid = {"fast": list(range(10)), "slow": list(range(10))}
+    assert [len(grid_points(g)) for g in split_grid(grid, 32, most=32)] == [30, 30, 20, 20]  # not 30, 30, 30, 10
+    assert [len(g["a"]) for g in split_grid({"a": list(range(10))}, 3)] == [3, 3, 2, 2]
+    assert [len(g["a"]) for g in split_grid({"a": list(range(11))}, 4)] == [4, 4, 3]
+
+
 async def test_point_subject_refuses_a_grid_larger_than_one_chunk(nc):
     reply = await request_json(nc, subjects.BACKTEST_POINT, {
-        "code": SMA, "bars": columnar_bars(30), "grid": {"fast": list(range(1, 34)), "slow": [20]}})
+        "code": SMA, "bars": columnar_bars(30), "grid": {"fast": list(range(1, MAX_CHUNK + 2)), "slow": [20]}})
     assert reply["error"]["code"] == "INVALID_REQUEST"
-    assert "at most 32 grid points" in reply["error"]["message"]
+    assert f"at most {MAX_CHUNK} grid points" in reply["error"]["message"]
 
 
 # -- fitting the ranked table into max_payload -------------------------------------------------
