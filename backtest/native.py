@@ -64,7 +64,7 @@ def _without_stops(o, c, signals: np.ndarray, opt: BacktestOptions, warmup: int)
     n = len(c)
     on_close, short = opt.fill == "close", opt.allow_short
     view = signals[warmup:] if warmup else signals
-    p = np.flatnonzero(view)
+    p = np.flatnonzero(view != 0)  # numpy's nonzero of an int8 array is ~10x slower than of a bool one
     if warmup:
         p += warmup
     v = signals[p]
