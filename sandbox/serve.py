@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import select
 
 import numpy as np
 
@@ -72,9 +73,18 @@ def _cpu_ms() -> float:
     return (usage.ru_utime + usage.ru_stime) * 1000.0
 
 
+def job_waiting(fd: int) -> bool:
+    """Has the node already sent this child its job (it was taken the moment it was ready)?"""
+    return bool(select.select([fd], [], [], 0)[0])
+
+
 def serve(fd: int, baseline: int, prewarm: Job | None = None) -> None:
-    if prewarm is not None:
-        run(prewarm)  # our own trusted job: takes the first-run page faults off the request path
+    if prewarm is not None and not job_waiting(fd):
+        # Our own trusted job: takes the first-run page faults off the request path while the
+        # child waits. A child whose job is already waiting (the pool is short of children: every
+        # one is taken as soon as it is ready) skips it: the run would take those faults anyway,
+        # and the prewarm's own work would only be more CPU on a saturated node (issue 18).
+        run(prewarm)
     captured = False
     while True:
         try:
