@@ -16,7 +16,7 @@ from contracts.bars import ns_to_isos
 from . import compat, native
 from .curves import extreme_indices, monthly_returns, positions
 from .ledger import END, RUIN, SIGNAL, STOP, TARGET, Ledger, equity_curve
-from .metrics import native_metrics
+from .metrics import BarFacts, native_metrics
 
 _EXIT_REASONS = {STOP: "stop loss", TARGET: "take profit", END: "end of data", RUIN: "out of money"}
 
@@ -34,6 +34,7 @@ def run_backtest(
     *,
     warmup: int = 0,
     indicators: dict[str, list] | None = None,
+    facts: BarFacts | None = None,
 ) -> Performance:
     """Backtest one signal per bar (1 BUY, -1 SELL, 0 HOLD) over OHLC bars.
 
@@ -46,7 +47,9 @@ def run_backtest(
     trades it opens or closes). ``warmup`` is the number of leading bars where the strategy's
     indicators are undefined: signals there are ignored and buy & hold starts after them
     (backtesting.py measures it that way, so compat mode needs it to match). ``volume`` is
-    accepted for the bar shape but no fill model uses it.
+    accepted for the bar shape but no fill model uses it. ``facts``: ``BarFacts`` of these very
+    ``timestamp_ns`` and ``close`` columns (else ValueError), for many backtests on the same bars
+    (a sweep's points): what the metrics derive from the bars alone is then computed once.
     """
     ts, o, h, l, c, sig = _arrays(timestamp_ns, open, high, low, close, volume, signals)
     n = len(c)
@@ -54,6 +57,8 @@ def run_backtest(
     initial = float(options.initial_cash)
     if not 0 <= warmup:
         raise ValueError("warmup must be >= 0")
+    if facts is not None and not facts.of(ts, c):
+        raise ValueError("facts are of other bars than these")
     if n == 0:
         return Performance(
             bars=0, initial_cash=initial, final_equity=initial, peak_equity=initial,
@@ -73,7 +78,7 @@ def run_backtest(
         held = trades
         equity = equity_curve(c, initial, trades)
         stats, dd = native_metrics(ts, c, equity, trades, initial, options.periods_per_year,
-                                   options.risk_free_rate, warmup)
+                                   options.risk_free_rate, warmup, facts)
     points = n if options.per_bar else options.equity_points
     idx = extreme_indices(equity, dd, points)
     curve_extras: dict = {}

@@ -166,16 +166,23 @@ def running_max(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray
 
 def drawdown(equity: np.ndarray, initial: float) -> np.ndarray:
     """Fractional drawdown from the running peak (<= 0), the peak including the initial cash."""
+    return _drawdown(equity, initial)[0]
+
+
+def _drawdown(equity: np.ndarray, initial: float) -> tuple[np.ndarray, float]:
+    """``(drawdown(equity, initial), np.max(equity))``: the running peak's last value is the
+    series' maximum (the same value: max is exact, and a NaN anywhere is NaN at the end of both)."""
     out = running_max(equity)  # one array, reused for every step (no temporaries)
+    top = float(out[-1]) if len(out) else -math.inf
     np.maximum(out, initial, out=out)
     with np.errstate(all="ignore"):
         np.divide(equity, out, out=out)
     out -= 1
-    return out
+    return out, top
 
 
-def drawdown_periods(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def drawdown_periods(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = True,
+                     nonpositive: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Every drawdown period: ``(durations in ns, deepest |drawdown| in each)``.
 
     A period runs from a bar at the peak (or the first bar) to the next bar back at the peak,
@@ -183,6 +190,8 @@ def drawdown_periods(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = 
     drawdown of one bar that recovers on the next bar is no period, as in backtesting.py).
     ``tail_of_one_bar=False`` reproduces backtesting.py, which also ignores a drawdown that
     starts on the last bar's predecessor and is still open at the last bar.
+    ``nonpositive``: the caller knows no ``dd`` is above 0 (a peak that includes a positive
+    initial cash): the depths are then found without an ``abs`` copy of the whole series.
     """
     n = len(dd)
     empty = np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -200,9 +209,18 @@ def drawdown_periods(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = 
     keep = gap > 1
     if tail_of_one_bar and dd[-1] != 0:
         keep[-1] = True
-    depth = np.abs(np.asarray(dd, dtype=np.float64))
-    seg = np.fmax.reduceat(depth, ends[:-1])  # [ends[j], ends[j+1]) ... (NaN ignored)
-    deepest = np.nan_to_num(np.fmax(seg[: len(gap)], depth[ends[1:]]), nan=0.0)  # ... and the closing bar
+    if nonpositive:
+        # |x| is -x for x <= 0, and the largest -x is minus the smallest x (both exact; fmin and
+        # fmax skip NaN alike); + 0.0 turns the -0.0 that -(+0.0) gives into abs's +0.0
+        dd = np.asarray(dd, dtype=np.float64)
+        seg = np.fmin.reduceat(dd, ends[:-1])
+        deepest = np.fmax(np.negative(seg[: len(gap)]), np.negative(dd[ends[1:]]))
+        deepest += 0.0
+        deepest = np.nan_to_num(deepest, nan=0.0)
+    else:
+        depth = np.abs(np.asarray(dd, dtype=np.float64))
+        seg = np.fmax.reduceat(depth, ends[:-1])  # [ends[j], ends[j+1]) ... (NaN ignored)
+        deepest = np.nan_to_num(np.fmax(seg[: len(gap)], depth[ends[1:]]), nan=0.0)  # ... and the closing bar
     return (ts[ends[1:]] - ts[ends[:-1]])[keep], deepest[keep]
 
 
@@ -223,27 +241,80 @@ def average_drawdown(ts: np.ndarray, dd: np.ndarray, *, tail_of_one_bar: bool = 
 
 
 def capm(equity: np.ndarray, close: np.ndarray, total_return, bh, rf: float, *,
-         log: bool = True, scratch: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float | None, float | None]:
+         log: bool = True, scratch: tuple[np.ndarray, np.ndarray] | None = None,
+         market: tuple[np.ndarray, float] | None = None) -> tuple[float | None, float | None]:
     """``(alpha in %, beta)``: beta = cov(equity returns, close returns) / var(close returns)
     over consecutive bars (ddof=1), log returns (backtesting.py) or simple ones (``log=False``,
     native: no logarithm of every bar); alpha = total_return - 100 rf - beta * (buy & hold -
     100 rf), Jensen's alpha over the whole run. ``scratch``: two float64 arrays of at least
-    ``len(equity) - 1`` values to compute in (instead of new ones)."""
+    ``len(equity) - 1`` values to compute in (instead of new ones). ``market``: the close's
+    centred simple returns and their sum of squares, already computed (``BarFacts.market``;
+    ``log=False`` only)."""
     if len(equity) < 3 or total_return is None or bh is None:
         return None, None
     m = len(equity) - 1
     with np.errstate(all="ignore"):
         strat = np.divide(equity[1:], equity[:-1], out=None if scratch is None else scratch[0][:m])
-        market = np.divide(close[1:], close[:-1], out=None if scratch is None else scratch[1][:m])
         if log:
-            strat, market = np.log(strat, out=strat), np.log(market, out=market)
+            strat = np.log(strat, out=strat)
         strat -= strat.mean()
-        market -= market.mean()
-        beta = np.dot(strat, market) / np.dot(market, market)  # cov / var: the (n - 1)s cancel
+        if market is None or log or len(market[0]) != m:
+            market = market_returns(close, None if scratch is None else scratch[1][:m], log=log)
+        beta = np.dot(strat, market[0]) / market[1]  # cov / var: the (n - 1)s cancel
     beta = num(beta)
     if beta is None:
         return None, None
     return num(total_return - rf * 100 - beta * (bh - rf * 100)), beta
+
+
+def market_returns(close: np.ndarray, out: np.ndarray | None = None, *, log: bool = False
+                   ) -> tuple[np.ndarray, float]:
+    """The close's returns bar to bar (simple, or log), centred on their mean, and their sum of
+    squares: beta's market side (``capm``), in ``out`` (``len(close) - 1`` values) if given."""
+    with np.errstate(all="ignore"):
+        market = np.divide(close[1:], close[:-1], out=out)
+        if log:
+            market = np.log(market, out=market)
+        market -= market.mean()
+        return market, np.dot(market, market)
+
+
+class BarFacts:
+    """What the native metrics derive from the bars alone (never from the signals), for every
+    backtest on the same bars: a sweep chunk's points share one (sandbox.runtime.run_points).
+
+    The periods per year inferred from the timestamps, and beta's market side (``market_returns``
+    of the close from a warm-up bar on), each computed on first use with exactly the operations
+    the metrics use without it, so every figure is bit-identical. The columns must not change
+    while it is in use: the sandbox's are read-only views of the job's buffers.
+    ``run_backtest`` checks that it is handed the facts of the very columns it is given.
+    """
+
+    def __init__(self, timestamp_ns: np.ndarray, close: np.ndarray) -> None:
+        self.ts = np.asarray(timestamp_ns, dtype=np.int64)
+        self.close = np.asarray(close, dtype=np.float64)
+        self._periods: float | None = None
+        self._market: tuple[int, tuple[np.ndarray, float]] | None = None
+
+    def of(self, ts: np.ndarray, close: np.ndarray) -> bool:
+        """Whether these are the facts of exactly these columns (same memory, same length)."""
+        return (len(ts) == len(self.ts) and len(close) == len(self.close)
+                and ts.__array_interface__["data"][0] == self.ts.__array_interface__["data"][0]
+                and close.__array_interface__["data"][0] == self.close.__array_interface__["data"][0]
+                and ts.strides == self.ts.strides and close.strides == self.close.strides)
+
+    def periods_per_year(self) -> float:
+        if self._periods is None:
+            self._periods = infer_periods_per_year(self.ts)
+        return self._periods
+
+    def market(self, warmup: int) -> tuple[np.ndarray, float]:
+        """``market_returns(close[warmup:])`` (simple returns), kept for the last warm-up asked."""
+        if self._market is None or self._market[0] != warmup:
+            close = self.close[warmup:]
+            out = np.empty(len(close))  # allocated as capm's scratch is: the same dot product
+            self._market = (warmup, market_returns(close, out[: max(0, len(close) - 1)]))
+        return self._market[1]
 
 
 def kelly(trades: Ledger) -> float | None:
@@ -256,13 +327,14 @@ def kelly(trades: Ledger) -> float | None:
     return num(w - (1 - w) / (wins.mean() / -losses.mean()))
 
 
-def _std1(x: np.ndarray, work: np.ndarray) -> float:
-    """``np.std(x, ddof=1)``, the same operations in the same order, computed in ``work``."""
+def _std1(x: np.ndarray, work: np.ndarray) -> tuple[float, float]:
+    """``(np.mean(x), np.std(x, ddof=1))``, the same operations in the same order, computed in
+    ``work`` (np.mean is np.add.reduce divided by the count, as the std's own mean)."""
     n = len(x)
     mean = np.add.reduce(x) / n
     np.subtract(x, mean, out=work)
     np.multiply(work, work, out=work)
-    return math.sqrt(np.add.reduce(work) / (n - 1))
+    return float(mean), math.sqrt(np.add.reduce(work) / (n - 1))
 
 
 def equity_metrics(ts, equity, initial: float, periods: float, rf: float,
@@ -271,9 +343,9 @@ def equity_metrics(ts, equity, initial: float, periods: float, rf: float,
     their temporaries; a million bars would otherwise allocate, and fault in, 8 MB for each)."""
     n = len(equity)
     final = float(equity[-1])
-    dd = drawdown(equity, initial)
+    dd, top = _drawdown(equity, initial)
     max_dd = num(np.min(dd) * 100)
-    dd_periods = drawdown_periods(ts, dd)
+    dd_periods = drawdown_periods(ts, dd, nonpositive=initial > 0)
     prev, r, work = scratch if scratch is not None else (np.empty(n), np.empty(n), np.empty(n))
     with np.errstate(all="ignore"):
         # r = diff(equity, prepend=initial) / previous equity, as before, without temporaries
@@ -282,11 +354,11 @@ def equity_metrics(ts, equity, initial: float, periods: float, rf: float,
         np.subtract(equity, prev, out=r)
         np.divide(r, prev, out=r)
         excess = np.subtract(r, rf / periods, out=prev) if rf else r  # r - 0.0 is r, bit for bit
-        sd = _std1(r, work) if n > 1 else math.nan
+        mean_r, sd = _std1(r, work) if n > 1 else (None, math.nan)
         np.minimum(excess, 0.0, out=work)
         np.multiply(work, work, out=work)
         downside = math.sqrt(float(np.mean(work)))
-        mean_excess = float(np.mean(excess))
+        mean_excess = mean_r if mean_r is not None and excess is r else float(np.mean(excess))
         growth = final / initial
         years = float(ts[-1] - ts[0]) / NS / YEAR_S
         ann = growth ** (periods / n) - 1 if growth > 0 else math.nan
@@ -297,7 +369,7 @@ def equity_metrics(ts, equity, initial: float, periods: float, rf: float,
         "total_return": num((final / initial - 1) * 100),
         "total_pnl": final - initial,
         "final_equity": final,
-        "peak_equity": max(initial, float(np.max(equity))),
+        "peak_equity": max(initial, top),
         "max_drawdown": max_dd,
         "max_drawdown_duration_s": float(dd_periods[0].max()) / NS if len(dd_periods[0]) else None,
         "_periods": dd_periods,
@@ -342,10 +414,11 @@ def trade_metrics(ts: np.ndarray, trades: Ledger) -> dict:
 
 
 def native_metrics(ts, close, equity, trades: Ledger, initial: float, periods: float | None,
-                   rf: float, warmup: int) -> tuple[dict, np.ndarray]:
-    """Every Performance number (but the lists) under the native definitions above."""
+                   rf: float, warmup: int, facts: BarFacts | None = None) -> tuple[dict, np.ndarray]:
+    """Every Performance number (but the lists) under the native definitions above; ``facts``
+    (of these ``ts`` and ``close``) saves recomputing what depends on the bars alone."""
     n = len(equity)
-    periods = periods or infer_periods_per_year(ts)
+    periods = periods or (facts.periods_per_year() if facts is not None else infer_periods_per_year(ts))
     scratch = (np.empty(n), np.empty(n), np.empty(n))  # reused by every per-bar pass below
     out, dd = equity_metrics(ts, equity, initial, periods, rf, scratch)
     out.update(trade_metrics(ts, trades))
@@ -356,6 +429,7 @@ def native_metrics(ts, close, equity, trades: Ledger, initial: float, periods: f
     out["outperformance"] = None if bh is None or out["total_return"] is None else out["total_return"] - bh
     out["avg_drawdown"], out["avg_drawdown_duration_s"] = average_drawdown(ts, dd, periods=out.pop("_periods"))
     w = min(warmup, n - 1)
+    market = facts.market(w) if facts is not None and n - w >= 3 else None
     out["alpha"], out["beta"] = capm(equity[w:], close[w:], out["total_return"], bh, rf, log=False,
-                                     scratch=scratch[:2])
+                                     scratch=scratch[:2], market=market)
     return out, dd

@@ -25,6 +25,7 @@ import pandas.io.formats.string  # noqa: F401
 from pandas.core.arrays import DatetimeArray as _DatetimeArray
 
 from backtest import run_backtest
+from backtest.metrics import BarFacts
 from backtest.accessors import ACCESSOR_NAMES, Clock, make_accessors
 from contracts import BacktestOptions, BarArrays, ErrorCode, ErrorInfo, ExecutionError, Signal
 from contracts.bars import ns_to_isos
@@ -173,8 +174,9 @@ def _per_bar(value: Any, n: int) -> np.ndarray | None:
 class Run:
     """State of one execution; `outcome()` is all that leaves the child."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, facts: BarFacts | None = None) -> None:
         self.job = job
+        self.facts = facts  # what the metrics derive from the bars alone, shared by a chunk's points
         self.compiled = CompiledStrategy.from_bytes(job.code)
         bars = _EMPTY_BARS if job.bars is None else job.bars
         # Read-only views of the job's own buffers: what signals and metrics are computed from,
@@ -371,6 +373,7 @@ class Run:
             self.index_ns, c["open"], c["high"], c["low"], c["close"], c["volume"], codes, options,
             reasons=reasons, warmup=warmup,
             indicators=self.api.indicators if backtesting and (options.equity_points or options.per_bar) else None,
+            facts=self.facts if self.facts is not None and self.facts.of(self.index_ns, c["close"]) else None,
         )
 
     def warmup(self) -> int:
@@ -420,10 +423,11 @@ def run_points(job: Job) -> Outcome:
     started = time.perf_counter()
     rows: list[PointOutcome] = []
     points = job.points or []
+    facts = _bar_facts(job)
     for k, parameters in enumerate(points):
         if k and not hygiene.scrub():
             break
-        one = run(msgspec.structs.replace(job, parameters=parameters, points=None))
+        one = run(msgspec.structs.replace(job, parameters=parameters, points=None), facts=facts)
         rows.append(PointOutcome(performance=one.performance, error=one.error,
                                  signals_count=one.signals_count, walk=one.walk))
         if one.error is not None and one.error.code == ErrorCode.MEMORY_LIMIT:
@@ -431,8 +435,24 @@ def run_points(job: Job) -> Outcome:
     return Outcome(success=True, points=rows, run_ms=(time.perf_counter() - started) * 1000.0)
 
 
-def run(job: Job) -> Outcome:
-    """Execute one job; every failure becomes an Outcome with an error code."""
+def _bar_facts(job: Job) -> BarFacts | None:
+    """What every point's metrics would derive from the chunk's bars alone (backtest.metrics.
+    BarFacts), computed here, before any strategy of the chunk runs, from the job's read-only
+    columns; it never reaches strategy code. None where the points would not use it."""
+    options = job.options
+    bars = job.bars
+    if bars is None or bars.count < 3 or options is None or options.mode != "native":
+        return None
+    facts = BarFacts(bars.column("timestamp"), bars.column("close"))
+    if options.periods_per_year is None:
+        facts.periods_per_year()
+    facts.market(0)  # native backtests in the sandbox have no warm-up (Run.performance)
+    return facts
+
+
+def run(job: Job, facts: BarFacts | None = None) -> Outcome:
+    """Execute one job; every failure becomes an Outcome with an error code. `facts`: a sweep
+    chunk's BarFacts of `job.bars` (run_points)."""
     if job.points is not None and job.kind == "backtest":
         return run_points(job)
     started = time.perf_counter()
@@ -448,7 +468,7 @@ def run(job: Job) -> Outcome:
     guards.reset_violations()
     run_state: Run | None = None
     try:
-        run_state = Run(job)
+        run_state = Run(job, facts)
         try:
             run_state.execute()
         except OutputLimitExceeded:

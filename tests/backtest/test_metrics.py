@@ -337,3 +337,71 @@ def test_running_max_of_a_series_starting_at_or_below_zero_is_the_plain_accumula
 
     x = np.concatenate(([-0.0, 0.0], np.zeros(5_000), -np.ones(5_000)))
     assert running_max(x).tobytes() == np.maximum.accumulate(x).tobytes()
+
+
+# --- what a sweep chunk computes once (BarFacts) and the passes saved per backtest ------------
+
+def _walk(n: int, seed: int, step_ns: int = 60 * 10**9):
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    ts = T0 + step_ns * np.arange(n, dtype=np.int64)
+    fast = np.convolve(close, np.ones(10) / 10, "same") > np.convolve(close, np.ones(60) / 60, "same")
+    return ts, close, np.diff(fast.astype(np.int8), prepend=0).astype(np.int8)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"risk_free_rate": 0.04}, {"periods_per_year": 252.0}, {"allow_short": True, "fill": "next_open"},
+    {"commission_rate": 0.001, "commission_fixed": 1.0, "fractional": False}, {"stop_loss_pct": 1.5},
+])
+def test_bar_facts_shared_by_many_backtests_give_every_figure_bit_for_bit(options):
+    """A sweep chunk's points share one BarFacts (periods per year, beta's market side): each
+    point's Performance must be byte-identical to the one computed without it."""
+    from backtest.metrics import BarFacts
+    from msgspec import msgpack
+
+    ts, close, signals = _walk(20_000, 11)
+    facts = BarFacts(ts, close)
+    for shift in (0, 3, 40):  # several 'points' on the same facts
+        sig = np.roll(signals, shift)
+        opts = BacktestOptions(**options)
+        plain = run_backtest(ts, close, close, close, close, np.ones(len(close)), sig, opts)
+        shared = run_backtest(ts, close, close, close, close, np.ones(len(close)), sig, opts, facts=facts)
+        assert msgpack.encode(shared) == msgpack.encode(plain), (options, shift)
+
+
+def test_run_backtest_refuses_the_facts_of_other_bars():
+    from backtest.metrics import BarFacts
+
+    ts, close, signals = _walk(1_000, 12)
+    other = close.copy()
+    with pytest.raises(ValueError, match="other bars"):
+        run_backtest(ts, close, close, close, close, np.ones(len(close)), signals, BacktestOptions(),
+                     facts=BarFacts(ts, other))
+
+
+def test_drawdown_periods_of_a_nonpositive_series_are_the_abs_paths_bit_for_bit():
+    """The native drawdown is never above 0 (its peak includes the positive initial cash), so the
+    depths are found without an abs() copy; zeros of either sign, NaN and -inf included."""
+    from backtest.metrics import drawdown_periods
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 3, 50, 5_000):
+        dd = -np.abs(rng.normal(0, 0.05, n))
+        dd[rng.random(n) < 0.3] = 0.0
+        dd[rng.random(n) < 0.1] = -0.0
+        if n > 10:
+            dd[[3, 7]] = np.nan
+            dd[9] = -np.inf
+        ts = T0 + DAY * np.arange(n, dtype=np.int64)
+        for tail in (True, False):
+            plain = drawdown_periods(ts, dd, tail_of_one_bar=tail)
+            fast = drawdown_periods(ts, dd, tail_of_one_bar=tail, nonpositive=True)
+            assert [a.tobytes() for a in fast] == [a.tobytes() for a in plain], (n, tail)
+
+
+def test_peak_equity_from_the_running_peak_is_the_maximum_even_with_a_nan():
+    close = [8.0, 10.0, 6.0, 10.0]
+    assert run(close, [1, 0, 0, 0]).peak_equity == 1000.0
+    broken = run([8.0, np.nan, 6.0, 10.0], [1, 0, 0, 0])
+    plain = max(800.0, float(np.max(np.array([800.0, np.nan, 600.0, 1000.0]))))
+    assert broken.peak_equity == plain or (math.isnan(broken.peak_equity) and math.isnan(plain))
