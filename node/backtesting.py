@@ -41,13 +41,12 @@ missing points re-run one per child with their own budget, so no point's result 
 points it shared a child with.
 
 * bars by reference: the grid is split into sub-grids (each a small cartesian grid, together
-  exactly the grid in order; node.sweep.split_grid) of node.sweep.points_per_chunk points:
-  one chunk per CPU this node runs children on (`parallel`: its CPUs, at most `MAX_WORKERS`;
-  more children than CPUs only take turns, each at its own fixed cost), no fewer points than
-  node.sweep.points_per_child for the bar count (a child's fixed cost stays under a tenth of
-  its chunk), no more than `MAX_CHUNK` (64) nor about CHUNK_MS of work (so heavy points
-  still spread over a fleet): the bench's 10 x 10 grid on 100,000 bars on a 2-CPU node goes
-  out as 2 chunks of 50; each goes out as a request on `strategy.v1.backtest.point` (msgpack, same `source`,
+  exactly the grid in order; node.sweep.plan_subgrids): one chunk per CPU this node runs
+  children on (`parallel`: its CPUs, at most `MAX_WORKERS`; more children than CPUs only take
+  turns, each at its own fixed cost) when such chunks hold at most `MAX_CHUNK` (64) points and
+  about CHUNK_MS of work; a larger sweep in chunks of node.sweep.points_per_child points (a
+  child's fixed cost under a tenth of its chunk), which a fleet shares. The bench's 10 x 10
+  grid on 100,000 bars on a 2-CPU node goes out as 2 chunks of 50; each goes out as a request on `strategy.v1.backtest.point` (msgpack, same `source`,
   the sub-grid as `grid`), so the queue group spreads the chunks over the fleet, at most
   `SWEEP_CONCURRENCY` (default 32) in flight per sweep. The answering node runs its sub-grid
   locally and replies with the rows in grid order, unranked. A sub-grid that finds no
@@ -113,6 +112,7 @@ from .failures import Overloaded, error_of
 from .jobs import bars_of, check_language, run_limits
 from .sweep import (
     check_rank_by,
+    plan_subgrids,
     points_per_chunk,
     fit_table,
     fan_out,
@@ -120,7 +120,6 @@ from .sweep import (
     grid_size,
     rank,
     request_subgrid,
-    split_grid,
     sweep_concurrency,
     usable_cpus,
 )
@@ -481,8 +480,7 @@ class Backtesting:
         elif req.source is None:
             rows = await self._run_local(base, grid_points(grid), budget_ms)
         else:
-            size = points_per_chunk(total, bars.count, self.parallel, MAX_CHUNK, MIN_CHUNK)
-            subgrids = split_grid(grid, size, MAX_CHUNK)
+            subgrids = plan_subgrids(grid, bars.count, self.parallel, MAX_CHUNK, MIN_CHUNK)
             remote = self._remote_runner(req, options, budget_ms, base)
             parts = await fan_out(subgrids, remote, self.concurrency, on_error=_failed_subgrid)
             rows = [row for part in parts for row in part]

@@ -40,7 +40,7 @@ from . import sizing
 __all__ = [
     "ASCENDING", "RANKABLE", "DEFAULT_CONCURRENCY", "sweep_concurrency", "grid_points",
     "check_rank_by", "rank", "fan_out", "grid_size", "split_grid", "chunk_size", "points_per_child", "request_subgrid",
-    "points_per_chunk", "point_ms", "usable_cpus", "CHUNK_MS",
+    "points_per_chunk", "plan_subgrids", "point_ms", "usable_cpus", "CHUNK_MS",
     "parse_grid_spec", "fit_table",
 ]
 
@@ -246,19 +246,51 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _chunk_bounds(bars: int, most: int, least: int) -> tuple[int, int, int]:
+    """(floor, cap, worth) points per child on `bars` bars: the floor keeps a child's fixed cost
+    under CHILD_SHARE of its chunk; the cap keeps a chunk under CHUNK_MS of work (and `most`
+    points); `worth` is the fewest points that are as much work as the child costs."""
+    cost = point_ms(bars)
+    floor = points_per_child(bars, least, most)
+    cap = max(floor, min(most, int(CHUNK_MS // cost)))
+    return floor, cap, min(cap, math.ceil(CHILD_MS / cost))
+
+
 def points_per_chunk(points: int, bars: int, parallel: int, most: int = 64, least: int = 8) -> int:
     """Grid points per sandbox child for a sweep of `points` points on `bars` bars, on a node that
     runs `parallel` children at once (its CPUs, at most its worker slots).
 
-    As few chunks as keep `parallel` CPUs busy: more children than CPUs only take turns, and each
-    costs its fixed CPU (CHILD_MS) on top. A child still runs at least points_per_child(bars)
-    points, and a chunk holds at most CHUNK_MS of estimated work (and `most` points), so a sweep
-    of heavy points is still cut finely enough for a fleet to share it. The bench's 10 x 10 grid
-    on 100,000 bars on a 2-CPU node: 50 points per chunk (2 children; it was 30, 30, 30, 10).
+    A sweep that one chunk per CPU can hold (at most CHUNK_MS of estimated work and `most` points
+    each) goes out as one chunk per CPU: more children than CPUs only take turns, each at its own
+    fixed cost (CHILD_MS), and fewer leave a CPU idle. A chunk is still worth its child (at least
+    CHILD_MS of work). A larger sweep is cut into chunks of points_per_child(bars) points, so
+    its child's fixed cost stays under CHILD_SHARE of the chunk and a fleet can share the chunks.
+    The bench's 10 x 10 grid on 100,000 bars on a 2-CPU node: 50 points per chunk (2 children;
+    it was 30, 30, 30, 10: 4 children on 2 CPUs).
     """
-    floor = points_per_child(bars, least, most)
-    cap = max(floor, min(most, int(CHUNK_MS // point_ms(bars))))
-    return max(1, min(points, max(floor, min(cap, -(-points // max(1, parallel))))))
+    floor, cap, worth = _chunk_bounds(bars, most, least)
+    per_cpu = -(-points // max(1, parallel))
+    if per_cpu > cap:
+        return max(1, min(points, floor))
+    return max(1, min(points, max(per_cpu, worth)))
+
+
+def plan_subgrids(grid: Mapping[str, Sequence[Any]], bars: int, parallel: int, most: int = 64,
+                  least: int = 8) -> list[dict[str, list[Any]]]:
+    """The sub-grids a sweep goes out as (`split_grid`, in grid order), sized by
+    points_per_chunk. When one chunk per CPU is the plan, a grid whose rows do not divide evenly
+    is cut into at most `parallel` sub-grids where whole slices allow it (5 x 10 points on 2 CPUs:
+    30 + 20, not 20 + 20 + 10); otherwise whole trailing rows are kept up to `most` points."""
+    total = grid_size(grid)
+    size = points_per_chunk(total, bars, parallel, most, least)
+    if size * max(1, parallel) < total:  # more chunks than CPUs anyway
+        return split_grid(grid, size, most)
+    _, cap, _ = _chunk_bounds(bars, most, least)
+    parts = split_grid(grid, size)
+    while len(parts) > parallel and size < cap:
+        size += 1
+        parts = split_grid(grid, size)
+    return parts
 
 
 def chunk_size(points: int, units: int, most: int = 32, least: int = 8) -> int:

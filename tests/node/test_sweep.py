@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 
 import msgspec
@@ -12,8 +13,8 @@ import pytest
 from backtest.store import BarStore
 from contracts import Bars, Performance, SweepRow, from_columns, subjects
 from node.backtesting import MAX_CHUNK
-from node.sweep import (CHUNK_MS, grid_points, grid_size, parse_grid_spec, point_ms, points_per_child, points_per_chunk,
-                        rank, split_grid)
+from node.sweep import (CHILD_MS, CHUNK_MS, grid_points, grid_size, parse_grid_spec, plan_subgrids, point_ms, points_per_child,
+                        points_per_chunk, rank, split_grid)
 from tests.support import columnar_bars, request_json
 
 SMA = (
@@ -230,34 +231,52 @@ def test_split_grid_concatenates_back_to_the_grid_in_order(size):
     assert all(len(grid_points(part)) <= size for part in parts)
 
 
+BENCH_GRID = {"fast": list(range(5, 55, 5)), "slow": list(range(60, 260, 20))}
+
+
+def _sizes(subgrids) -> list[int]:
+    return [len(grid_points(g)) for g in subgrids]
+
+
 def test_a_ten_by_ten_grid_over_100k_bars_on_a_two_cpu_node_goes_out_as_two_chunks_of_fifty():
     """One chunk per CPU the node runs children on (more children only take turns, each at its
     own fixed cost): the bench's grid on 100,000 bars was 30, 30, 30, 10 (4 children on 2 CPUs)."""
-    grid = {"fast": list(range(5, 55, 5)), "slow": list(range(60, 260, 20))}
-    size = points_per_chunk(grid_size(grid), 100_000, parallel=2, most=MAX_CHUNK)
-    subgrids = split_grid(grid, size, MAX_CHUNK)
-    assert [len(grid_points(g)) for g in subgrids] == [50, 50]
+    subgrids = plan_subgrids(BENCH_GRID, 100_000, parallel=2, most=MAX_CHUNK)
+    assert _sizes(subgrids) == [50, 50]
+    assert [p for g in subgrids for p in grid_points(g)] == grid_points(BENCH_GRID)
+
+
+def test_on_four_cpus_the_grid_goes_out_as_four_balanced_chunks():
+    assert _sizes(plan_subgrids(BENCH_GRID, 100_000, parallel=4, most=MAX_CHUNK)) == [30, 30, 20, 20]
+
+
+def test_a_grid_whose_rows_do_not_divide_still_fills_every_cpu_once():
+    """5 rows of 10 on 2 CPUs: 30 + 20 (not one chunk of 50 on one CPU, nor 20 + 20 + 10)."""
+    grid = {"fast": [5, 10, 15, 20, 25], "slow": BENCH_GRID["slow"]}
+    subgrids = plan_subgrids(grid, 100_000, parallel=2, most=MAX_CHUNK)
+    assert _sizes(subgrids) == [30, 20]
     assert [p for g in subgrids for p in grid_points(g)] == grid_points(grid)
 
 
-def test_on_more_cpus_the_grid_is_cut_into_more_balanced_chunks_no_smaller_than_a_child_pays_for():
-    grid = {"fast": list(range(5, 55, 5)), "slow": list(range(60, 260, 20))}
-    size = points_per_chunk(grid_size(grid), 100_000, parallel=4, most=MAX_CHUNK)
-    assert size == points_per_child(100_000, most=MAX_CHUNK)  # the floor: 25 would cost more
-    assert [len(grid_points(g)) for g in split_grid(grid, size, MAX_CHUNK)] == [30, 30, 20, 20]
-
-
 def test_a_sweep_of_heavy_points_is_cut_finely_enough_for_a_fleet_to_share():
-    """A chunk holds at most about CHUNK_MS of work: 1,000,000-bar points go out 8 to 10 at a
-    time even from a 2-CPU node, not as two chunks of 50 (seconds each on one node)."""
-    grid = {"fast": list(range(5, 55, 5)), "slow": list(range(60, 260, 20))}
-    size = points_per_chunk(grid_size(grid), 1_000_000, parallel=2, most=MAX_CHUNK)
-    assert size * point_ms(1_000_000) <= CHUNK_MS
-    assert [len(grid_points(g)) for g in split_grid(grid, size, MAX_CHUNK)] == [10] * 10
+    """Chunks of one per CPU would hold seconds of work at 1,000,000 bars: the sweep goes out in
+    chunks of points_per_child points instead (whole rows of 10), as before, for a fleet to share."""
+    assert 50 * point_ms(1_000_000) > CHUNK_MS
+    assert _sizes(plan_subgrids(BENCH_GRID, 1_000_000, parallel=2, most=MAX_CHUNK)) == [10] * 10
 
 
-def test_a_grid_smaller_than_a_chunk_is_one_chunk():
-    assert points_per_chunk(6, 100_000, parallel=2, most=MAX_CHUNK) == 6
+def test_a_sweep_larger_than_one_chunk_per_cpu_is_cut_at_the_child_floor():
+    grid = {"fast": list(range(10)), "slow": list(range(100))}
+    floor = points_per_child(100_000, most=MAX_CHUNK)
+    sizes = _sizes(plan_subgrids(grid, 100_000, parallel=2, most=MAX_CHUNK))
+    assert sum(sizes) == 1_000 and max(sizes) <= floor and min(sizes) >= floor - 2
+
+
+def test_a_chunk_is_worth_its_child_and_a_small_grid_is_one_chunk():
+    # a chunk holds at least CHILD_MS of work: 4 points of 100,000 bars (3 per CPU would be less)
+    assert points_per_chunk(6, 100_000, parallel=2, most=MAX_CHUNK) == 4 == math.ceil(CHILD_MS / point_ms(100_000))
+    assert points_per_chunk(6, 1_000, parallel=2, most=MAX_CHUNK) == 6  # 6 points of 1,000 bars cost less than a child
+    assert points_per_chunk(100, 100_000, parallel=2, most=MAX_CHUNK) == 50
 
 
 def test_points_per_child_falls_to_the_floor_as_points_grow_costly():
