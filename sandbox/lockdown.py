@@ -46,6 +46,7 @@ class Plan:
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.prctl  # looked up (dlsym, cached on the handle) once here in the zygote, not in every child
 
 
 def _libc() -> ctypes.CDLL:

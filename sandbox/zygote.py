@@ -132,6 +132,9 @@ def main() -> None:
     timezones.preload()  # every zone in memory: the children (and soon we) have no files
     plan = lockdown.detect(max_memory_mb, max_cpu, entered, disabled)
     devnull = os.open(os.devnull, os.O_RDWR)
+    # Nothing here reads the environment any more, and every child must start with none: cleared
+    # once here, a child's own `os.environ.clear()` (lockdown.apply, kept) has nothing left to do.
+    os.environ.clear()
     gc.collect()
     gc.freeze()  # children must not touch (copy) the parent's objects during collection
     hugepages.collapse_heap()  # fewer page-table entries for each fork to copy and each exit to free
