@@ -126,7 +126,7 @@ def infer_periods_per_year(ts: np.ndarray) -> float:
 _BLOCK = 512  # running_max: bars per block
 
 
-def running_max(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def running_max(values: np.ndarray, out: np.ndarray | None = None, floor: float | None = None) -> np.ndarray:
     """``np.maximum.accumulate(values)``, bit for bit, in a fraction of its time on an equity curve.
 
     The accumulate is a serial loop (one dependent comparison per bar). Here the series is cut
@@ -137,21 +137,31 @@ def running_max(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray
     argument, which it keeps on a tie (as the accumulate does), and a NaN stays NaN from where it
     first appears. A series that does not start above 0 (where a peak of 0.0 could meet -0.0)
     takes the plain accumulate, as does one that makes a new high in most blocks.
+
+    ``floor`` (> 0): ``np.maximum(np.maximum.accumulate(values), floor)`` in the same pass (the
+    peak that includes the initial cash); the same bits, since a positive floor ties only with an
+    equal positive value and a NaN stays NaN either way.
     """
     values = np.asarray(values, dtype=np.float64)
     n = len(values)
     out = np.empty(n) if out is None else out
     blocks = n // _BLOCK
+    if floor is not None and not floor > 0:
+        raise ValueError("running_max's floor must be > 0")
     if blocks < 4 or not values[0] > 0:
-        return np.maximum.accumulate(values, out=out)
+        np.maximum.accumulate(values, out=out)
+        return out if floor is None else np.maximum(out, floor, out=out)
     body = values[: blocks * _BLOCK].reshape(blocks, _BLOCK)
     peaks = np.maximum.reduce(body, axis=1)
     before = np.empty(blocks)
     before[0] = -np.inf
     np.maximum.accumulate(peaks[:-1], out=before[1:])
+    if floor is not None:
+        np.maximum(before, floor, out=before)
     rising = np.flatnonzero(~(peaks <= before))  # a new high in the block (or a NaN)
     if len(rising) > blocks // 4:  # mostly rising: the plain loop is as fast
-        return np.maximum.accumulate(values, out=out)
+        np.maximum.accumulate(values, out=out)
+        return out if floor is None else np.maximum(out, floor, out=out)
     grid = out[: blocks * _BLOCK].reshape(blocks, _BLOCK)
     grid[...] = before[:, None]
     if len(rising):
@@ -170,11 +180,15 @@ def drawdown(equity: np.ndarray, initial: float) -> np.ndarray:
 
 
 def _drawdown(equity: np.ndarray, initial: float) -> tuple[np.ndarray, float]:
-    """``(drawdown(equity, initial), np.max(equity))``: the running peak's last value is the
-    series' maximum (the same value: max is exact, and a NaN anywhere is NaN at the end of both)."""
-    out = running_max(equity)  # one array, reused for every step (no temporaries)
+    """``(drawdown(equity, initial), top)`` with ``max(initial, top) == max(initial,
+    np.max(equity))``: the running peak's last value (max is exact, and a NaN anywhere is NaN
+    at the end of both, which max(initial, NaN) leaves at the initial cash)."""
+    if initial > 0 and len(equity):
+        out = running_max(equity, floor=initial)  # the peak including the initial cash, one pass
+    else:
+        out = running_max(equity)  # one array, reused for every step (no temporaries)
+        np.maximum(out, initial, out=out)
     top = float(out[-1]) if len(out) else -math.inf
-    np.maximum(out, initial, out=out)
     with np.errstate(all="ignore"):
         np.divide(equity, out, out=out)
     out -= 1
@@ -349,10 +363,11 @@ def equity_metrics(ts, equity, initial: float, periods: float, rf: float,
     prev, r, work = scratch if scratch is not None else (np.empty(n), np.empty(n), np.empty(n))
     with np.errstate(all="ignore"):
         # r = diff(equity, prepend=initial) / previous equity, as before, without temporaries
-        prev[0] = initial
-        prev[1:] = equity[:-1]
-        np.subtract(equity, prev, out=r)
-        np.divide(r, prev, out=r)
+        # r_t = (E_t - E_(t-1)) / E_(t-1), E_-1 the initial cash: element by element as with a
+        # shifted copy of the curve, without the copy
+        r[0] = (equity[0] - initial) / initial
+        np.subtract(equity[1:], equity[:-1], out=r[1:])
+        np.divide(r[1:], equity[:-1], out=r[1:])
         excess = np.subtract(r, rf / periods, out=prev) if rf else r  # r - 0.0 is r, bit for bit
         mean_r, sd = _std1(r, work) if n > 1 else (None, math.nan)
         np.minimum(excess, 0.0, out=work)

@@ -45,6 +45,7 @@ _PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 _DATA_NAMES = frozenset({"df", "data"})
 _EMPTY_BARS = BarArrays(timestamp=b"", open=b"", high=b"", low=b"", close=b"", volume=b"")
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
+_COLUMNS = pd.Index(_PRICE_COLUMNS)  # never handed out: every frame gets a deep copy
 
 
 def utc_index(timestamp_ns: np.ndarray) -> pd.DatetimeIndex:
@@ -83,7 +84,8 @@ def frame_of(bars: BarArrays | None) -> pd.DataFrame:
         block = np.empty((len(_PRICE_COLUMNS), bars.count))
         for row, name in enumerate(_PRICE_COLUMNS):
             block[row] = bars.column(name)
-    return pd.DataFrame(block.T, index=index, columns=list(_PRICE_COLUMNS), copy=False)
+    # a deep copy of a built Index: the frame's own labels, without inferring their dtype again
+    return pd.DataFrame(block.T, index=index, columns=_COLUMNS.copy(deep=True), copy=False)
 
 
 def global_names(code: types.CodeType) -> frozenset[str]:

@@ -405,3 +405,18 @@ def test_peak_equity_from_the_running_peak_is_the_maximum_even_with_a_nan():
     broken = run([8.0, np.nan, 6.0, 10.0], [1, 0, 0, 0])
     plain = max(800.0, float(np.max(np.array([800.0, np.nan, 600.0, 1000.0]))))
     assert broken.peak_equity == plain or (math.isnan(broken.peak_equity) and math.isnan(plain))
+
+
+@pytest.mark.parametrize("kind", ["falling", "flat", "rising", "nan", "ties"])
+def test_running_max_with_a_floor_is_the_accumulate_then_the_floor_bit_for_bit(kind):
+    """The drawdown's peak including the initial cash, in the running peak's own pass."""
+    from backtest.metrics import running_max
+
+    rng = np.random.default_rng(7 + len(kind))
+    for n in (1, 2, 511, 2_048, 2_049, 100_003):
+        x = _series(kind, n, rng)
+        for floor in (1e-9, float(np.nanmedian(x)) if n else 1.0, 1_000.0, 1e12):
+            expected = np.maximum(np.maximum.accumulate(x), floor)
+            assert running_max(x, floor=floor).tobytes() == expected.tobytes(), (kind, n, floor)
+    with pytest.raises(ValueError):
+        running_max(np.ones(10), floor=0.0)

@@ -54,3 +54,13 @@ def test_a_writable_timestamp_column_is_copied_not_shared():
     ns[0] = 0
     assert index[0] == pd.Timestamp(START_NS, tz="UTC")
     assert not index.asi8.flags.writeable
+
+
+def test_the_frames_columns_are_its_own_and_what_the_list_would_give():
+    bars = _bars()
+    first, second = frame_of(bars), frame_of(bars)
+    pd.testing.assert_index_equal(first.columns, pd.Index(["open", "high", "low", "close", "volume"]), exact=True)
+    assert first.columns is not second.columns and first.columns.array is not second.columns.array
+    first.columns.name = "changed"
+    first.columns = ["o", "h", "l", "c", "v"]
+    assert second.columns.name is None and list(frame_of(bars).columns) == ["open", "high", "low", "close", "volume"]
