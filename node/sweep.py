@@ -238,12 +238,21 @@ def point_ms(bars: int) -> float:
     return POINT_MS_FIXED + POINT_MS_PER_BAR * max(0, bars)
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask; the machine's count where unknown)."""
+def usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPUs this process may run on: its affinity mask (the machine's count where unknown), at
+    most its cgroup's CPU quota rounded up (a container limited to 2 CPUs on a 64-CPU host)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cpus = max(1, os.cpu_count() or 1)
+    try:
+        with open(cpu_max) as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota: the mask it is
+    return cpus
 
 
 def _chunk_bounds(bars: int, most: int, least: int) -> tuple[int, int, int]:

@@ -376,3 +376,15 @@ async def test_a_sweep_just_over_max_payload_comes_back_with_the_rows_that_fit(t
         await conn.drain()
         await node.stop()
         server.close()
+
+
+def test_a_nodes_parallelism_is_its_cpus_capped_by_its_cgroup_quota(tmp_path):
+    from node.sweep import usable_cpus
+
+    unlimited = tmp_path / "max"
+    unlimited.write_text("max 100000\n")
+    quota = tmp_path / "quota"
+    quota.write_text("150000 100000\n")  # 1.5 CPUs: two children can still run
+    mask = usable_cpus(str(tmp_path / "missing"))
+    assert usable_cpus(str(unlimited)) == mask >= 1
+    assert usable_cpus(str(quota)) == min(mask, 2)
