@@ -266,10 +266,11 @@ class Run:
         data = self.frame
         ret = fn(data, self.fresh_params()) if wants_params else fn(data)
         hygiene.reset_numpy()
-        if walking:
-            self.raw_signals = ret
-        if not walking or _per_bar(ret, n) is not None:
-            self._take(ret, n)
+        if walking and getattr(self.job.options, "mode", None) == "backtesting_py":
+            self.raw_signals = ret  # only the compat warm-up reads it; otherwise freed before the engine runs
+        vector = _per_bar(ret, n) if walking else None  # computed once: _take uses it too
+        if not walking or vector is not None:
+            self._take(ret, n, vector)
             return
         # One signal for the last bar: the strategy is walked bar by bar. This call saw every
         # bar, so the walk never runs in this process (whatever this call left behind: numpy's
@@ -313,8 +314,8 @@ class Run:
         api.n_bars, api.floor = n, 0
         self.per_bar = codes
 
-    def _take(self, ret: Any, n: int) -> None:
-        vector = _per_bar(ret, n)
+    def _take(self, ret: Any, n: int, vector: np.ndarray | None = None) -> None:
+        vector = _per_bar(ret, n) if vector is None else vector
         if vector is not None:
             self.per_bar = vector
             return
