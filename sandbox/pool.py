@@ -351,16 +351,20 @@ class SandboxPool:
                 body = None
             if body is not None:
                 return outcome_decoder.decode(body), True
-            child.kill()
-            try:
-                status = await asyncio.wait_for(asyncio.shield(child.exited), 2.0)
-            except asyncio.TimeoutError:
-                status = None
-            if status is not None and status < 0:
-                status = None  # the zygote went away: the child's status is unknown
-            return Outcome(success=False, error=exit_error(status, deadline_hit, job.timeout_ms)), False
+            return await self.ended(child, deadline_hit, job.timeout_ms), False
         finally:
             self._busy.discard(child.pid)
+
+    async def ended(self, child: _Child, deadline_hit: bool, timeout_ms: int) -> Outcome:
+        """The outcome of a run whose child gave no answer: kill it and map how it ended."""
+        child.kill()
+        try:
+            status = await asyncio.wait_for(asyncio.shield(child.exited), 2.0)
+        except asyncio.TimeoutError:
+            status = None
+        if status is not None and status < 0:
+            status = None  # the zygote went away: the child's status is unknown
+        return Outcome(success=False, error=exit_error(status, deadline_hit, timeout_ms))
 
     async def _read_frame(self, sock: socket.socket) -> bytes:
         header = await self._read_exact(sock, HEADER.size)

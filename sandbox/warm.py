@@ -36,7 +36,8 @@ import msgspec
 
 from contracts import ErrorCode, ErrorInfo
 
-from .protocol import Job, Outcome, frame, job_encoder
+from .channel import Channel
+from .protocol import HEADER, Job, Outcome, frame, job_encoder, outcome_decoder
 
 if TYPE_CHECKING:
     from .pool import SandboxPool, _Child
@@ -67,6 +68,7 @@ class _Worker:
     runs: int = 0
     cpu_ms: float = 0.0
     last_used: float = 0.0
+    channel: Channel | None = None  # its socket, read by one persistent reader (sandbox/channel.py)
 
 
 class TenantWorkers:
@@ -101,12 +103,12 @@ class TenantWorkers:
             span.set_attribute("sandbox.warm_run", worker.runs + 1)
         last = worker.runs + 1 >= self.policy.runs
         try:
-            payload = frame(job_encoder.encode(msgspec.structs.replace(job, keep=not last)))
+            body = job_encoder.encode(msgspec.structs.replace(job, keep=not last))
         except BaseException:
             self._release(worker)
             raise
         try:
-            outcome, answered = await self.pool.exchange(worker.child, job, payload)
+            outcome, answered = await self._exchange(worker, job, body)
         except BaseException:
             self._retire(worker)
             raise
@@ -119,6 +121,26 @@ class TenantWorkers:
         else:
             self._release(worker)
         return outcome
+
+    async def _exchange(self, worker: _Worker, job: Job, body: bytes) -> tuple[Outcome, bool]:
+        """As SandboxPool.exchange, over the worker's persistent channel: the outcome and
+        whether the worker answered (one that did not is killed and its end mapped)."""
+        child = worker.child
+        busy = self.pool._busy
+        busy.add(child.pid)
+        deadline_hit = False
+        try:
+            try:
+                reply = await worker.channel.exchange(HEADER.pack(len(body)), body, job.timeout_ms / 1000.0)
+            except asyncio.TimeoutError:
+                deadline_hit = True
+            except (ConnectionError, EOFError, OSError):
+                pass
+            else:
+                return outcome_decoder.decode(reply), True
+            return await self.pool.ended(child, deadline_hit, job.timeout_ms), False
+        finally:
+            busy.discard(child.pid)
 
     async def _run_fresh(self, job: Job, deadline: float, span) -> Outcome:
         """A one-shot child, as SandboxPool.run_fresh, taken before the run's deadline."""
@@ -156,7 +178,7 @@ class TenantWorkers:
             idle = self._idle.get(tenant)
             while idle:
                 worker = idle.pop()  # most recently used first: its caches are warmest
-                if worker.child.alive() and self._fits(worker, job):
+                if not worker.channel.broken and worker.child.alive() and self._fits(worker, job):
                     return worker
                 self._retire(worker)
             mine = self._all.setdefault(tenant, set())
@@ -203,7 +225,13 @@ class TenantWorkers:
             raise _Late from None
         finally:
             mine.discard(placeholder)
-        worker = _Worker(child=child, tenant=tenant, last_used=time.monotonic())
+        try:
+            channel = Channel(child.sock)
+        except BaseException:
+            child.kill()
+            child.close()
+            raise
+        worker = _Worker(child=child, tenant=tenant, last_used=time.monotonic(), channel=channel)
         mine.add(worker)
         self._start_reaper()
         return worker
@@ -213,6 +241,8 @@ class TenantWorkers:
         self._wake(worker.tenant)
 
     def _retire(self, worker: _Worker) -> None:
+        if worker.channel is not None:
+            worker.channel.close()  # stop reading before the socket closes
         worker.child.kill()
         worker.child.close()
         mine = self._all.get(worker.tenant)

@@ -1,0 +1,135 @@
+"""A warm worker's socket as the node's event loop sees it: one reader for the worker's life.
+
+A one-shot child answers once, so `SandboxPool.exchange` reads its outcome with the loop's
+`sock_recv_into`, which registers the socket with the loop's poller and removes it again on
+every read, and bounds the read with `asyncio.wait_for`, a task of its own. For a warm worker
+that serves thousands of runs, that was a measurable share of the node's CPU per request
+(issue 18: ≈ 14 `epoll_ctl` calls, a task and its timer per run; node CPU is the warm path's
+bottleneck, its loop being one thread). Here the socket is registered once, when the worker
+is made, and a run costs one `sendmsg` (the frame's header and body without joining them), the
+reads its reply needs, one future and one timer.
+
+What crosses is unchanged (sandbox/protocol.py: a 4-byte length, then the body). Bytes a worker
+sends when no run is waiting for them are a protocol violation: the next run fails on them
+(`EOFError`), and the node retires the worker, as it retires one that dies or overruns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from .protocol import HEADER, MAX_FRAME
+
+_READ = 256 * 1024
+
+
+class Channel:
+    """Frames to and from one warm worker over its (non-blocking) socket."""
+
+    __slots__ = ("_sock", "_fd", "_loop", "_buf", "_waiter", "_error", "_closed")
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._loop = loop or asyncio.get_running_loop()
+        self._buf = bytearray()
+        self._waiter: asyncio.Future | None = None
+        self._error: BaseException | None = None  # the socket failed or reached EOF: no more runs
+        self._closed = False
+        self._loop.add_reader(self._fd, self._on_readable)
+
+    @property
+    def broken(self) -> bool:
+        return self._error is not None or self._closed
+
+    async def exchange(self, header: bytes, body: bytes, timeout: float) -> bytes:
+        """Send one frame, return the body of the worker's reply frame.
+
+        Raises asyncio.TimeoutError when no reply came within `timeout` seconds, EOFError or
+        OSError when the worker closed its end, broke the framing or spoke out of turn."""
+        if self._error is not None:
+            raise self._error
+        if self._closed or self._waiter is not None:
+            raise EOFError("the channel is closed or busy")
+        if self._buf:
+            raise EOFError("the worker sent bytes no run asked for")
+        loop = self._loop
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await self._send(header, body)
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    async def _send(self, header: bytes, body: bytes) -> None:
+        total = len(header) + len(body)
+        try:
+            sent = self._sock.sendmsg((header, body))
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < total:  # the socket's buffer is full: the loop sends the rest as it drains
+            rest = memoryview(header + body)[sent:] if sent < len(header) else memoryview(body)[sent - len(header):]
+            await self._loop.sock_sendall(self._sock, rest)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._sock.recv(_READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if not data:
+            self._fail(EOFError("the worker closed its channel"))
+            return
+        buf = self._buf
+        waiter = self._waiter
+        if not buf and waiter is not None and not waiter.done() and len(data) >= HEADER.size \
+                and HEADER.unpack_from(data)[0] == len(data) - HEADER.size:
+            waiter.set_result(data[HEADER.size:])  # the usual case: one read, one whole frame
+            return
+        buf += data
+        if len(buf) < HEADER.size:
+            return
+        (size,) = HEADER.unpack_from(buf)
+        if size > MAX_FRAME:
+            self._fail(EOFError("oversized frame"))
+            return
+        end = HEADER.size + size
+        if len(buf) < end or waiter is None or waiter.done():
+            return  # a frame still coming, or bytes no run asked for: the next run refuses them
+        body = bytes(memoryview(buf)[HEADER.size:end])
+        del buf[:end]
+        waiter.set_result(body)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._stop_reading()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _stop_reading(self) -> None:
+        try:
+            self._loop.remove_reader(self._fd)
+        except (OSError, ValueError, RuntimeError):
+            pass  # the loop is closed or the fd already gone
+
+    def close(self) -> None:
+        """Stop reading (before the socket is closed); a waiting run fails with EOFError."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._error is None:
+            self._stop_reading()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(EOFError("the channel was closed"))
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
