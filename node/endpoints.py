@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any
 
 from contracts import (
     BacktestResult,
@@ -161,7 +161,8 @@ class Endpoints:
         return ExecuteResult(success=False, error=error, node_id=self.settings.node_id)
 
 
-def error_headers(error: ErrorInfo | None, kind: str) -> Mapping[str, str]:
+def error_headers(error: ErrorInfo | None, kind: str) -> dict[str, str]:
+    """The reply's headers (a new dict, the caller's to extend)."""
     headers = {"Content-Type": kind}
     if error is not None:
         headers["Nats-Service-Error"] = error.message[:200].replace("\r", " ").replace("\n", " ")

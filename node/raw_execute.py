@@ -31,7 +31,6 @@ decoding way.
 
 from __future__ import annotations
 
-import types
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -46,13 +45,31 @@ from sandbox.request_bars import ExecuteHead, present
 from . import identity
 from .failures import error_of
 from .jobs import bars_of, check_language, check_parameters as job_check_parameters, run_limits
-from .telemetry import annotate_request
+from .telemetry import annotate_ids
 
 if TYPE_CHECKING:
     from .endpoints import Endpoints
 
 _DECODERS = {MSGPACK: msgspec.msgpack.Decoder(ExecuteHead)}
 _JSON = msgspec.json.Decoder(ExecuteHead)
+
+# Per compiled source (its sha256, CompiledStrategy.source_hash): the marshalled code a Job
+# carries and whether it may run this way, worked out once instead of on every request (a
+# source's compile is deterministic, so both are facts of the hash). Bounded: cleared when full.
+_PREPARED: dict[str, tuple[bytes, bool]] = {}
+_PREPARED_MAX = 1024
+
+
+def prepared(compiled) -> tuple[bytes, bool]:
+    """(the code's bytes for the Job, eligible: not classify-style, reads no reference data)."""
+    entry = _PREPARED.get(compiled.source_hash)
+    if entry is None:
+        eligible = compiled.style != "classify" and not wants_refdata(code_names(compiled.code))
+        entry = (compiled.to_bytes(), eligible)
+        if len(_PREPARED) >= _PREPARED_MAX:
+            _PREPARED.clear()
+        _PREPARED[compiled.source_hash] = entry
+    return entry
 
 
 def head_of(data: bytes, kind: str) -> ExecuteHead | None:
@@ -113,14 +130,14 @@ async def execute_in_worker(ep: "Endpoints", data: bytes, kind: str, received: f
     if not tenant:
         raise Declined  # a fresh child: the decoding path (nothing to win by moving the decode)
     request_id = head.request_id
-    annotate_request(types.SimpleNamespace(request_id=request_id, strategy_id=head.strategy_id,
-                                           user_id=head.user_id))
+    annotate_ids(request_id, head.strategy_id, head.user_id)
     try:
         check_language(head.language)
         compiled, hit = ep.cache.get(head.code)
     except Exception as exc:  # noqa: BLE001 - the decoding path's error for the same bytes
         return _canonical(data, kind, exc, request_id)
-    if compiled.style == "classify" or wants_refdata(code_names(compiled.code)):
+    code, eligible = prepared(compiled)
+    if not eligible:
         raise Declined((compiled, hit))
     ep.metrics.compile(hit)
     try:
@@ -130,7 +147,7 @@ async def execute_in_worker(ep: "Endpoints", data: bytes, kind: str, received: f
         timeout_ms = ep._remaining_ms(received, budget_ms)
     except Exception as exc:  # noqa: BLE001
         return _canonical(data, kind, exc, request_id)
-    job = Job(kind="execute", code=compiled.to_bytes(), bars=None, symbol=head.symbol,
+    job = Job(kind="execute", code=code, bars=None, symbol=head.symbol,
               timeframe=head.timeframe, parameters=head.parameters, timeout_ms=timeout_ms,
               memory_mb=memory_mb, limits=OutputLimits(), request=data, request_kind=kind)
     try:

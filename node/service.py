@@ -148,18 +148,20 @@ class Node:
                 with scope, identity.acting_for(caller):
                     reply = await handler(req.data, kind, received)
                     scope.finish(reply)
-                    await self._respond(req, reply, kind)
+                    await self._respond(req, reply, kind, scope.traced)
 
             if not admission.submit(work, len(req.data)):
                 with scope:
                     reply = self.endpoints.refused(subject)
                     scope.finish(reply)
-                    await self._respond(req, reply, kind)
+                    await self._respond(req, reply, kind, scope.traced)
 
         await self.service.add_endpoint(name=name, subject=subject, handler=on_request,
                                         queue_group=subjects.QUEUE_GROUP)
 
-    async def _respond(self, req: Request, reply: Any, kind: str) -> None:
+    async def _respond(self, req: Request, reply: Any, kind: str, traced: bool = True) -> None:
+        """Size and publish `reply` on the request's inbox; `traced`: a trace context may be
+        current (False only for a request scope that has none: nothing to inject)."""
         reply_to = nats_internals.reply_subject(req)
         if not is_inbox_subject(reply_to):
             # No inbox (a plain publish), or a reply subject that names something else, such as
@@ -169,8 +171,9 @@ class Node:
             return
         try:
             reply, body = sizing.fit_reply(reply, kind, self.nc)  # the same rule as job results
-            headers = dict(error_headers(getattr(reply, "error", None), kind))
-            self.telemetry.inject(headers)  # traceparent of the node's span, when there is one
+            headers = error_headers(getattr(reply, "error", None), kind)  # a new dict each time
+            if traced:
+                self.telemetry.inject(headers)  # traceparent of the node's span, when there is one
             sizing.check(self.nc, body, headers, "the reply")  # never a max-payload violation
             await req.respond(body, headers=headers)
         except Exception:  # noqa: BLE001 - a lost connection: nothing else to do for this one

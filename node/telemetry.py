@@ -119,6 +119,7 @@ class PlainScope:
     """The request scope when there is neither a span to record nor a context to pass on."""
 
     __slots__ = ("_endpoint",)
+    traced = False  # no trace context to write into the reply's headers
 
     def __init__(self, endpoint: str) -> None:
         self._endpoint = endpoint
@@ -141,6 +142,8 @@ class RequestScope:
     """
 
     __slots__ = ("span", "context", "_token", "_endpoint")
+
+    traced = True  # the reply carries its trace context (Telemetry.inject)
 
     def __init__(self, span: trace.Span, context: otel_context.Context, endpoint: str) -> None:
         self.span = span
@@ -184,26 +187,33 @@ def annotate_request(req: Any) -> None:
 
     Works for any request Struct (execute, validate, backtest, ...): missing fields are skipped.
     """
-    request_id = getattr(req, "request_id", None)
-    if request_id:
-        logs.request_id.set(request_id)
-    span = trace.get_current_span()
-    if not span.is_recording():
+    span = annotate_ids(getattr(req, "request_id", None), getattr(req, "strategy_id", None),
+                        getattr(req, "user_id", None))
+    if span is None:
         return
-    if request_id:
-        span.set_attribute("strategy.request_id", request_id)
-    strategy_id = getattr(req, "strategy_id", None)
-    if strategy_id:
-        span.set_attribute("strategy.id", strategy_id)
-    user_id = getattr(req, "user_id", None)
-    if user_id:
-        span.set_attribute("strategy.user_hash", user_hash(user_id))
     bars = getattr(req, "bars", None)
     rows = getattr(req, "market_data", None)
     if bars is not None:
         span.set_attribute("strategy.bar_count", len(bars.timestamp))
     elif rows is not None:
         span.set_attribute("strategy.bar_count", len(rows))
+
+
+def annotate_ids(request_id: str | None, strategy_id: str | None, user_id: str | None) -> Any:
+    """The ids part of `annotate_request` (the log request id, span attributes); returns the
+    current span when it records, else None."""
+    if request_id:
+        logs.request_id.set(request_id)
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return None
+    if request_id:
+        span.set_attribute("strategy.request_id", request_id)
+    if strategy_id:
+        span.set_attribute("strategy.id", strategy_id)
+    if user_id:
+        span.set_attribute("strategy.user_hash", user_hash(user_id))
+    return span
 
 
 # -- providers from the environment -----------------------------------------------------------

@@ -193,14 +193,18 @@ class TenantWorkers:
             wait = give_up - time.monotonic()
             if wait <= 0:
                 return None
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()  # a turn: True; the wait ran out: False
             self._waiters.setdefault(tenant, collections.deque()).append(waiter)
+            timer = loop.call_later(wait, _time_out, waiter)  # a timer, not asyncio.wait's machinery
             try:
-                await asyncio.wait((waiter,), timeout=wait)
+                turn = await waiter
             except asyncio.CancelledError:
                 self._leave(tenant, waiter)
                 raise
-            if not waiter.done():
+            finally:
+                timer.cancel()
+            if not turn:
                 self._leave(tenant, waiter)
                 return None  # its workers stayed busy: run fresh rather than past the deadline
 
@@ -211,8 +215,8 @@ class TenantWorkers:
             queue.remove(waiter)
             if not queue:
                 del self._waiters[tenant]
-        elif waiter.done() and not waiter.cancelled():
-            self._wake(tenant)
+        elif waiter.done() and not waiter.cancelled() and waiter.result():
+            self._wake(tenant)  # it was given a turn it will not take
         if not waiter.done():
             waiter.cancel()
 
@@ -263,7 +267,7 @@ class TenantWorkers:
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
                 break
         if waiters is not None and not waiters:
             del self._waiters[tenant]
@@ -300,7 +304,7 @@ class TenantWorkers:
         for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():
-                    waiter.set_result(None)
+                    waiter.set_result(True)  # it looks again and finds the pool closing
 
     # -- state --------------------------------------------------------------------------
     def counts(self) -> tuple[int, int]:
@@ -309,6 +313,11 @@ class TenantWorkers:
 
     def pids(self) -> dict[Hashable, list[int]]:
         return {t: sorted(w.child.pid for w in ws if w.child is not None) for t, ws in self._all.items()}
+
+
+def _time_out(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 def _late(job: Job) -> Outcome:
