@@ -166,12 +166,23 @@ def _compound_free(cash: float, sides, entry, exit_, size: float) -> np.ndarray 
     runs instead."""
     before: list[float] = []
     keep = before.append
-    for side, e, move in zip(sides.tolist(), entry.tolist(), (exit_ - entry).tolist()):
-        keep(cash)
-        q = size * cash / e
-        if not q > 0:
-            break
-        cash += side * q * move
+    moves = (exit_ - entry).tolist()
+    if size == 1.0 and (sides == 1).all():
+        # long-only at full size (the defaults): 1.0 * cash is cash and 1 * q is q, exactly, so
+        # the same step without those two multiplications
+        for e, move in zip(entry.tolist(), moves):
+            keep(cash)
+            q = cash / e
+            if not q > 0:
+                break
+            cash += q * move
+    else:
+        for side, e, move in zip(sides.tolist(), entry.tolist(), moves):
+            keep(cash)
+            q = size * cash / e
+            if not q > 0:
+                break
+            cash += side * q * move
     if len(before) < len(entry):
         return None  # a trade that cannot buy: the general loop says where
     out = np.array(before, dtype=np.float64)

@@ -90,3 +90,14 @@ def test_cost_free_compounding_gives_the_general_loops_cash_bit_for_bit():
     short = native._compound_free(10_000.0, sides, entry, exit_, 0.9)
     general = native._compound_loop(10_000.0, sides, entry, exit_, 0.9, 0.0, 0.0, False)
     assert short is not None and short.tobytes() == general.tobytes()
+
+
+def test_long_only_full_size_compounding_gives_the_general_loops_cash_bit_for_bit():
+    """The defaults' loop (long only, position_size 1.0) drops the two multiplications by 1."""
+    rng = np.random.default_rng(8)
+    entry = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 3_000)))
+    exit_ = entry * np.exp(rng.normal(0, 0.01, 3_000))
+    sides = np.ones(3_000, dtype=np.int64)
+    fast = native._compound_free(10_000.0, sides, entry, exit_, 1.0)
+    general = native._compound_loop(10_000.0, sides, entry, exit_, 1.0, 0.0, 0.0, False)
+    assert fast is not None and fast.tobytes() == general.tobytes()
