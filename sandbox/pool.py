@@ -44,6 +44,9 @@ _SIGNAL_ERRORS = {
 }
 
 
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class SandboxUnavailable(Exception):
     pass
 
@@ -246,11 +249,21 @@ class SandboxPool:
                 return
         self._ready.append(child)
 
+    def prewarm_now(self) -> bool:
+        """Should the children forked now run the prewarm job while they wait?
+
+        Only while the runs in flight leave a core idle. The prewarm takes a first run's
+        copy-on-write faults ahead of the request (lower latency at low and moderate rates), but
+        on a node whose cores are all busy running jobs it is only more CPU per run: issue 18,
+        the fresh child's cost at the busiest level.
+        """
+        return self.prewarm and len(self._busy) < _CORES
+
     def _refill(self) -> None:
         want = self.ready_target + len(self._waiters) - len(self._ready) - self._requested
         if want > 0 and self._control is not None:
             try:
-                self._control.send(b"S" + struct.pack("<I", want))
+                self._control.send(b"S" + struct.pack("<IB", want, self.prewarm_now()))
                 self._requested += want
             except OSError:
                 pass

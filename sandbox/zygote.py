@@ -1,7 +1,7 @@
 """The warm parent: imports numpy/pandas/talib once, then forks locked-down one-shot children.
 
 It never runs strategy code itself. Control messages from the node (SOCK_SEQPACKET):
-  b"S" + u32 n        fork n more children
+  b"S" + u32 n [+ u8 prewarm]   fork n more children; prewarm 0: they skip the prewarm job
 Messages to the node:
   b"H" + json         hello: pid and the isolation layers in force
   b"R" + i32 pid      a child is ready; SCM_RIGHTS carries its channel and pidfd
@@ -159,7 +159,7 @@ def main() -> None:
     sel.register(wake_r, selectors.EVENT_READ, "signal")
     children: set[int] = set()
 
-    def spawn() -> None:
+    def spawn(prewarm: bool) -> None:
         node_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
@@ -167,7 +167,7 @@ def main() -> None:
             try:
                 sel.close()
                 baseline = lockdown.apply(plan, child_end.fileno(), devnull, vm_baseline)
-                serve(lockdown.CHANNEL_FD, baseline, prewarm_job)
+                serve(lockdown.CHANNEL_FD, baseline, prewarm_job if prewarm else None)
             except BaseException:  # noqa: BLE001 - a child that cannot lock down must not run
                 code = 70
             os._exit(code)
@@ -224,8 +224,9 @@ def _serve(sel: selectors.BaseSelector, control: socket.socket, wake_r: int, spa
                 return
             if msg[:1] == b"S":
                 (count,) = struct.unpack("<I", msg[1:5])
+                prewarm = msg[5:6] != b"\x00"  # the node's cores are all busy: no prewarm
                 for _ in range(count):
-                    spawn()
+                    spawn(prewarm)
                 reap()
 
 
