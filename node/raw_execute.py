@@ -34,7 +34,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
-from opentelemetry import trace
 
 from backtest.refdata_preload import code_names, wants_refdata
 from contracts import ErrorCode, ExecuteRequest, ExecuteResult, ExecutionError, decode
@@ -130,7 +129,7 @@ async def execute_in_worker(ep: "Endpoints", data: bytes, kind: str, received: f
     if not tenant:
         raise Declined  # a fresh child: the decoding path (nothing to win by moving the decode)
     request_id = head.request_id
-    annotate_ids(request_id, head.strategy_id, head.user_id)
+    span = annotate_ids(request_id, head.strategy_id, head.user_id)  # the recording span, or None
     try:
         check_language(head.language)
         compiled, hit = ep.cache.get(head.code)
@@ -159,8 +158,7 @@ async def execute_in_worker(ep: "Endpoints", data: bytes, kind: str, received: f
         if refused is None:
             raise Declined  # the node accepts what the worker refused: the decoding path runs it
         return refused
-    span = trace.get_current_span()
-    if span.is_recording():
+    if span is not None:
         span.set_attribute("strategy.bar_count", outcome.bar_count)
     return ExecuteResult(
         success=outcome.success, signals=outcome.signals, indicators=outcome.indicators,

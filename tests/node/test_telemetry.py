@@ -282,12 +282,59 @@ def test_callers_context_passes_through_a_node_that_records_nothing():
     incoming = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
                 "tracestate": "vendor=opaque"}
     scope = telemetry.request(subjects.EXECUTE, incoming)
+    assert scope.traced  # the node's reply path injects for this scope (service._respond)
     reply: dict[str, str] = {}
     with scope:
         telemetry.inject(reply)
     assert reply == incoming
-    # No traceparent in, none out.
+    # No traceparent in, none out: the reply path skips the injection altogether.
     reply = {}
-    with telemetry.request(subjects.EXECUTE, {"Content-Type": "application/json"}):
+    plain = telemetry.request(subjects.EXECUTE, {"Content-Type": "application/json"})
+    assert not plain.traced
+    with plain:
         telemetry.inject(reply)
     assert reply == {}
+
+
+async def test_a_warm_run_is_traced_like_a_fresh_one(tmp_path):
+    """The warm path (node/raw_execute.py: bars decoded by the tenant's worker) records the same
+    span attributes and continues the caller's trace into the reply."""
+    server = EmbeddedServer(jetstream=False).start()
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = Settings.from_env({"MAX_WORKERS": "2", "SANDBOX_READY": "1", "MAX_TIMEOUT_SECONDS": "10",
+                                  "NODE_ID": NODE_ID, "HEARTBEAT_FILE": str(tmp_path / "heartbeat"),
+                                  "TENANT_WARM_RUNS": "10", "TRUST_BODY_USER_ID": "true"})
+    node = Node(settings, server.url, telemetry=Telemetry(settings, tracer_provider=tracer_provider,
+                                                          meter_provider=MeterProvider()))
+    await node.start()
+    nc = await nats.connect(server.url)
+    try:
+        traced = Traced(node, nc, exporter, InMemoryMetricReader(), tracer_provider.get_tracer("test-caller"))
+        user = "carol@example.com"
+        msg, caller = await traced.request(
+            {"code": BUY, "bars": columnar_bars(25), "user_id": user, "strategy_id": "strat-w",
+             "request_id": "req-warm-1"}, caller_span="client.warm")
+        assert json.loads(msg.data)["success"] is True
+        assert node.pool.warm_children()  # it ran in the tenant's warm worker
+        trace_id = caller.get_span_context().trace_id
+        spans = await traced.spans_of(trace_id, {subjects.EXECUTE, "sandbox.run"})
+        node_span = spans[subjects.EXECUTE]
+        assert _traceparent(msg.headers) == (trace_id, node_span.context.span_id)
+        attrs = dict(node_span.attributes)
+        assert attrs["strategy.bar_count"] == 25
+        assert attrs["strategy.id"] == "strat-w"
+        assert attrs["strategy.request_id"] == "req-warm-1"
+        assert attrs["strategy.user_hash"] == user_hash(user)
+        assert spans["sandbox.run"].attributes["sandbox.warm_run"] == 1
+
+        untraced = await nc.request(subjects.EXECUTE, json.dumps(
+            {"code": BUY, "bars": columnar_bars(25), "user_id": user}).encode(), timeout=15)
+        assert json.loads(untraced.data)["success"] is True
+        assert "traceparent" in untraced.headers  # the node's own span, with no caller context
+    finally:
+        await nc.drain()
+        await node.stop()
+        server.close()
+        tracer_provider.shutdown()
