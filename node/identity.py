@@ -49,10 +49,9 @@ on an import, but a leaf server is the operator's to trust).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 from dataclasses import dataclass
-from typing import Iterator, Mapping, NamedTuple
+from typing import Mapping, NamedTuple
 
 import msgspec
 
@@ -172,14 +171,23 @@ async def own_account(nc, timeout: float = 2.0) -> str | None:
 _current: contextvars.ContextVar[Caller] = contextvars.ContextVar("strategy_caller", default=Caller())
 
 
-@contextlib.contextmanager
-def acting_for(caller: Caller) -> Iterator[Caller]:
-    """Make `caller` the current one for the handler running inside this block."""
-    token = _current.set(caller)
-    try:
-        yield caller
-    finally:
-        _current.reset(token)
+class acting_for:  # noqa: N801 - used as `with acting_for(caller):`, like a function
+    """Make `caller` the current one for the handler running inside this block.
+
+    A class rather than a @contextmanager generator: it is entered on every request."""
+
+    __slots__ = ("caller", "_token")
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> Caller:
+        self._token = _current.set(self.caller)
+        return self.caller
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
 def current() -> Caller:
