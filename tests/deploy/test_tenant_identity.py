@@ -47,6 +47,13 @@ async def tenant_node(permissions_server, tmp_path_factory):
 
     node.pool.exchange = recording_exchange
     await node.start()
+    warm_exchange = node.pool.warm._exchange  # a warm worker's runs go over its own channel
+
+    async def recording_warm_exchange(worker, job, body):
+        served.append(worker.child.pid)
+        return await warm_exchange(worker, job, body)
+
+    node.pool.warm._exchange = recording_warm_exchange
     job_subjects: list[str] = []  # subjects of the durable jobs the node identified
     identify_job = node.verifier.job
 
