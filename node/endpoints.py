@@ -34,7 +34,7 @@ from .config import Settings
 from .failures import error_of
 from .jobs import check_language, execute_job
 from .metrics import Metrics
-from .raw_execute import Declined, execute_in_worker
+from .raw_execute import CodeMemo, Declined, execute_in_worker
 from .telemetry import annotate_request
 
 log = logging.getLogger("node.endpoints")
@@ -48,6 +48,7 @@ class Endpoints:
         self.pool = pool
         self.metrics = metrics
         self.cache = CompileCache(maxsize=1024)
+        self.warm_code = CodeMemo(self.cache)  # the warm path's lookups by source text (raw_execute)
         self.started = time.monotonic()
         self.nats_connected = lambda: False
         self.admission_state = lambda: (0, 0)

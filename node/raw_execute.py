@@ -52,23 +52,39 @@ if TYPE_CHECKING:
 _DECODERS = {MSGPACK: msgspec.msgpack.Decoder(ExecuteHead)}
 _JSON = msgspec.json.Decoder(ExecuteHead)
 
-# Per compiled source (its sha256, CompiledStrategy.source_hash): the marshalled code a Job
-# carries and whether it may run this way, worked out once instead of on every request (a
-# source's compile is deterministic, so both are facts of the hash). Bounded: cleared when full.
-_PREPARED: dict[str, tuple[bytes, bool]] = {}
-_PREPARED_MAX = 1024
+class CodeMemo:
+    """The compile, marshalled code and eligibility of the sources warm requests send, keyed by
+    the source text itself (issue 18: a tenant sends the same code run after run; looking it up
+    in the compile cache hashed the whole source with sha256 on every request).
 
+    The key is the str: a dict lookup compares the text itself after its hash, so two sources
+    never share an entry, whatever their hashes. Only sources that compiled are held (a failing
+    one goes to the compile cache, which keeps the failure and raises it again). A hit counts
+    as a compile-cache hit, as the cache lookup it replaces would have. Bounded: cleared when
+    full. Eligible: not classify-style and reads no reference data, a fact of the compile."""
 
-def prepared(compiled) -> tuple[bytes, bool]:
-    """(the code's bytes for the Job, eligible: not classify-style, reads no reference data)."""
-    entry = _PREPARED.get(compiled.source_hash)
-    if entry is None:
+    MAX = 256
+
+    __slots__ = ("cache", "_entries")
+
+    def __init__(self, cache) -> None:
+        self.cache = cache
+        self._entries: dict[str, tuple] = {}
+
+    def get(self, source: str) -> tuple:
+        """(compiled, hit, the code's bytes for the Job, eligible); raises as CompileCache.get."""
+        entry = self._entries.get(source) if type(source) is str else None
+        if entry is not None:
+            self.cache.hits += 1
+            return entry
+        compiled, hit = self.cache.get(source)
         eligible = compiled.style != "classify" and not wants_refdata(code_names(compiled.code))
-        entry = (compiled.to_bytes(), eligible)
-        if len(_PREPARED) >= _PREPARED_MAX:
-            _PREPARED.clear()
-        _PREPARED[compiled.source_hash] = entry
-    return entry
+        entries = self._entries
+        if len(entries) >= self.MAX:
+            entries.clear()
+        code = compiled.to_bytes()
+        entries[source] = (compiled, True, code, eligible)
+        return compiled, hit, code, eligible
 
 
 def head_of(data: bytes, kind: str) -> ExecuteHead | None:
@@ -132,10 +148,9 @@ async def execute_in_worker(ep: "Endpoints", data: bytes, kind: str, received: f
     span = annotate_ids(request_id, head.strategy_id, head.user_id)  # the recording span, or None
     try:
         check_language(head.language)
-        compiled, hit = ep.cache.get(head.code)
+        compiled, hit, code, eligible = ep.warm_code.get(head.code)
     except Exception as exc:  # noqa: BLE001 - the decoding path's error for the same bytes
         return _canonical(data, kind, exc, request_id)
-    code, eligible = prepared(compiled)
     if not eligible:
         raise Declined((compiled, hit))
     ep.metrics.compile(hit)

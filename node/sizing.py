@@ -86,6 +86,28 @@ def check(nc_or_limit: Any, payload: bytes, headers: Mapping[str, str] | None, w
         raise TooLarge(what, size, limit)
 
 
+def check_size(nc_or_limit: Any, size: int, what: str = "the message") -> None:
+    """As `check`, for a message whose wire size (headers plus body) is already known."""
+    limit = max_payload(nc_or_limit)
+    if size > limit:
+        raise TooLarge(what, size, limit)
+
+
+_PLAIN: dict[str, tuple[Mapping[str, str], int]] = {}
+
+
+def plain_headers(kind: str) -> tuple[Mapping[str, str], int]:
+    """(headers, their wire size) of a reply with no error and no trace context: Content-Type
+    alone. Built once per content type; the dict is shared, so callers must not extend it."""
+    entry = _PLAIN.get(kind)
+    if entry is None:
+        headers = {"Content-Type": kind}
+        entry = (headers, header_bytes(headers))
+        if len(_PLAIN) < 16:
+            _PLAIN[kind] = entry
+    return entry
+
+
 def output_limit_error(size: int, nc_or_limit: Any) -> ErrorInfo:
     limit = body_limit(nc_or_limit)
     return ErrorInfo(

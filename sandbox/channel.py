@@ -58,21 +58,24 @@ class Channel:
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(timeout, _expire, waiter)
         try:
-            await self._send(header, body)
+            rest = self._send(header, body)
+            if rest is not None:  # the socket's buffer is full: the loop sends the rest as it drains
+                await loop.sock_sendall(self._sock, rest)
             return await waiter
         finally:
             timer.cancel()
             self._waiter = None
 
-    async def _send(self, header: bytes, body: bytes) -> None:
+    def _send(self, header: bytes, body: bytes) -> memoryview | None:
+        """Send what the socket takes now (one sendmsg, usually all of it); what it did not take."""
         total = len(header) + len(body)
         try:
             sent = self._sock.sendmsg((header, body))
         except (BlockingIOError, InterruptedError):
             sent = 0
-        if sent < total:  # the socket's buffer is full: the loop sends the rest as it drains
-            rest = memoryview(header + body)[sent:] if sent < len(header) else memoryview(body)[sent - len(header):]
-            await self._loop.sock_sendall(self._sock, rest)
+        if sent >= total:
+            return None
+        return memoryview(header + body)[sent:] if sent < len(header) else memoryview(body)[sent - len(header):]
 
     def _on_readable(self) -> None:
         try:

@@ -86,10 +86,12 @@ class TenantWorkers:
     # -- running ------------------------------------------------------------------------
     async def run(self, job: Job, tenant: Hashable, span=None) -> Outcome:
         deadline = time.monotonic() + job.timeout_ms / 1000.0
-        try:
-            worker = await self._acquire(tenant, job, deadline)
-        except _Late:
-            return _late(job)
+        worker = self._idle_worker(tenant, job)  # the usual case: no await to find one
+        if worker is None:
+            try:
+                worker = await self._acquire(tenant, job, deadline)
+            except _Late:
+                return _late(job)
         left_ms = int((deadline - time.monotonic()) * 1000.0)
         if left_ms <= 0:
             if worker is not None:
@@ -102,8 +104,9 @@ class TenantWorkers:
             span.set_attribute("sandbox.child_pid", worker.child.pid)
             span.set_attribute("sandbox.warm_run", worker.runs + 1)
         last = worker.runs + 1 >= self.policy.runs
+        job.keep = not last  # this run's own copy (replaced above): what the worker does after it
         try:
-            body = job_encoder.encode(msgspec.structs.replace(job, keep=not last))
+            body = job_encoder.encode(job)
         except BaseException:
             self._release(worker)
             raise
@@ -170,17 +173,25 @@ class TenantWorkers:
         hard_ms = (self.pool.max_cpu_seconds + 1) * 1000.0
         return worker.cpu_ms + job.timeout_ms + 1000.0 <= hard_ms
 
+    def _idle_worker(self, tenant: Hashable, job: Job) -> _Worker | None:
+        """The tenant's most recently used idle worker that can take the run, or None; idle
+        workers that cannot (broken, dead, out of CPU) are retired on the way."""
+        idle = self._idle.get(tenant)
+        while idle:
+            worker = idle.pop()  # most recently used first: its caches are warmest
+            if not worker.channel.broken and worker.child.alive() and self._fits(worker, job):
+                return worker
+            self._retire(worker)
+        return None
+
     async def _acquire(self, tenant: Hashable, job: Job, deadline: float) -> _Worker | None:
         """The tenant's idle worker, a new one, or None (no warm room, or its workers stayed
         busy past the wait: run in a fresh child). Raises _Late when the deadline passes."""
         give_up = min(deadline, time.monotonic() + self.policy.wait_seconds)
         while True:
-            idle = self._idle.get(tenant)
-            while idle:
-                worker = idle.pop()  # most recently used first: its caches are warmest
-                if not worker.channel.broken and worker.child.alive() and self._fits(worker, job):
-                    return worker
-                self._retire(worker)
+            worker = self._idle_worker(tenant, job)
+            if worker is not None:
+                return worker
             mine = self._all.setdefault(tenant, set())
             if len(mine) < self.policy.per_tenant:
                 try:
