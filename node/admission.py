@@ -16,6 +16,7 @@ admitted when nothing else holds bytes (otherwise it could never run).
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Awaitable, Callable
 
 DEFAULT_MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
@@ -44,11 +45,18 @@ class ByteBudget:
 
 
 class Admission:
+    """At most `max_workers` works running; the rest wait in order (FIFO), up to `max_queue`.
+
+    A work submitted while a slot is free runs as its own task directly (its slot taken at
+    submit, given back when the task is done, however it ends): no wrapper coroutine and no
+    semaphore per request on the warm path (issue 18). Only a work that must wait gets a
+    wrapper, which waits for its turn; a slot that frees passes to the first waiter."""
+
     def __init__(self, max_workers: int, max_queue: int, budget: ByteBudget | None = None) -> None:
         self.max_workers = max_workers
         self.max_queue = max_queue
         self.budget = budget if budget is not None else ByteBudget(0)
-        self._slots = asyncio.Semaphore(max_workers)
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._tasks: set[asyncio.Task] = set()
         self.running = 0
         self.queued = 0
@@ -68,28 +76,55 @@ class Admission:
             return False
         if not self.budget.take(size, force_bytes):
             return False
-        task = asyncio.ensure_future(self._run(work))
+        if self.running < self.max_workers and not self._waiters:
+            self.running += 1  # its slot, given back by _ended whether or not it ever starts
+            task = asyncio.ensure_future(work())
+            slot = True
+        else:
+            task = asyncio.ensure_future(self._queued(work))
+            slot = False
         self._tasks.add(task)
 
         def done(t: asyncio.Task) -> None:
             self._tasks.discard(t)
             self.budget.give(size)
+            if slot:
+                self._release()
 
         task.add_done_callback(done)
         return True
 
-    async def _run(self, work: Callable[[], Awaitable[None]]) -> None:
+    async def _queued(self, work: Callable[[], Awaitable[None]]) -> None:
         self.queued += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            await self._slots.acquire()
+            await waiter  # a slot handed over by _release (still counted in `running`)
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot it will not use: pass it on
+            else:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+            raise
         finally:
             self.queued -= 1
-        self.running += 1
         try:
             await work()
         finally:
-            self.running -= 1
-            self._slots.release()
+            self._release()
+
+    def _release(self) -> None:
+        """A slot is free: the first waiter takes it, else it goes back to the count."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.running -= 1
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new work and wait for everything admitted; True if it all finished in time."""
