@@ -77,51 +77,47 @@ class Admission:
         if not self.budget.take(size, force_bytes):
             return False
         if self.running < self.max_workers and not self._waiters:
-            self.running += 1  # its slot, given back by _ended whether or not it ever starts
+            self.running += 1  # its slot, given back by `done` whether or not it ever starts
             task = asyncio.ensure_future(work())
-            slot = True
+            waiter = None
         else:
-            task = asyncio.ensure_future(self._queued(work))
-            slot = False
+            # The waiter joins the queue now, at submit, not when its task first runs: a slot
+            # freed in between must find it (else the slot goes back to the count, the waiter
+            # waits for a release that never comes, and every later submit queues behind it).
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self.queued += 1
+            task = asyncio.ensure_future(self._queued(work, waiter))
         self._tasks.add(task)
 
         def done(t: asyncio.Task) -> None:
             self._tasks.discard(t)
             self.budget.give(size)
-            if slot:
-                self._release()
-
-        task.add_done_callback(done)
-        return True
-
-    async def _queued(self, work: Callable[[], Awaitable[None]]) -> None:
-        self.queued += 1
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter  # a slot handed over by _release (still counted in `running`)
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release()  # handed a slot it will not use: pass it on
-            else:
+            if waiter is None or (waiter.done() and not waiter.cancelled()):
+                self._release()  # it held a slot (used or not): pass it on
+            else:  # ended (cancelled, even before its first step) while still waiting
+                self.queued -= 1
+                waiter.cancel()
                 try:
                     self._waiters.remove(waiter)
                 except ValueError:
                     pass
-            raise
-        finally:
-            self.queued -= 1
-        try:
-            await work()
-        finally:
-            self._release()
+
+        task.add_done_callback(done)
+        return True
+
+    @staticmethod
+    async def _queued(work: Callable[[], Awaitable[None]], waiter: asyncio.Future) -> None:
+        await waiter  # a slot handed over by _release (still counted in `running`)
+        await work()
 
     def _release(self) -> None:
-        """A slot is free: the first waiter takes it, else it goes back to the count."""
+        """A slot is free: the first waiter still waiting takes it, else it goes back to the count."""
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
+                self.queued -= 1
                 waiter.set_result(None)
                 return
         self.running -= 1

@@ -42,9 +42,7 @@ async def test_freed_slots_go_to_the_waiters_in_order_and_never_exceed_the_bound
 
     for i in range(8):
         assert adm.submit(make(i))
-    assert adm.queued == 0 and adm.running == 2  # the rest have not reached their wait yet
-    await asyncio.sleep(0)
-    assert adm.queued == 6
+    assert adm.queued == 6 and adm.running == 2  # queued at submit, before their tasks first run
     assert await adm.drain(5)
     assert order == list(range(8)) and peak[0] == 2
     assert adm.running == 0 and adm.queued == 0
@@ -80,3 +78,47 @@ async def test_a_waiter_cancelled_after_it_was_handed_a_slot_passes_it_on():
     a.cancel()
     assert await adm.drain(5)
     assert done == ["b"] and adm.running == 0 and adm.queued == 0
+
+
+async def test_a_slot_freed_before_a_queued_works_task_first_runs_still_reaches_it():
+    # A ends and B is submitted in the same loop iteration: A's slot is released before B's task
+    # has run at all. B must get it (a bench run at 16 in flight hung the node here once).
+    adm = Admission(max_workers=1, max_queue=4)
+    gate = asyncio.get_running_loop().create_future()
+    ran = asyncio.Event()
+
+    async def a():
+        await gate
+
+    async def b():
+        ran.set()
+
+    assert adm.submit(a)
+    await asyncio.sleep(0)
+    gate.set_result(None)  # A's next step is now due ...
+    asyncio.get_running_loop().call_soon(lambda: adm.submit(b))  # ... and B's submit right after it
+    await asyncio.wait_for(ran.wait(), 1.0)
+    await asyncio.sleep(0)
+    assert adm.running == 0 and adm.queued == 0 and adm.in_flight == 0
+
+
+async def test_a_queued_work_cancelled_while_waiting_leaves_the_counts_as_they_were():
+    adm = Admission(max_workers=1, max_queue=4)
+    gate = asyncio.get_running_loop().create_future()
+
+    async def hold():
+        await gate
+
+    async def never():
+        raise AssertionError("a cancelled waiter ran")
+
+    assert adm.submit(hold) and adm.submit(never)
+    waiting = [t for t in adm._tasks if t.get_coro().__name__ == "_queued"]
+    await asyncio.sleep(0)
+    waiting[0].cancel()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert adm.queued == 0 and adm.running == 1
+    gate.set_result(None)
+    await asyncio.sleep(0.01)
+    assert adm.running == 0 and adm.in_flight == 0
