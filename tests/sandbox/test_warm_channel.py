@@ -4,7 +4,9 @@ the worker's life, and every way the worker can misbehave ends the run with an e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -38,37 +40,38 @@ async def worker_echo(worker_end: socket.socket, runs: int, chunk: int | None = 
                 await asyncio.sleep(0)
 
 
+@contextlib.contextmanager
+def opened() -> Iterator[tuple[Channel, socket.socket, socket.socket]]:
+    """A channel over the node's end of a fresh socket pair; all three closed on the way out."""
+    node_end, worker_end = pair()
+    channel = Channel(node_end)
+    try:
+        yield channel, node_end, worker_end
+    finally:
+        channel.close()
+        node_end.close()
+        worker_end.close()
+
+
 async def exchange(channel: Channel, body: bytes, timeout: float = 5.0) -> bytes:
     return await channel.exchange(HEADER.pack(len(body)), body, timeout)
 
 
 async def test_each_run_gets_its_own_reply_in_order():
-    node_end, worker_end = pair()
-    channel = Channel(node_end)
-    serving = asyncio.ensure_future(worker_echo(worker_end, 3))
-    try:
+    with opened() as (channel, node_end, worker_end):
+        serving = asyncio.ensure_future(worker_echo(worker_end, 3))
         assert await exchange(channel, b"abc") == b"cba"
         assert await exchange(channel, b"") == b""
         assert await exchange(channel, b"12345") == b"54321"
         await serving
-    finally:
-        channel.close()
-        node_end.close()
-        worker_end.close()
 
 
 async def test_a_reply_that_arrives_in_pieces_is_reassembled():
-    node_end, worker_end = pair()
-    channel = Channel(node_end)
-    body = bytes(range(256)) * 40
-    serving = asyncio.ensure_future(worker_echo(worker_end, 1, chunk=3))
-    try:
+    with opened() as (channel, node_end, worker_end):
+        body = bytes(range(256)) * 40
+        serving = asyncio.ensure_future(worker_echo(worker_end, 1, chunk=3))
         assert await exchange(channel, body) == body[::-1]
         await serving
-    finally:
-        channel.close()
-        node_end.close()
-        worker_end.close()
 
 
 async def test_a_request_larger_than_the_socket_buffer_is_sent_whole():
@@ -92,38 +95,24 @@ async def test_the_socket_is_registered_with_the_loop_once_for_all_runs(monkeypa
     add, remove = loop.add_reader, loop.remove_reader
     monkeypatch.setattr(loop, "add_reader", lambda *a: (calls.append("add"), add(*a))[1])
     monkeypatch.setattr(loop, "remove_reader", lambda *a: (calls.append("remove"), remove(*a))[1])
-    node_end, worker_end = pair()
-    channel = Channel(node_end)
-    serving = asyncio.ensure_future(worker_echo(worker_end, 20))
-    try:
+    with opened() as (channel, node_end, worker_end):
+        serving = asyncio.ensure_future(worker_echo(worker_end, 20))
         for i in range(20):
             assert await exchange(channel, str(i).encode()) == str(i).encode()[::-1]
         await serving
         assert calls == ["add"]
         channel.close()
         assert calls == ["add", "remove"]
-    finally:
-        channel.close()
-        node_end.close()
-        worker_end.close()
 
 
 async def test_no_reply_within_the_timeout_is_a_timeout_and_the_timer_does_not_outlive_it():
-    node_end, worker_end = pair()
-    channel = Channel(node_end)
-    try:
+    with opened() as (channel, node_end, worker_end):
         with pytest.raises(asyncio.TimeoutError):
             await exchange(channel, b"ping", timeout=0.05)
-    finally:
-        channel.close()
-        node_end.close()
-        worker_end.close()
 
 
 async def test_a_worker_that_closes_its_end_fails_the_waiting_run_and_every_later_one():
-    node_end, worker_end = pair()
-    channel = Channel(node_end)
-    try:
+    with opened() as (channel, node_end, worker_end):
         waiting = asyncio.ensure_future(exchange(channel, b"ping"))
         await asyncio.sleep(0.01)
         worker_end.close()  # with our request unread: the kernel resets the connection
@@ -132,50 +121,30 @@ async def test_a_worker_that_closes_its_end_fails_the_waiting_run_and_every_late
         assert channel.broken
         with pytest.raises((EOFError, ConnectionError)):
             await exchange(channel, b"again")
-    finally:
-        channel.close()
-        node_end.close()
 
 
 async def test_bytes_a_worker_sends_when_no_run_asked_fail_the_next_run():
-    node_end, worker_end = pair()
-    channel = Channel(node_end)
-    try:
+    with opened() as (channel, node_end, worker_end):
         worker_end.sendall(HEADER.pack(5) + b"forged")  # a whole frame and more, unasked
         await asyncio.sleep(0.05)
         with pytest.raises(EOFError):
             await exchange(channel, b"ping")
-    finally:
-        channel.close()
-        node_end.close()
-        worker_end.close()
 
 
 async def test_an_oversized_frame_header_breaks_the_channel():
-    node_end, worker_end = pair()
-    channel = Channel(node_end)
-    try:
+    with opened() as (channel, node_end, worker_end):
         waiting = asyncio.ensure_future(exchange(channel, b"ping"))
         await asyncio.sleep(0.01)
         worker_end.sendall(HEADER.pack(0xFFFFFFFF))
         with pytest.raises(EOFError):
             await waiting
         assert channel.broken
-    finally:
-        channel.close()
-        node_end.close()
-        worker_end.close()
 
 
 async def test_closing_the_channel_fails_a_waiting_run():
-    node_end, worker_end = pair()
-    channel = Channel(node_end)
-    try:
+    with opened() as (channel, node_end, worker_end):
         waiting = asyncio.ensure_future(exchange(channel, b"ping"))
         await asyncio.sleep(0.01)
         channel.close()
         with pytest.raises(EOFError):
             await waiting
-    finally:
-        node_end.close()
-        worker_end.close()
