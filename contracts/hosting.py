@@ -256,6 +256,9 @@ class DeploymentStatus(msgspec.Struct, kw_only=True):
     signals: int = 0
     last_run: RunRecord | None = None
     updated_at: str = ""
+    # How many times this status has been written: each write adds 1 under compare-and-set, so
+    # of two copies the higher `seq` is the newer (without trusting any node's clock).
+    seq: int = 0
     # Scheduled deployments: the next fire that will run (after the window and the session),
     # set at create, update and resume and after each fire; None while paused or stopped, or
     # when no fire is left (a past @at). In the schedule's zone (UTC: "Z").

@@ -179,6 +179,7 @@ class Deployments:
             if changed is None:
                 return current
             changed.updated_at = naming.now_iso()
+            changed.seq = current.seq + 1
             value = self._sized(_json.encode(changed), "the status")
             try:
                 if revision is None:

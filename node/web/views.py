@@ -43,4 +43,7 @@ def row(dep: Deployment, st: DeploymentStatus | None, last_signal: dict[str, Any
         "last_signal": last_signal,
         "runs": st.runs if st else 0, "errors": st.errors if st else 0,
         "last_error": builtins(st.last_error) if st else None,
+        # which write of its status this is: the page keeps the newest status it has seen, so an
+        # action's reply (Run now carries none) never replaces a newer one from the live watch
+        "seq": st.seq if st else None,
     }

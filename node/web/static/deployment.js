@@ -14,7 +14,12 @@
     const d = new Date(iso);
     return isNaN(d) ? String(iso) : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
   }
+  let shownSeq = null;  // write count of the status shown: an older one (a late action reply) is ignored
   function setState(status) {
+    if (status && status.seq != null) {
+      if (shownSeq != null && status.seq < shownSeq) return;
+      shownSeq = status.seq;
+    }
     const badge = document.getElementById("state");
     const state = status ? status.state : dep.desired;
     badge.textContent = state;

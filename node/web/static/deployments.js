@@ -51,8 +51,16 @@
     );
     return tr;
   }
+  // Fields that come from the deployment's status (KV DEPLOYMENT_STATUS). A row from an action's
+  // reply or a fetch may carry an older status than the live watch already delivered (or none:
+  // Run now answers before its run ends); the newest status, by its write count `seq`, is kept.
+  const STATUS_FIELDS = ["state", "next_fire", "last_run", "runs", "errors", "last_error", "seq"];
+  function older(row, old) {
+    return Boolean(old && old.seq != null && (row.seq == null || row.seq < old.seq));
+  }
   function upsert(row) {
     const old = rows.get(row.id);
+    if (older(row, old)) for (const k of STATUS_FIELDS) row[k] = old[k];
     if (old && !row.last_signal) row.last_signal = old.last_signal;
     rows.set(row.id, row);
     const tr = draw(row);
@@ -75,10 +83,12 @@
         if (tr) tr.remove();
         return;
       }
-      const row = rows.get(st.id);
-      if (!row) { fetchRow(st.id); return; }
-      Object.assign(row, {state: st.state, next_fire: st.next_fire, runs: st.runs, errors: st.errors,
-        last_run: st.last_run, last_error: st.last_error, version: st.version || row.version});
+      const old = rows.get(st.id);
+      if (!old) { fetchRow(st.id); return; }
+      const row = Object.assign({}, old, {state: st.state, next_fire: st.next_fire, runs: st.runs, errors: st.errors,
+        last_run: st.last_run, last_error: st.last_error, version: st.version || old.version,
+        seq: st.seq});
+      if (older(row, old)) return;
       if (st.last_run && st.last_run.signal) row.last_signal = Object.assign({symbol: st.last_run.symbol}, st.last_run.signal);
       upsert(row);
     },

@@ -186,6 +186,28 @@ def test_no_secret_value_in_the_deployment_pages_event_stream(web_env, signed_in
     assert not [b for b in page.bodies if SECRET_VALUE.encode() in b or ENV_VALUE.encode() in b]
 
 
+def test_a_run_nows_late_reply_does_not_undo_the_run_count_the_live_watch_showed(web_env, signed_in_page, live_dep):
+    """The order CI once met under load: the run ends and its status reaches the page over the
+    watch before the HTTP reply of the click does. That reply carries no status (Run now answers
+    before its run ends), and the row must keep the newer count."""
+    page = signed_in_page("alice")
+    page.goto("/")
+    page.wait_for_function(READY)
+    runs = runs_of(web_env, "live-dep")
+    held = []  # the click's request, answered by the node, its reply held back from the page
+    page.route("**/api/deployments/live-dep/run", lambda route: held.append((route, route.fetch())))
+    page.click("#dep-live-dep button.act-run")
+    page.wait_for_function(f"() => document.querySelector('#dep-live-dep .runs').textContent === '{runs + 1}'",
+                           timeout=30_000)
+    assert len(held) == 1
+    route, response = held[0]
+    route.fulfill(response=response)
+    page.wait_for_function("() => document.getElementById('flash').textContent === 'Run now live-dep: done'")
+    assert page.locator("#dep-live-dep .runs").inner_text() == str(runs + 1)
+    assert page.locator("#dep-live-dep .status").inner_text() == "running"
+    page.unroute("**/api/deployments/live-dep/run")
+
+
 def test_run_now_and_stop_from_the_page(web_env, signed_in_page, live_dep):
     alice = web_env.hosting("alice")
     page = signed_in_page("alice")
