@@ -290,7 +290,10 @@ def build() -> dict[str, Any]:
             }},
             description=(f"Same headers and results as `{subjects.JOBS}.{kind}`. JetStream drops "
                          f"`{subjects.REQUEST_INFO_HEADER}` from stored messages; this subject "
-                         "token is the job's verified tenant (deploy/nats/permissions.conf)."))
+                         "token is the job's verified tenant (deploy/nats/permissions.conf). Its "
+                         f"result is stored under `{subjects.RESULTS}.<account>.<job id>`, and the "
+                         f"tenant reads it as `{subjects.RESULTS}.<job id>` (a direct get its import "
+                         "maps into its own account's results: job ids never meet across tenants)."))
 
     # Hosted strategies: control requests (the tenant is the caller's verified NATS account).
     for address, (group, op) in hosting_subjects().items():

@@ -15,7 +15,11 @@ Wire protocol (any NATS client can produce jobs; node/jobs_client.py is the Pyth
   requests leave free (a request never waits behind a job that was fetched ahead of need).
 * The result of a job is stored once in STRATEGY_RESULTS under `strategy.results.<job id>`
   (one message per subject, kept for JOBS_RESULT_TTL_SECONDS), then sent to the reply subject.
-  The store is the source of truth: a late or reconnecting caller reads it by job id.
+  The store is the source of truth: a late or reconnecting caller reads it by job id. A
+  tenant's job is stored under `strategy.results.<account>.<job id>` (`stored_key`): job ids
+  are the clients' own, and one tenant's id must never find, replace or pre-empt another's
+  result. Its import maps the tenant's read of `strategy.results.<job id>` there, and nothing
+  else of the stream is exported (no read by sequence).
 * Exactly one stored result per job: before running, a node looks the job id up in the store
   (a redelivered job that already completed is acked without running); the result is published
   with `Nats-Expected-Last-Subject-Sequence: 0`, so if two nodes ever both ran a job (a node cut
@@ -25,7 +29,7 @@ Wire protocol (any NATS client can produce jobs; node/jobs_client.py is the Pyth
   error result. Only node-side failures (INTERNAL, OVERLOADED, the node dying) are retried:
   nak with the backoff delay, or, when the node dies, redelivery after the ack wait. Running
   jobs send `in_progress` every third of the ack wait so long jobs are not redelivered.
-* A job whose last delivery fails lands on `strategy.dead.<job id>` (stream STRATEGY_DEAD) with
+* A job whose last delivery fails lands on `strategy.dead.<key>` (stream STRATEGY_DEAD) with
   its headers, body and `Strategy-Error`; its stored result is an INTERNAL error naming the
   last error. When the node holding the last delivery dies, the server's MAX_DELIVERIES
   advisory is handled by a surviving node (queue group), which does the same and removes the
@@ -123,12 +127,23 @@ def jobs_subject(kind: str) -> str:
     return f"{JOBS_PREFIX}.{kind}"
 
 
-def results_subject(job_id: str) -> str:
-    return f"{RESULTS_PREFIX}.{job_id}"
+def results_subject(key: str) -> str:
+    return f"{RESULTS_PREFIX}.{key}"
 
 
-def dead_subject(job_id: str) -> str:
-    return f"{DEAD_PREFIX}.{job_id}"
+def dead_subject(key: str) -> str:
+    return f"{DEAD_PREFIX}.{key}"
+
+
+def stored_key(job_subject: str, job_id: str) -> str:
+    """Where a job's result (and dead letter) is kept: `<account>.<job id>` for a tenant's job
+    (`strategy.jobs.<account>.<kind>`, the token the server wrote), the bare job id for a job
+    published inside the node's own account. Job ids are the clients' own (`Nats-Msg-Id`), so
+    one tenant's id never finds, replaces or pre-empts another's result; each tenant reads only
+    `strategy.results.<its account>.>`, which its import maps from `strategy.results.<job id>`
+    (deploy/nats/permissions.conf)."""
+    account, _ = identity.job_parts(job_subject)
+    return f"{account}.{job_id}" if account else job_id
 
 
 def valid_job_id(job_id: str | None) -> bool:
@@ -234,7 +249,8 @@ def _fitted_dead_letter(nc: Any, data: bytes, dead_headers: dict[str, str],
 
 
 class ResultStore:
-    """STRATEGY_RESULTS as a map job id → the one stored result message."""
+    """STRATEGY_RESULTS as a map key → the one stored result message (`stored_key`: the job
+    id, under its tenant's account when it has one)."""
 
     def __init__(self, js: Any, max_payload: Any = sizing.DEFAULT_MAX_PAYLOAD) -> None:
         self.js = js
@@ -561,7 +577,7 @@ class JobConsumer:
                 self.completed += 1
                 return
             try:
-                stored = await self.results.lookup(job_id)
+                stored = await self.results.lookup(stored_key(msg.subject, job_id))
             except Exception as exc:  # noqa: BLE001 - the store stayed unreachable through the retries
                 # Without the lookup a redelivered job could run twice, and its result could not be
                 # stored anyway: hand it back (or dead-letter it on its last delivery), do not run it.
@@ -585,7 +601,7 @@ class JobConsumer:
             if error is not None and error.code in RETRYABLE:
                 await self._failed(msg, job_id, kind, ctype, headers, delivered, f"{error.code}: {error.message}")
                 return
-            await self._complete(job_id, kind, ctype, reply_to, result)
+            await self._complete(job_id, kind, ctype, reply_to, result, msg.subject)
             self._settling(msg)
             await msg.ack()
             self.completed += 1
@@ -620,7 +636,8 @@ class JobConsumer:
         self._settling(msg)
         await msg.ack()
 
-    async def _complete(self, job_id: str, kind: str, ctype: str, reply_to: str | None, result: Any) -> None:
+    async def _complete(self, job_id: str, kind: str, ctype: str, reply_to: str | None, result: Any,
+                        subject: str) -> None:
         """Store the job's result (first one wins), then reply if it was ours.
 
         A result too large for the server becomes OUTPUT_LIMIT by the same rule as a request's
@@ -630,7 +647,7 @@ class JobConsumer:
         run_id = uuid.uuid4().hex
         headers = {CONTENT_TYPE: ctype, JOB_ID: job_id, JOB_KIND: kind[:64], NODE: self.settings.node_id}
         deadline = time.monotonic() + max(10.0, self.settings.jobs_ack_wait_seconds)
-        ours = await self.results.put(job_id, payload, headers, run_id, deadline)
+        ours = await self.results.put(stored_key(subject, job_id), payload, headers, run_id, deadline)
         if ours:
             await self._reply(reply_to, job_id, payload, ctype, getattr(result, "error", None))
 
@@ -654,17 +671,18 @@ class JobConsumer:
         dead_headers = {k: v for k, v in headers.items() if not k.startswith("Nats-")}
         dead_headers.update({
             JOB_ID: job_id, JOB_KIND: kind[:64], JOB_SUBJECT: subject[:200], ERROR: _header_text(error_text),
-            DELIVERIES: str(delivered), NODE: self.settings.node_id, MSG_ID: f"dead-{job_id}",
+            DELIVERIES: str(delivered), NODE: self.settings.node_id, MSG_ID: f"dead-{stored_key(subject, job_id)}",
         })
         data, dead_headers = _fitted_dead_letter(self.nc, data or b"", dead_headers, headers)
         try:
-            await self.js.publish(dead_subject(job_id), data, timeout=API_TIMEOUT_S, headers=dead_headers)
+            await self.js.publish(dead_subject(stored_key(subject, job_id)), data, timeout=API_TIMEOUT_S,
+                                  headers=dead_headers)
         except Exception as exc:  # noqa: BLE001 - the final error result below still ends the job
             log.error("job %s: could not publish its dead letter (%s: %s)", job_id, type(exc).__name__, exc)
         final = result_type(kind)(success=False, node_id=self.settings.node_id, error=ErrorInfo(
             code=ErrorCode.INTERNAL,
             message=f"the job failed on all {delivered} deliveries; last error: {_header_text(error_text, 300)}"))
-        await self._complete(job_id, kind, ctype, headers.get(REPLY_TO), final)
+        await self._complete(job_id, kind, ctype, headers.get(REPLY_TO), final, subject)
         self.dead_lettered += 1
         log.warning("job %s dead-lettered after %d deliveries: %s", job_id, delivered, error_text)
 
@@ -721,7 +739,7 @@ class JobConsumer:
             headers = dict(raw.headers or {})
             job_id = headers.get(MSG_ID) or f"seq-{seq}"
             _account, kind = identity.job_parts(raw.subject or "")
-            if valid_job_id(job_id) and await self.results.get(job_id) is None:
+            if valid_job_id(job_id) and await self.results.get(stored_key(raw.subject or "", job_id)) is None:
                 await self._dead_letter(
                     raw.data or b"", headers, job_id, kind, content_type(headers), deliveries,
                     f"no node finished the job in {deliveries} deliveries (each ended without an ack: "

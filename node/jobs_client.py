@@ -2,8 +2,10 @@
 
 The same protocol any NATS client can speak (see node/durable.py): publish the request to
 `strategy.jobs.<kind>` with `Nats-Msg-Id: <job id>` (and `Strategy-Reply-To` for a push reply),
-then read `strategy.results.<job id>` from the STRATEGY_RESULTS stream. Submitting a job id
-again inside the stream's duplicate window is a no-op, so retrying a submit is safe.
+then read `strategy.results.<job id>` from the STRATEGY_RESULTS stream (a tenant account's
+import maps that read into its own results, `strategy.results.<account>.<job id>`, so job ids
+never meet across tenants). Submitting a job id again inside the stream's duplicate window is a
+no-op, so retrying a submit is safe.
 
 `result` only reads the results stream (direct get, falling back to a leader get), which is
 all deploy/nats/permissions.conf lets a client do; with `wait` it polls until the result is
@@ -41,7 +43,9 @@ KINDS = ("execute", "backtest")
 
 
 def new_job_id() -> str:
-    """Unguessable: anyone who knows a job id may read its result."""
+    """Unguessable: JetStream drops a repeated job id stream-wide within its duplicate window,
+    so an id another tenant could know in advance could be taken first (it could never read or
+    replace the result: results are kept per account)."""
     return uuid.uuid4().hex
 
 

@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from contracts import ExecuteResult
+from node import jobs_client
 from node.admission import Admission
 from node.config import Settings
 from node.durable import LEASES_STREAM, RESULTS_STREAM, JobConsumer, results_subject
@@ -69,13 +70,15 @@ async def test_a_jobs_node_holds_leases_and_stores_results_under_the_node_user(o
             await asyncio.sleep(0.02)
         assert (await js.stream_info(LEASES_STREAM)).state.messages >= 1
         release.set()
+        stored = None
         for _ in range(200):
-            try:
-                stored = await js.get_last_msg(RESULTS_STREAM, results_subject(job_id))
+            try:  # a tenant's result is kept under its account (node.durable.stored_key)
+                stored = await js.get_last_msg(RESULTS_STREAM, results_subject(f"TENANT_A.{job_id}"))
                 break
             except Exception:  # noqa: BLE001 - not stored yet
                 await asyncio.sleep(0.05)
-        assert json.loads(stored.data)["result"] == "done"
+        assert stored is not None and json.loads(stored.data)["result"] == "done"
+        assert (await jobs_client.result(client, job_id)).result == "done"  # read as the tenant reads it
     finally:
         release.set()
         await consumer.close()

@@ -146,13 +146,35 @@ async def test_client_cannot_publish_results(conns, job_streams):
         await job_streams.get_last_msg(RESULTS_STREAM, "strategy.results.forged", direct=True)
 
 
-async def test_client_can_read_a_result_by_job_id(conns, job_streams):
-    await job_streams.publish("strategy.results.job-123", b'{"success": true}')
+async def test_client_reads_its_accounts_result_by_job_id(conns, job_streams):
+    # The node stores a tenant's result under strategy.results.<account>.<job id>; the tenant
+    # asks for strategy.results.<job id> and its import maps the read into its own account's.
+    await job_streams.publish("strategy.results.TENANT_A.job-123", b'{"success": true}')
     client = await conns.connect("client")
     msg = await client.jetstream(timeout=5).get_last_msg(
         RESULTS_STREAM, "strategy.results.job-123", direct=True
     )
     assert msg.data == b'{"success": true}'
+
+
+async def test_client_cannot_read_another_accounts_result_by_job_id(conns, job_streams):
+    await job_streams.publish("strategy.results.TENANT_A.job-124", b'{"who": "a"}')
+    await job_streams.publish("strategy.results.job-124", b'{"who": "node account"}')
+    other = await conns.connect("client2")
+    js = other.jetstream(timeout=5)
+    for subject in ("strategy.results.job-124", "strategy.results.TENANT_A.job-124"):
+        with pytest.raises(NotFoundError):  # looked up in TENANT_B's own results only
+            await js.get_last_msg(RESULTS_STREAM, subject, direct=True)
+
+
+@pytest.mark.parametrize("api", ["$JS.API.DIRECT.GET.STRATEGY_RESULTS", "$JS.API.STREAM.MSG.GET.STRATEGY_RESULTS"])
+async def test_client_cannot_read_results_by_sequence(conns, job_streams, api):
+    # Both forms take a sequence in the body, which would walk every tenant's results.
+    ack = await job_streams.publish("strategy.results.TENANT_A.job-125", b'{"who": "a"}')
+    other = await conns.connect("client2")
+    with pytest.raises((NoRespondersError, NatsTimeoutError)):
+        await other.request(api, json.dumps({"seq": ack.seq}).encode(), timeout=1)
+    await conns.wait_for_error(other, "permissions violation for publish")
 
 
 async def test_node_answers_client_request_in_queue_group(conns):
@@ -261,7 +283,8 @@ async def test_node_consumes_a_job_and_delivers_its_result(conns, job_streams):
         else:
             await msg.ack_sync()
     assert ours is not None
-    await node_js.publish("strategy.results.job-777", b'{"success": true}')
+    assert ours.subject == "strategy.jobs.TENANT_A.execute"  # the server wrote the account
+    await node_js.publish("strategy.results.TENANT_A.job-777", b'{"success": true}')
     await node.publish(ours.headers["Reply-To"], b'{"success": true}')
     await ours.ack_sync()
 

@@ -9,9 +9,11 @@ to leak: whatever B leaves in its worker, A cannot read it from a process it nev
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 
+import nats.errors
 import pytest
 import pytest_asyncio
 
@@ -34,6 +36,9 @@ async def tenant_node(permissions_server, tmp_path_factory):
         "NODE_ID": "tenant-node", "MAX_WORKERS": "4", "SANDBOX_READY": "2",
         "TENANT_WARM_RUNS": "50", "TENANT_WARM_WORKERS": "1", "TENANT_WARM_MAX": "8",
         "JOBS_ACK_WAIT_SECONDS": "5",
+        # JetStream drops a repeated Nats-Msg-Id for this long; 1 s lets a test reuse a job id
+        # from another tenant afterwards, where only the node's own keying keeps them apart.
+        "JOBS_DUPLICATE_WINDOW_SECONDS": "1",
         "HEARTBEAT_FILE": str(tmp_path_factory.mktemp("hb") / "heartbeat"),
     })
     node = Node(settings, permissions_server.url,
@@ -210,6 +215,55 @@ async def test_a_tenants_job_is_stored_under_its_account_and_runs_as_it(tenant_n
     assert subjects.tenant_jobs("TENANT_A", "execute") in node.job_subjects
     assert Tenant("TENANT_A", "", "dora") in node.pool.warm_children()
     assert not any(t.account == "TENANT_B" and t.user_id == "dora" for t in node.pool.warm_children())
+
+
+async def submit_as(nc, who: str, job_id: str) -> None:
+    await jobs_client.submit(nc, "execute", execute(who, "jobs"), job_id=job_id)
+
+
+async def test_a_tenants_result_is_stored_under_its_account(tenant_node):
+    node, _, conns = tenant_node
+    a = await conns.connect("client")
+    job_id = jobs_client.new_job_id()
+    await submit_as(a, "a-stored", job_id)
+    assert (await jobs_client.result(a, job_id, wait=20)).result["who"] == "a-stored"
+    stored = await node.nc.jetstream().get_last_msg("STRATEGY_RESULTS", f"strategy.results.TENANT_A.{job_id}")
+    assert json.loads(stored.data)["result"]["who"] == "a-stored"
+
+
+async def test_a_tenant_cannot_read_another_tenants_result_by_its_job_id(tenant_node):
+    _, _, conns = tenant_node
+    a, b = await conns.connect("client"), await conns.connect("client2")
+    job_id = "nightly-report-2026-12-01"  # a guessable id, as clients choose them
+    await submit_as(a, "a-private", job_id)
+    assert (await jobs_client.result(a, job_id, wait=20)).result["who"] == "a-private"
+    assert await jobs_client.result(b, job_id) is None
+
+
+@pytest.mark.parametrize("api", ["$JS.API.DIRECT.GET.STRATEGY_RESULTS", "$JS.API.STREAM.MSG.GET.STRATEGY_RESULTS"])
+async def test_no_tenant_can_walk_the_stored_results_by_sequence(tenant_node, api):
+    node, _, conns = tenant_node
+    a, b = await conns.connect("client"), await conns.connect("client2")
+    job_id = jobs_client.new_job_id()
+    await submit_as(a, "a-walked", job_id)
+    await jobs_client.result(a, job_id, wait=20)
+    info = await node.nc.jetstream().stream_info("STRATEGY_RESULTS")
+    with pytest.raises((nats.errors.NoRespondersError, nats.errors.TimeoutError)):
+        await b.request(api, json.dumps({"seq": info.state.last_seq}).encode(), timeout=1)
+    await conns.wait_for_error(b, "permissions violation for publish")
+
+
+async def test_a_tenant_that_takes_another_tenants_job_id_first_never_becomes_its_result(tenant_node):
+    _, _, conns = tenant_node
+    a, b = await conns.connect("client"), await conns.connect("client2")
+    job_id = "rebalance-2026-12-02"
+    await submit_as(b, "b-poison", job_id)  # B guessed A's next id and ran first
+    assert (await jobs_client.result(b, job_id, wait=20)).result["who"] == "b-poison"
+    await asyncio.sleep(1.5)  # past the stream's duplicate window: A's submit is stored and runs
+    await submit_as(a, "a-own", job_id)
+    result = await jobs_client.result(a, job_id, wait=20)
+    assert result is not None and result.result["who"] == "a-own"
+    assert (await jobs_client.result(b, job_id)).result["who"] == "b-poison"  # B still sees only its own
 
 
 async def test_a_tenant_cannot_publish_a_job_under_another_accounts_token(tenant_node):
