@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -74,6 +75,10 @@ class Settings:
     jobs_backoff_seconds: tuple[float, ...] = ()
     jobs_result_ttl_seconds: float = 86_400.0
     jobs_duplicate_window_seconds: float = 600.0
+    # Durable jobs' push replies (Strategy-Reply-To): {tenant account: its clients' inbox
+    # prefixes}. A tenant's job may name a reply subject only below one of its own account's
+    # prefixes; an account with none gets no push replies (its jobs' results are stored).
+    job_reply_prefixes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Opt-in warm workers per tenant (sandbox/warm.py): runs per worker; 0 keeps a fresh
     # process for every run.
     tenant_warm_runs: int = 0
@@ -164,4 +169,24 @@ def _jobs_settings(env: Mapping[str, str]) -> dict:
         jobs_backoff_seconds=backoff,
         jobs_result_ttl_seconds=_float(env, "JOBS_RESULT_TTL_SECONDS", 86_400.0, 1.0, 365 * 86_400.0),
         jobs_duplicate_window_seconds=_float(env, "JOBS_DUPLICATE_WINDOW_SECONDS", 600.0, 1.0, 7 * 86_400.0),
+        job_reply_prefixes=_reply_prefixes(env),
     )
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_$-]{1,128}")
+
+
+def _reply_prefixes(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """JOB_REPLY_PREFIXES: `ACCOUNT=prefix[|prefix...],ACCOUNT2=prefix`, e.g.
+    `TENANT_A=_INBOX_client,TENANT_B=_INBOX_client2` (deploy/nats/permissions.conf)."""
+    raw = (env.get("JOB_REPLY_PREFIXES") or "").strip()
+    out: dict[str, tuple[str, ...]] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        account, eq, prefixes = item.partition("=")
+        names = tuple(p.strip() for p in prefixes.split("|") if p.strip())
+        if not eq or not _TOKEN.fullmatch(account.strip()) or not names or not all(
+                _TOKEN.fullmatch(p) and p.startswith("_INBOX") for p in names):
+            raise ValueError("JOB_REPLY_PREFIXES must be ACCOUNT=prefix[|prefix],... with each prefix one "
+                             f"subject token starting with _INBOX, got {item!r}")
+        out[account.strip()] = out.get(account.strip(), ()) + names
+    return out

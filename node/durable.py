@@ -590,7 +590,12 @@ class JobConsumer:
                 await msg.ack()
                 return
             handler = self.handler_for(kind)
-            if handler is None:
+            refusal = self.reply_refusal(caller, reply_to)
+            if refusal is not None:  # refused, never run: the header is an option it cannot honour
+                result = result_type(kind)(success=False, node_id=self.settings.node_id, error=ErrorInfo(
+                    code=ErrorCode.INVALID_REQUEST, message=refusal))
+                reply_to = None
+            elif handler is None:
                 result = result_type(kind)(success=False, node_id=self.settings.node_id, error=ErrorInfo(
                     code=ErrorCode.INVALID_REQUEST,
                     message=f"job kind {kind[:64]!r} not supported by this node"))
@@ -613,6 +618,28 @@ class JobConsumer:
             self._settling(msg)
             await self._safe(msg.nak(delay=self._delay(getattr(msg.metadata, "num_delivered", 1))))
             self.retried += 1
+
+    def reply_refusal(self, caller: identity.Caller, reply_to: str | None) -> str | None:
+        """Why the node cannot send this job's result to its `Strategy-Reply-To`, or None.
+
+        Only to an inbox (never where a client points the node: node/nats_auth.py), and a
+        tenant's job only below its own account's inbox prefixes (JOB_REPLY_PREFIXES): every
+        client's inbox prefix is delivered into that client's account by the server, so a job
+        naming another tenant's prefix would make the node publish its output into that tenant.
+        """
+        if not reply_to:
+            return None
+        shown = _header_text(reply_to, 80)
+        if not is_inbox_subject(reply_to):
+            return (f"{REPLY_TO} {shown!r} is not an inbox subject: the node replies only to inboxes "
+                    "(_INBOX... or your client's inbox prefix); the result is stored under the job id")
+        if caller.verified:
+            prefixes = self.settings.job_reply_prefixes.get(caller.account or "", ())
+            if reply_to.split(".", 1)[0] not in prefixes:
+                allowed = " or ".join(f"{p}.>" for p in prefixes) or "none: no push replies are configured for it"
+                return (f"{REPLY_TO} {shown!r} is not an inbox of account {caller.account}: "
+                        f"its jobs may reply below {allowed}; the result is stored under the job id")
+        return None
 
     def _settling(self, msg: Any) -> None:
         """The job is about to be acked or naked: its heartbeat sends no in_progress after that
@@ -649,14 +676,15 @@ class JobConsumer:
         deadline = time.monotonic() + max(10.0, self.settings.jobs_ack_wait_seconds)
         ours = await self.results.put(stored_key(subject, job_id), payload, headers, run_id, deadline)
         if ours:
-            await self._reply(reply_to, job_id, payload, ctype, getattr(result, "error", None))
+            await self._reply(reply_to, job_id, payload, ctype, getattr(result, "error", None), subject)
 
     async def _reply(self, reply_to: str | None, job_id: str, payload: bytes, ctype: str,
-                     error: ErrorInfo | None) -> None:
+                     error: ErrorInfo | None, subject: str) -> None:
         if not reply_to:
             return
-        if not is_inbox_subject(reply_to):  # never publish where a client points us (see nats_auth)
-            log.warning("job %s: not replying to non-inbox subject %r", job_id, reply_to[:80])
+        refusal = self.reply_refusal(self.verifier.job(subject)[0], reply_to)
+        if refusal is not None:  # checked before the run too; a dead letter's final result comes here
+            log.warning("job %s: no reply: %s", job_id, refusal)
             return
         headers = {**error_headers(error, ctype), JOB_ID: job_id}
         try:

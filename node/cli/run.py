@@ -51,6 +51,7 @@ ENVIRONMENT: list[tuple[str, str]] = [
     ("JOBS_BACKOFF_SECONDS", "durable jobs: comma list of redelivery delays (default doubling)"),
     ("JOBS_RESULT_TTL_SECONDS", "how long job results are kept (default 86400)"),
     ("JOBS_DUPLICATE_WINDOW_SECONDS", "how long job ids are deduplicated (default 600)"),
+    ("JOB_REPLY_PREFIXES", "ACCOUNT=_INBOX_x[|...],...: the inboxes a tenant's jobs may reply to"),
     ("SWEEP_CONCURRENCY", "grid points in flight per sweep (default 32)"),
     ("REPLAY_CACHE_MB", "replayed bar series kept per node (default 128)"),
     ("TENANT_WARM_RUNS", "opt-in warm workers: runs per tenant worker (default 0: off)"),

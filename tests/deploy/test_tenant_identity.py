@@ -39,6 +39,7 @@ async def tenant_node(permissions_server, tmp_path_factory):
         # JetStream drops a repeated Nats-Msg-Id for this long; 1 s lets a test reuse a job id
         # from another tenant afterwards, where only the node's own keying keeps them apart.
         "JOBS_DUPLICATE_WINDOW_SECONDS": "1",
+        "JOB_REPLY_PREFIXES": "TENANT_A=_INBOX_client,TENANT_B=_INBOX_client2",  # as permissions.conf
         "HEARTBEAT_FILE": str(tmp_path_factory.mktemp("hb") / "heartbeat"),
     })
     node = Node(settings, permissions_server.url,
@@ -264,6 +265,42 @@ async def test_a_tenant_that_takes_another_tenants_job_id_first_never_becomes_it
     result = await jobs_client.result(a, job_id, wait=20)
     assert result is not None and result.result["who"] == "a-own"
     assert (await jobs_client.result(b, job_id)).result["who"] == "b-poison"  # B still sees only its own
+
+
+async def test_a_tenants_job_is_pushed_to_an_inbox_of_its_own_account(tenant_node):
+    _, _, conns = tenant_node
+    a = await conns.connect("client")
+    replies = await a.subscribe("_INBOX_client.jobs")  # a fixed inbox for every job's push reply
+    job_id = jobs_client.new_job_id()
+    await jobs_client.submit(a, "execute", execute("a-pushed", "jobs"), job_id=job_id, reply_to="_INBOX_client.jobs")
+    msg = await replies.next_msg(timeout=20)
+    assert msg.headers["Strategy-Job-Id"] == job_id and json.loads(msg.data)["result"]["who"] == "a-pushed"
+
+
+async def test_a_tenants_job_cannot_push_its_result_into_another_tenants_inbox(tenant_node):
+    _, _, conns = tenant_node
+    a, b = await conns.connect("client"), await conns.connect("client2")
+    b_inbox = await b.subscribe("_INBOX_client2.jobs")  # B's fixed inbox for its jobs' replies
+    job_id = "b-expects-this-id"  # A also knows the id B matches replies by
+    await jobs_client.submit(a, "execute", execute("forged-for-b", "jobs"), job_id=job_id,
+                             reply_to="_INBOX_client2.jobs")
+    stored = await jobs_client.result(a, job_id, wait=20)
+    assert stored.error.code == "INVALID_REQUEST"
+    assert "Strategy-Reply-To '_INBOX_client2.jobs' is not an inbox of account TENANT_A" in stored.error.message
+    assert "_INBOX_client.>" in stored.error.message
+    with pytest.raises(nats.errors.TimeoutError):
+        await b_inbox.next_msg(timeout=1)
+
+
+@pytest.mark.parametrize("reply_to", ["_INBOX.node-inbox.1", "_R_.abc.def"])
+async def test_a_tenants_job_cannot_reply_into_the_nodes_account(tenant_node, reply_to):
+    # Node inboxes (sweep fan-out, health) and the server's import replies of other requests.
+    _, _, conns = tenant_node
+    a = await conns.connect("client")
+    job_id = jobs_client.new_job_id()
+    await jobs_client.submit(a, "execute", execute("x", "jobs"), job_id=job_id, reply_to=reply_to)
+    stored = await jobs_client.result(a, job_id, wait=20)
+    assert stored.error.code == "INVALID_REQUEST" and "not an inbox of account TENANT_A" in stored.error.message
 
 
 async def test_a_tenant_cannot_publish_a_job_under_another_accounts_token(tenant_node):

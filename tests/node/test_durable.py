@@ -189,10 +189,14 @@ async def test_unknown_job_kind_completes_with_invalid_request(jnc):
     assert "not supported by this node" in stored.error.message
 
 
-async def test_a_reply_header_that_is_not_an_inbox_gets_no_reply_but_the_result_is_stored(jnc):
+async def test_a_reply_header_that_is_not_an_inbox_is_refused_naming_it_and_the_job_not_run(jnc):
+    # The node never publishes where a client points it; an option it cannot honour is refused.
     seen = await Replies.on(jnc, "victim.>")
-    job_id = await jobs_client.submit(jnc, "execute", job(), reply_to="victim.subject")
-    assert (await jobs_client.result(jnc, job_id, wait=10)).success
+    job_id = await jobs_client.submit(jnc, "execute", job(SPIN_CODE, n=10), reply_to="victim.subject")
+    stored = await jobs_client.result(jnc, job_id, wait=10)
+    assert stored.error.code == ErrorCode.INVALID_REQUEST
+    assert "Strategy-Reply-To 'victim.subject' is not an inbox subject" in stored.error.message
+    assert not stored.logs and not stored.signals  # it did not run (a run prints its token)
     await asyncio.sleep(0.1)
     assert seen.by_job == {}
 
