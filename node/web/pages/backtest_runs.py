@@ -60,6 +60,7 @@ __all__ = ["RunForm", "RunToken", "Refused", "parse_form", "start_run", "follow_
 REPORT_EQUITY_POINTS = 5_000  # as `strategy-node backtest --report` asks for a single backtest
 SUBGRID_UNITS = 8  # sub-grids a sweep is cut into at least (8-32 points each)
 FOLLOW_LIMIT_S = 600.0  # a follower gives up after this long without every result
+RECHECK_S = 2.0  # while following, the store is read again this often (a result stored with no push)
 MAX_TOKEN_CHARS = 6_000  # a run's link (URLs stay well under HTTP servers' request-line limits)
 BARS_TIMEOUT_S = 1.0  # reading BARS' index or a series as the user (a tenant account may not)
 # Connections BARS did not answer: a tenant account reaches only the service, and a request its
@@ -304,7 +305,11 @@ async def follow_run(nc: Any, token: RunToken, limit_s: float = FOLLOW_LIMIT_S) 
 
     Subscribes to the run's inbox first, then reads which results are already stored, then
     takes the rest from the pushed replies (a reply that came before the subscription is
-    found stored; one that comes after both is simply ignored)."""
+    found stored; one that comes after both is simply ignored). A result can also be stored
+    with no push at all: the node refused the jobs' reply header (JOB_REPLY_PREFIXES does not
+    name this user's inbox prefix for its account: the result is that INVALID_REQUEST), or its
+    connection dropped between storing and pushing. So while it waits, the store is read again
+    every RECHECK_S (the stored result is the source of truth)."""
     sub = await nc.subscribe(token.inbox)
     try:
         total = sum(j.points for j in token.jobs)
@@ -330,8 +335,12 @@ async def follow_run(nc: Any, token: RunToken, limit_s: float = FOLLOW_LIMIT_S) 
                                                     "message": f"no result after {limit_s:.0f} s"}}
                 return
             try:
-                msg = await sub.next_msg(timeout=left)
+                msg = await sub.next_msg(timeout=min(left, RECHECK_S))
             except nats.errors.TimeoutError:
+                found = await _results(nc, list(waiting))
+                if found:
+                    done += sum(waiting.pop(job_id) for job_id in found)
+                    yield {"event": "progress", "done": done, "total": total, "stage": stage}
                 continue
             job_id = (msg.headers or {}).get(JOB_ID)
             if job_id in waiting:

@@ -103,7 +103,9 @@ class WebEnv:
         from node.web.app import WebSettings, create_app, prepare
 
         settings = Settings.from_env({"NODE_ID": "web-node", "MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10",
-                                      "SECRETS_KEY": "d2ViLXRlc3RzLWtleS0zMi1ieXRlcy1sb25nLW9rISE="})
+                                      "SECRETS_KEY": "d2ViLXRlc3RzLWtleS0zMi1ieXRlcy1sb25nLW9rISE=",
+                                      # the configmap's: the dashboard's backtest jobs push to the user's inbox
+                                      "JOB_REPLY_PREFIXES": "TENANT_A=_INBOX_client,TENANT_B=_INBOX_client2"})
         self.node = Node(settings, self.server.url,
                          connect_env={"NATS_USER": "node", "NATS_PASSWORD": PASSWORDS["node"]} if self.accounts else None)
         await self.node.start()
