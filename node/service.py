@@ -93,6 +93,10 @@ class Node:
         # Tenants are verified only when the node has an account of its own (node/identity.py).
         self.verifier = identity.Verifier(await identity.own_account(self.nc), self.settings.trust_body_user_id)
         self.endpoints.nats_account = self.verifier.own_account
+        if self.verifier.verifies and self.settings.role != "requests" and not self.settings.job_reply_prefixes:
+            log.warning("tenant accounts are verified but JOB_REPLY_PREFIXES is empty: every tenant's durable "
+                        "job that asks for a push reply (Strategy-Reply-To) is refused; name each account's "
+                        "inbox prefixes (deploy/k8s/base/configmap.yaml)")
         self.service = await add_service(
             PendingLimited(self.nc, self.settings), name=subjects.SERVICE_NAME, version=__version__,
             description="Runs untrusted trading strategies in a locked-down sandbox",
