@@ -92,6 +92,12 @@ class Settings:
     # file (read at start) or the variable itself; never shown in repr or Health.
     secrets_key_file: str = ""
     secrets_key: str = field(default="", repr=False)
+    # Per-tenant quotas of hosted objects (node/hosting/quotas.py): creating operations beyond
+    # them are refused with INVALID_REQUEST; at the versions limit the oldest unused are dropped.
+    max_strategies_per_tenant: int = 200
+    max_versions_per_strategy: int = 100
+    max_deployments_per_tenant: int = 100
+    max_secrets_per_tenant: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -131,7 +137,18 @@ class Settings:
             nats_disconnected_exit_seconds=_float(env, "NATS_DISCONNECTED_EXIT_SECONDS", 60.0, 0.5, 86_400.0),
             **_jobs_settings(env),
             **_warm_settings(env, workers),
+            **_quota_settings(env),
         )
+
+
+def _quota_settings(env: Mapping[str, str]) -> dict:
+    """MAX_*_PER_TENANT / MAX_VERSIONS_PER_STRATEGY: what one tenant may keep in the hosting buckets."""
+    return dict(
+        max_strategies_per_tenant=_int(env, "MAX_STRATEGIES_PER_TENANT", 200, 1, 1_000_000),
+        max_versions_per_strategy=_int(env, "MAX_VERSIONS_PER_STRATEGY", 100, 1, 100_000),
+        max_deployments_per_tenant=_int(env, "MAX_DEPLOYMENTS_PER_TENANT", 100, 1, 1_000_000),
+        max_secrets_per_tenant=_int(env, "MAX_SECRETS_PER_TENANT", 100, 1, 1_000_000),
+    )
 
 
 def _warm_settings(env: Mapping[str, str], workers: int) -> dict:

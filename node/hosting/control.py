@@ -36,7 +36,7 @@ from contracts.secrets import SecretPut, SecretRef, SecretReply
 from .. import identity, sizing
 from ..failures import error_of
 from ..jobs import run_limits
-from . import firetimes, naming, schedules, sessions, triggers
+from . import firetimes, naming, quotas, schedules, sessions, triggers
 from . import logs as run_logs
 
 Handler = Callable[[bytes, str, float], Awaitable[Any]]
@@ -94,6 +94,7 @@ def _need(value: Any, field: str) -> Any:
 class Control:
     def __init__(self, hosting: Any) -> None:
         self.h = hosting
+        self.quotas = quotas.Quotas(hosting)
 
     def handlers(self) -> list[tuple[str, str, Handler]]:
         out: list[tuple[str, str, Handler]] = []
@@ -126,7 +127,7 @@ class Control:
     async def strategy(self, op: str, tenant: str, data: bytes, kind: str) -> StrategyReply:
         reg = self.h.registry
         if op == "put":
-            return StrategyReply(ok=True, strategy=await reg.put(tenant, decode(data, StrategyPut, kind)))
+            return StrategyReply(ok=True, strategy=await self._put_version(tenant, decode(data, StrategyPut, kind)))
         ref = decode(data or b"{}", StrategyRef, kind)
         _refuse(ref.name if op == "list" else None, "name", op)
         _refuse(ref.version if op in ("list", "versions", "delete") else None, "version", op)
@@ -150,6 +151,7 @@ class Control:
         store = self.h.secrets
         if op == "put":
             req = decode(data, SecretPut, kind)
+            await self.quotas.before_secret(tenant, req.name)  # a new name within MAX_SECRETS_PER_TENANT
             return SecretReply(ok=True, secret=await store.put(tenant, req.name, req.value))
         ref = decode(data or b"{}", SecretRef, kind)
         if op in ("list", "rotate"):
@@ -233,6 +235,15 @@ class Control:
             first_id = first_id or run_id
         return DeploymentReply(ok=True, deployment=dep, run_id=first_id)
 
+    async def _put_version(self, tenant: str, req: StrategyPut) -> Any:
+        """A new version within the tenant's quotas (node/hosting/quotas.py): a new name within
+        MAX_STRATEGIES_PER_TENANT; beyond MAX_VERSIONS_PER_STRATEGY the oldest versions no
+        deployment runs are dropped once it is stored."""
+        drop = await self.quotas.before_version(tenant, req.name)
+        version = await self.h.registry.put(tenant, req)
+        await self.quotas.drop_versions(tenant, req.name, drop)
+        return version
+
     def _check_warm(self, warm: bool | None) -> None:
         if warm and self.h.settings.tenant_warm_runs <= 0:
             raise ExecutionError(ErrorCode.INVALID_REQUEST,
@@ -241,6 +252,7 @@ class Control:
 
     async def _check_create(self, tenant: str, req: DeploymentCreate, version: int) -> Deployment:
         """Every check of a create (nothing stored): the deployment it would store."""
+        await self.quotas.before_deployment(tenant, req.id)  # within MAX_DEPLOYMENTS_PER_TENANT
         run_limits(req, self.h.settings)  # timeout_ms / memory_mb within this node's limits, named
         _no_warm_secrets(req.warm, req.secrets)
         self._check_warm(req.warm)
@@ -347,8 +359,8 @@ class Control:
             desired = given.pop("desired", None)
             update = _convert({"id": dep_id, **given}, DeploymentUpdate)
             await self._check_update(tenant, update)
-        version = await self.h.registry.put(tenant, StrategyPut(name=req.strategy, code=req.code,
-                                                                description=req.description))
+        version = await self._put_version(tenant, StrategyPut(name=req.strategy, code=req.code,
+                                                              description=req.description))
         if current is None:
             create.version = version.version
             reply = await self._create(tenant, create, how="deploy")
