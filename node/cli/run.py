@@ -60,6 +60,11 @@ ENVIRONMENT: list[tuple[str, str]] = [
     ("TENANT_WARM_IDLE_SECONDS", "an idle warm worker is killed after this (default 60)"),
     ("SECRETS_KEY_FILE", "hosted-strategy secrets: file of key-encryption keys `<id>:<base64 32 bytes>`, newest last"),
     ("SECRETS_KEY", "the same keys as a variable (SECRETS_KEY_FILE preferred); unset: secrets refused"),
+    ("MAX_STRATEGIES_PER_TENANT", "hosted strategies: strategy names one tenant may keep (default 200)"),
+    ("MAX_VERSIONS_PER_STRATEGY", "versions kept per strategy; beyond it the oldest no deployment runs are dropped "
+                                  "(default 100)"),
+    ("MAX_DEPLOYMENTS_PER_TENANT", "deployments one tenant may keep (default 100)"),
+    ("MAX_SECRETS_PER_TENANT", "secret names one tenant may keep (default 100)"),
     ("OTEL_*", "OpenTelemetry exporters (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...); none by default"),
 ]
 
