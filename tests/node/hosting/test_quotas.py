@@ -37,7 +37,7 @@ def settings(node_id: str) -> Settings:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def hosting(server):
+async def quota_nodes(server):
     """Two nodes with the quotas (any node may serve any request: counts come from KV, not memory)."""
     started = []
     for name in ("quota-a", "quota-b"):
@@ -46,11 +46,16 @@ async def hosting(server):
         started.append(node)
     for node in started:
         await asyncio.wait_for(node.hosting.ready.wait(), 20)
+    yield started
+    for node in started:
+        await node.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def hosting(server, quota_nodes):
     nc = await nats.connect(server.url)
     yield HostingClient(nc)
     await nc.drain()
-    for node in started:
-        await node.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -148,6 +153,17 @@ async def test_a_new_version_is_refused_when_deployments_run_every_stored_versio
     assert await versions(h, "all_pinned") == [1, 2]
     await refusal(h.deploy(CODE + "# 3\n", strategy="all_pinned", id="d2"))
     assert (await h.get_deployment("d2")).deployment.version == 2
+
+
+async def test_a_version_a_deployment_took_while_it_was_being_dropped_is_written_back(h, quota_nodes):
+    await h.put_strategy("raced", CODE)
+    await h.put_strategy("raced", CODE + "# 2\n")
+    await h.create_deployment("d1", strategy="raced", symbols=["Q1"], timeframe="1d", version=1)
+    # the drop a put decided on before the deployment took version 1
+    dropped = await quota_nodes[0].hosting.control.quotas.drop_versions("local", "raced", [1, 2])
+    assert dropped == [2]
+    assert (await h.get_strategy("raced", 1)).strategy.code == CODE
+    assert await versions(h, "raced") == [1]
 
 
 async def test_deploy_moving_a_deployment_on_keeps_working_at_the_versions_limit(h):
