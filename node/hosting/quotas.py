@@ -19,7 +19,11 @@ histories: `deploy` on every edit keeps working, and the protocol has no way to 
 version). A version a deployment runs is never dropped: when every stored version is run by a
 deployment the new one is refused. A dropped version is removed from the stream (no marker), so
 its number is never taken again (a newer version always stays). After a drop the deployments are
-read again and a version one of them took meanwhile is written back.
+read again and a version one of them took meanwhile is written back. What remains: a create or
+update naming that old version explicitly, whose check read the version before the drop and
+whose write lands after that second read, points at a version that is gone (its runs fail with
+"not found" until it is moved); it needs a rollback to the oldest version at the very moment a
+put drops it.
 
 Exactness: the count is taken just before the create, without a lock, so N concurrent creates
 of one tenant that all read the same count may together overshoot a limit by at most N - 1
@@ -30,14 +34,17 @@ count and is refused.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import nats.js.errors
 from nats.js.api import DeliverPolicy
 
 from contracts import ErrorCode, ExecutionError
 
 from . import naming
 
+log = logging.getLogger("node.hosting")
 READ_S = 5.0
 _MARKERS = ("DEL", "PURGE")
 
@@ -120,14 +127,20 @@ class Quotas:
         if not versions:
             return []
         kv = self.h.registry.kv
-        kept = {}
-        for v in versions:
-            key = naming.strategy_key(tenant, name, v)
-            try:
-                kept[v] = (await kv.get(key)).value
-            except Exception:  # noqa: BLE001 - gone already (a concurrent drop or delete)
-                continue
-            await kv._js.purge_stream(kv._stream, subject=kv._pre + key)
+        kept: dict[int, bytes] = {}
+        try:
+            for v in versions:
+                key = naming.strategy_key(tenant, name, v)
+                try:
+                    value = (await kv.get(key)).value
+                except nats.js.errors.KeyNotFoundError:
+                    continue  # gone already (a concurrent drop or delete)
+                if not value:
+                    continue
+                kept[v] = value
+                await kv._js.purge_stream(kv._stream, subject=kv._pre + key)
+        except Exception as exc:  # noqa: BLE001 - the new version is stored: the next put drops the rest
+            log.warning("strategy %s.%s: dropping old versions stopped: %s", tenant, name, exc)
         taken = await self._used(tenant, name)
         for v in [v for v in kept if v in taken]:  # a deployment moved onto it while we dropped
             await kv.create(naming.strategy_key(tenant, name, v), kept[v])
