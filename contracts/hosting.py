@@ -111,6 +111,9 @@ class StrategyReply(msgspec.Struct, kw_only=True):
     strategy: StrategyVersion | None = None
     strategies: list[StrategySummary] = []
     versions: list[StrategyVersion] = []
+    # strategies.put: older versions this put dropped (beyond MAX_VERSIONS_PER_STRATEGY, run by
+    # no deployment: node/hosting/quotas.py), oldest first; never silent.
+    dropped_versions: list[int] = []
     error: ErrorInfo | None = None
     node_id: str = ""
 
@@ -294,6 +297,7 @@ class DeploymentReply(msgspec.Struct, kw_only=True):
     history: list[DeploymentChange] = []  # deployments.history
     history_truncated: bool = False  # older changes left out: the reply had to fit max_payload
     strategy_version: int | None = None  # deployments.deploy: the version it stored
+    dropped_versions: list[int] = []  # deployments.deploy: older versions that put dropped (StrategyReply)
     # deployments.state: {symbol: the strategy's `state` after its last successful run} (symbols
     # that never ran have none); symbols whose state did not fit the reply's max_payload are in
     # `states_omitted`: ask for each with `symbol`.

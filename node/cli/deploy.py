@@ -67,4 +67,7 @@ async def cmd_deploy(args: argparse.Namespace) -> int:
           + (f"; schedule {d.schedule!r}" + (f" ({d.tz})" if d.tz else "") + (f", window {d.window}" if d.window else "")
              + (f", session {d.session}" if d.session else "") + f"; next fire {(s.next_fire if s else None) or '-'}"
              if d.schedule else ""))
+    if reply.dropped_versions:  # the retention of MAX_VERSIONS_PER_STRATEGY, said where it happens
+        print(f"dropped old version(s) {', '.join(map(str, reply.dropped_versions))} of {d.strategy}: "
+              "no deployment ran them")
     return 0

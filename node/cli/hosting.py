@@ -164,6 +164,8 @@ async def cmd_strategies(args: argparse.Namespace) -> int:
         _emit(reply)
     elif args.op == "put":
         print(f"{reply.strategy.name} version {reply.strategy.version} stored ({reply.strategy.style} style)")
+        if reply.dropped_versions:  # the retention of MAX_VERSIONS_PER_STRATEGY, said where it happens
+            print(f"dropped old version(s) {', '.join(map(str, reply.dropped_versions))}: no deployment ran them")
     elif args.op == "list":
         print(f"{'NAME':<24} {'LATEST':>6} {'VERSIONS':>8}  STYLE     CREATED")
         for s in reply.strategies:

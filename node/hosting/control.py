@@ -127,7 +127,8 @@ class Control:
     async def strategy(self, op: str, tenant: str, data: bytes, kind: str) -> StrategyReply:
         reg = self.h.registry
         if op == "put":
-            return StrategyReply(ok=True, strategy=await self._put_version(tenant, decode(data, StrategyPut, kind)))
+            version, dropped = await self._put_version(tenant, decode(data, StrategyPut, kind))
+            return StrategyReply(ok=True, strategy=version, dropped_versions=dropped)
         ref = decode(data or b"{}", StrategyRef, kind)
         _refuse(ref.name if op == "list" else None, "name", op)
         _refuse(ref.version if op in ("list", "versions", "delete") else None, "version", op)
@@ -235,14 +236,14 @@ class Control:
             first_id = first_id or run_id
         return DeploymentReply(ok=True, deployment=dep, run_id=first_id)
 
-    async def _put_version(self, tenant: str, req: StrategyPut) -> Any:
+    async def _put_version(self, tenant: str, req: StrategyPut) -> tuple[Any, list[int]]:
         """A new version within the tenant's quotas (node/hosting/quotas.py): a new name within
         MAX_STRATEGIES_PER_TENANT; beyond MAX_VERSIONS_PER_STRATEGY the oldest versions no
-        deployment runs are dropped once it is stored."""
+        deployment runs are dropped once it is stored. (the version, the versions dropped)"""
         drop = await self.quotas.before_version(tenant, req.name)
         version = await self.h.registry.put(tenant, req)
-        await self.quotas.drop_versions(tenant, req.name, drop)
-        return version
+        dropped = await self.quotas.drop_versions(tenant, req.name, drop)
+        return version, sorted(dropped or [])
 
     def _check_warm(self, warm: bool | None) -> None:
         if warm and self.h.settings.tenant_warm_runs <= 0:
@@ -359,8 +360,8 @@ class Control:
             desired = given.pop("desired", None)
             update = _convert({"id": dep_id, **given}, DeploymentUpdate)
             await self._check_update(tenant, update)
-        version = await self._put_version(tenant, StrategyPut(name=req.strategy, code=req.code,
-                                                              description=req.description))
+        version, dropped = await self._put_version(tenant, StrategyPut(name=req.strategy, code=req.code,
+                                                                       description=req.description))
         if current is None:
             create.version = version.version
             reply = await self._create(tenant, create, how="deploy")
@@ -371,6 +372,7 @@ class Control:
                 op = {"running": "resume", "paused": "pause", "stopped": "stop"}[desired]
                 reply = await self.deployment(op, tenant, msgspec.json.encode({"id": dep_id}), subjects.JSON)
         reply.strategy_version = version.version
+        reply.dropped_versions = dropped
         return reply
 
 

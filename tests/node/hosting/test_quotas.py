@@ -125,8 +125,8 @@ async def test_deleting_a_strategy_frees_a_slot(h):
 
 # -- versions ----------------------------------------------------------------------------------
 async def test_a_version_beyond_the_limit_drops_the_oldest_unused_one(h):
-    for i in range(3):
-        await h.put_strategy("dropped", CODE + f"# {i}\n")
+    replies = [await h.put_strategy("dropped", CODE + f"# {i}\n") for i in range(3)]
+    assert [r.dropped_versions for r in replies] == [[], [], [1]]  # the put that dropped it says so
     assert await versions(h, "dropped") == [2, 3]
     assert await refusal(h.get_strategy("dropped", 1)) == "strategy 'dropped' version 1 not found"
     assert (await h.put_strategy("dropped", CODE)).strategy.version == 4  # a dropped number is never taken again
