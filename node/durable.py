@@ -71,12 +71,13 @@ from contracts.health import JobsState
 from contracts import subjects
 from contracts.subjects import CONTENT_TYPE
 
-from . import nats_internals, sizing
+from . import sizing
 from . import identity
 from .admission import Admission
 from .config import Settings
 from .endpoints import error_headers
 from .nats_auth import is_inbox_subject
+from .pull import Puller
 
 log = logging.getLogger("node.durable")
 
@@ -421,7 +422,7 @@ class JobConsumer:
             # e.g. a peer declared it with other settings and the server refuses the change
             log.warning("job consumer %s kept its existing configuration: %s", CONSUMER, exc.description)
             await self.js.consumer_info(JOBS_STREAM, CONSUMER)
-        self._sub = await self.js.pull_subscribe_bind(durable=CONSUMER, stream=JOBS_STREAM)
+        self._sub = await Puller.bind(self.nc, JOBS_STREAM, CONSUMER, grace=API_TIMEOUT_S)
         self._advisories = await self.nc.subscribe(MAX_DELIVERIES_ADVISORY, queue=DEAD_LETTER_GROUP,
                                                    cb=self._on_max_deliveries)
 
@@ -466,14 +467,12 @@ class JobConsumer:
                         pass
                     continue
                 self._fetching = True
-                try:
-                    msgs = await self._sub.fetch(batch=min(free, MAX_BATCH), timeout=FETCH_WAIT_S)
-                except asyncio.TimeoutError:  # no job within the wait (nats-py raises both kinds)
+                try:  # read until the server ended the request (node/pull.py), each job dispatched as it comes
+                    await self._sub.pull(min(free, MAX_BATCH), FETCH_WAIT_S, self._dispatch)
+                except asyncio.TimeoutError:  # the server stayed silent past the request's end
                     continue
                 finally:
                     self._fetching = False
-                for msg in msgs:
-                    self._dispatch(msg)
                 if self.state != "consuming" and self._sub is not None and not self._stop.is_set():
                     self.state = "consuming"
             except asyncio.CancelledError:
@@ -499,15 +498,15 @@ class JobConsumer:
                 retry = min(retry * 2, 5.0)
 
     async def _return_buffered(self) -> None:
-        """Nak jobs that arrived after we stopped taking work, so a peer gets them at once."""
+        """Nak jobs that arrived after we stopped taking work, so a peer gets them at once: those
+        buffered, and those a pull request still open on the server brings until it ends."""
         if self._sub is None:
             return
-        queue = nats_internals.pending_messages(self._sub)
-        while not queue.empty():
-            msg = queue.get_nowait()
-            if msg.headers and msg.headers.get("Status"):
-                continue
-            await self._safe(msg.nak())
+        naks: list[asyncio.Future] = []
+        await self._sub.hand_back(FETCH_WAIT_S + API_TIMEOUT_S,
+                                  lambda msg: naks.append(asyncio.ensure_future(self._safe(msg.nak()))))
+        if naks:
+            await asyncio.wait(naks)
 
     def _dispatch(self, msg: Any) -> None:
         if self._stop.is_set():

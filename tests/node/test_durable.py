@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import uuid
 
@@ -284,11 +285,18 @@ async def test_only_the_first_of_two_racing_results_is_stored(jnc):
 
 
 # -- retries and dead letters, with a stand-in handler ---------------------------------------
-@pytest_asyncio.fixture
-async def bare():
-    """A fresh server and a client connection; consumers made by `consumer_with` are closed."""
+@pytest.fixture
+def bare_server():
     server = EmbeddedServer().start()
-    nc = await nats.connect(server.url)
+    yield server
+    server.close()
+
+
+@pytest_asyncio.fixture
+async def bare(bare_server):
+    """A fresh server (`bare_server`) and a client connection; consumers made by `consumer_with`
+    are closed."""
+    nc = await nats.connect(bare_server.url)
     made: list[JobConsumer] = []
 
     async def consumer_with(handler, admission: Admission | None = None, **env) -> JobConsumer:
@@ -309,7 +317,10 @@ async def bare():
             await consumer.close()
             await consumer.admission.drain(5)
         await nc.close()
-        server.close()
+
+
+async def jobs_left(nc, count: int) -> bool:
+    return (await nc.jetstream().stream_info(JOBS_STREAM)).state.messages == count
 
 
 def failing(code: ErrorCode, calls: list):
@@ -335,8 +346,11 @@ async def test_a_node_side_failure_is_retried_then_dead_lettered_with_its_last_e
     dead = await nc.jetstream().get_last_msg(DEAD_STREAM, dead_subject(job_id))
     assert dead.headers[ERROR] == "INTERNAL: node broke #3"
     assert json.loads(dead.data) == request and dead.headers["Strategy-Reply-To"] == inbox
+    # The result is readable as soon as it is stored; the node replies, counts and acks after
+    # its PubAck, and the server applies the ack after that.
+    await wait_for(lambda: jobs_left(nc, 0), 5)
     assert consumer.dead_lettered == 1 and consumer.retried == 2
-    assert (await nc.jetstream().stream_info(JOBS_STREAM)).state.messages == 0
+    await wait_for(lambda: asyncio.sleep(0, job_id in replies.by_job), 5)
     await asyncio.sleep(0.1)
     assert len(replies.by_job[job_id]) == 1
 
@@ -365,7 +379,7 @@ async def test_a_job_whose_node_died_on_its_last_delivery_is_dead_lettered_from_
     assert stored.error.code == ErrorCode.INTERNAL and "2 deliveries" in stored.error.message
     dead = await js.get_last_msg(DEAD_STREAM, dead_subject(job_id))
     assert "crashed" in dead.headers[ERROR]
-    assert (await js.stream_info(JOBS_STREAM)).state.messages == 0
+    await wait_for(lambda: jobs_left(nc, 0), 5)  # deleted from the work queue after its result is stored
     assert calls == []
     assert consumer.ignored_advisories == 0  # the server's own advisory is confirmed by its state
 
@@ -393,6 +407,12 @@ async def test_the_consumer_pulls_only_when_a_worker_is_free(bare):
     assert len(ran) == 1
 
 
+async def consumer_state(nc) -> tuple[int, int]:
+    """(jobs delivered and not yet acked, jobs never delivered) of the shared consumer."""
+    info = await nc.jetstream().consumer_info(JOBS_STREAM, CONSUMER)
+    return info.num_ack_pending, info.num_pending
+
+
 async def test_stop_fetching_lets_the_running_job_finish_and_ack(bare):
     nc, consumer_with = bare
     started = asyncio.Event()
@@ -409,9 +429,40 @@ async def test_stop_fetching_lets_the_running_job_finish_and_ack(bare):
     assert await consumer.admission.drain(5)
     await consumer.close()
     assert (await jobs_client.result(nc, job_id)).result == "finished"
-    info = await nc.jetstream().consumer_info(JOBS_STREAM, CONSUMER)
-    assert (info.num_ack_pending, info.num_pending) == (0, 1)  # the later job waits for another node
+
+    async def settled():  # the server applies an ack or a nak some time after it was sent
+        return await consumer_state(nc) == (0, 1)
+    await wait_for(settled, 5)  # the later job waits for another node, not for the 30 s ack wait
     assert await jobs_client.result(nc, later) is None
+
+
+async def test_a_pull_request_the_server_received_late_is_over_before_stop_fetching_returns(bare, bare_server):
+    # The server times a pull request's expiry from when it receives it, the node from when it
+    # sent it. A server that stalls (here: stopped for 1.5 s) receives the node's next pull request
+    # late and keeps it open after the node's own wait ended. A job published then went to the
+    # stopped node and sat unacked for a whole ack wait (30 s here), nobody running it.
+    nc, consumer_with = bare
+    ran: list[float] = []
+
+    async def handler(data: bytes, kind: str, received: float):
+        ran.append(received)
+        return ExecuteResult(success=True)
+    consumer = await consumer_with(handler)  # pulling: a request is open, the next one follows it
+    bare_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(1.5)  # longer than a pull request lasts: one is sent during the stall
+    finally:
+        bare_server.proc.send_signal(signal.SIGCONT)
+    await consumer.stop_fetching()
+    info = await nc.jetstream().consumer_info(JOBS_STREAM, CONSUMER)
+    assert info.num_waiting == 0  # no pull request of the stopped node is left open on the server
+    job_id = await jobs_client.submit(nc, "execute", job())
+    await consumer.close()
+
+    async def waits_for_another_node():
+        return await consumer_state(nc) == (0, 1)
+    await wait_for(waits_for_another_node, 5)  # well inside the 30 s ack wait
+    assert ran == [] and await jobs_client.result(nc, job_id) is None
 
 
 # -- health / readiness ----------------------------------------------------------------------
