@@ -15,17 +15,25 @@ change makes the write fail and retry on the new value). Reloading the same file
 
 Reads fetch a symbol's facts with one batched direct get (`next_by_subj` `refdata.*.<symbol>`),
 never from the stream start; `as_of_ns` drops facts that became known later.
+
+A read the store does not answer (a server that lost JetStream, or a NATS user without read
+permission for REFDATA / KV_REFDATA_MASTER: the server drops the request, so it can only time out)
+fails with `StoreUnavailable` (INTERNAL, "reference data is unavailable ...") instead of a bare
+timeout, and for `UNAVAILABLE_FOR_S` after that every read fails at once with the same error, so a
+burst of runs does not each hold a slot for the whole timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import defaultdict
 from typing import Any, Iterable
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
@@ -34,7 +42,9 @@ from contracts import ErrorCode, ExecutionError
 
 from .refdata_records import FACT_KINDS, Fact, canonical, check_symbol, digest
 
-__all__ = ["STREAM", "BUCKET", "RefDataStore", "RefLoadReport", "subject_of"]
+__all__ = ["STREAM", "BUCKET", "RefDataStore", "RefLoadReport", "StoreUnavailable", "subject_of"]
+
+log = logging.getLogger(__name__)
 
 STREAM = "REFDATA"
 SUBJECT_ROOT = "refdata"
@@ -45,6 +55,13 @@ FETCH_BATCH = 1_000
 PUBLISH_WINDOW = 256
 MAX_FACTS_PER_SYMBOL = 20_000
 MAX_SECURITIES = 100_000
+#: after a read the store did not answer, reads fail at once for this long
+UNAVAILABLE_FOR_S = 5.0
+UNAVAILABLE = "reference data is unavailable: the reference-data store did not answer; retry later"
+# what a store that cannot be reached looks like to nats-py (a denied request simply times out)
+_UNREACHABLE = (nats.errors.TimeoutError, asyncio.TimeoutError, nats.errors.NoRespondersError,
+                nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError,
+                nats.js.errors.ServiceUnavailableError)
 
 _fact_decoder = msgspec.json.Decoder(Fact)
 
@@ -60,6 +77,13 @@ class RefLoadReport(msgspec.Struct, kw_only=True):
     seconds: float = 0.0
 
 
+class StoreUnavailable(ExecutionError):
+    """The reference-data store did not answer a read (INTERNAL: the node's fault, not the request's)."""
+
+    def __init__(self, message: str = UNAVAILABLE) -> None:
+        super().__init__(ErrorCode.INTERNAL, message)
+
+
 def subject_of(kind: str, symbol: str) -> str:
     if kind not in FACT_KINDS:
         raise ValueError(f"kind must be one of {', '.join(FACT_KINDS)}")
@@ -73,6 +97,22 @@ class RefDataStore:
         self._kv = None
         self._ensured = False
         self.requests = 0  # batched direct gets sent (tests check reads stay per symbol)
+        self._down_until = 0.0  # monotonic time until which reads fail at once (see _reading)
+
+    async def _reading(self, read):
+        """Await the read coroutine `read`; an unreachable store becomes StoreUnavailable, and for
+        UNAVAILABLE_FOR_S after that every read fails at once."""
+        if time.monotonic() < self._down_until:
+            read.close()
+            raise StoreUnavailable()
+        try:
+            return await read
+        except (StoreUnavailable, *_UNREACHABLE) as exc:
+            self._down_until = time.monotonic() + UNAVAILABLE_FOR_S
+            log.warning("reference data unavailable (%s: %s): failing reads for %.0fs; check that the "
+                        "node's NATS user may read stream %s and bucket %s (deploy/nats/permissions.conf)",
+                        type(exc).__name__, exc, UNAVAILABLE_FOR_S, STREAM, BUCKET)
+            raise StoreUnavailable() from None
 
     # -- setup -----------------------------------------------------------------------------
     async def ensure(self) -> None:
@@ -208,6 +248,9 @@ class RefDataStore:
     async def facts(self, symbol: str, kinds: Iterable[str] = FACT_KINDS,
                     as_of_ns: int | None = None) -> list[Fact]:
         """The symbol's facts of `kinds`, known at or before `as_of_ns` (all when None)."""
+        return await self._reading(self._facts(symbol, kinds, as_of_ns))
+
+    async def _facts(self, symbol: str, kinds: Iterable[str], as_of_ns: int | None) -> list[Fact]:
         if not await self._stream_exists():
             return []
         wanted = set(kinds)
@@ -220,6 +263,9 @@ class RefDataStore:
         return out
 
     async def security(self, symbol: str) -> dict[str, Any] | None:
+        return await self._reading(self._security(symbol))
+
+    async def _security(self, symbol: str) -> dict[str, Any] | None:
         kv = await self._bucket()
         if kv is None:
             return None
@@ -247,6 +293,9 @@ class RefDataStore:
 
     async def securities(self) -> dict[str, dict[str, Any]]:
         """The whole security master (for sector membership)."""
+        return await self._reading(self._securities())
+
+    async def _securities(self) -> dict[str, dict[str, Any]]:
         names = await self._keys("security")
         if len(names) > MAX_SECURITIES:
             raise ExecutionError(ErrorCode.INTERNAL, f"the security master holds more than {MAX_SECURITIES:,} symbols")
@@ -254,13 +303,16 @@ class RefDataStore:
 
         async def one(name: str):
             async with gate:
-                return name, await self.security(name)
+                return name, await self._security(name)
 
         pairs = await asyncio.gather(*(one(n) for n in names))
         return {name: rec for name, rec in pairs if rec is not None}
 
     async def indices(self) -> dict[str, list[str]]:
         """{index symbol: timeframes it is loaded in}."""
+        return await self._reading(self._indices())
+
+    async def _indices(self) -> dict[str, list[str]]:
         kv = await self._bucket()
         out: dict[str, list[str]] = {}
         for name in await self._keys("index"):
@@ -316,8 +368,7 @@ class RefDataStore:
             try:
                 await asyncio.wait_for(finished, timeout)
             except asyncio.TimeoutError:
-                raise ExecutionError(ErrorCode.INTERNAL,
-                                     f"the reference-data store did not answer within {timeout:.0f}s") from None
+                raise StoreUnavailable(f"the reference-data store did not answer within {timeout:.0f}s") from None
         finally:
             await sub.unsubscribe()
         return received

@@ -14,6 +14,7 @@ stored yet are written, so loading the same file again stores nothing. `indices`
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
@@ -40,11 +41,12 @@ def register(sub: Any) -> None:
 
 
 async def cmd_refdata_load(args: argparse.Namespace) -> int:
-    from backtest.refdata_files import read_facts, read_indices, read_securities
-    from backtest.refdata_store import RefDataStore
-    from backtest.store import BarStore
+    import nats.errors
 
-    from .connect import connect_jetstream
+    from backtest.refdata_files import read_facts, read_indices, read_securities
+    from backtest.refdata_store import StoreUnavailable
+
+    from .connect import CliError, connect_jetstream, url_of
 
     kind = args.kind
     if args.symbol and kind != "indices":
@@ -58,20 +60,13 @@ async def cmd_refdata_load(args: argparse.Namespace) -> int:
         payload = read_facts(args.file, kind)
     nc = await connect_jetstream(args)
     try:
-        store = RefDataStore(nc.jetstream(), nc)
-        if kind == "indices":
-            bars = BarStore(nc.jetstream(), nc)
-            reports = [await bars.load(symbol, args.timeframe, arrays) for symbol, arrays in payload.items()]
-            marked = await store.register_indices(payload, args.timeframe)
-            summary: dict[str, Any] = {
-                "kind": kind, "records": sum(a.count for a in payload.values()),
-                "stored": sum(r.bars for r in reports), "skipped": sum(r.skipped_bars for r in reports),
-                "symbols": len(payload), "indices_marked": marked,
-            }
-        elif kind == "securities":
-            summary = msgspec.structs.asdict(await store.load_securities(payload))
-        else:
-            summary = msgspec.structs.asdict(await store.load_facts(kind, payload))
+        summary = await _store(nc, kind, payload, args.timeframe)
+    except (nats.errors.TimeoutError, asyncio.TimeoutError, StoreUnavailable) as exc:
+        # A JetStream request the server dropped (a user without permission) or did not answer;
+        # not "no node is running": loading needs no node.
+        raise CliError(f"NATS at {url_of(args)} did not answer the load's JetStream requests in time: check that "
+                       f"this NATS user may load reference data (deploy/nats/permissions.conf grants it to "
+                       f"`ingest`, connecting with NATS_INBOX_PREFIX=_INBOX_ingest)") from exc
     finally:
         await nc.drain()
     if args.json:
@@ -81,3 +76,23 @@ async def cmd_refdata_load(args: argparse.Namespace) -> int:
         print(f"{kind}: {summary['records']:,} {unit} for {summary['symbols']:,} symbols read from {args.file}; "
               f"stored {summary['stored']:,} new, skipped {summary['skipped']:,} already stored")
     return 0
+
+
+async def _store(nc: Any, kind: str, payload: Any, timeframe: str) -> dict[str, Any]:
+    """Write the checked records; what was stored and skipped."""
+    from backtest.refdata_store import RefDataStore
+    from backtest.store import BarStore
+
+    store = RefDataStore(nc.jetstream(), nc)
+    if kind == "indices":
+        bars = BarStore(nc.jetstream(), nc)
+        reports = [await bars.load(symbol, timeframe, arrays) for symbol, arrays in payload.items()]
+        marked = await store.register_indices(payload, timeframe)
+        return {
+            "kind": kind, "records": sum(a.count for a in payload.values()),
+            "stored": sum(r.bars for r in reports), "skipped": sum(r.skipped_bars for r in reports),
+            "symbols": len(payload), "indices_marked": marked,
+        }
+    if kind == "securities":
+        return msgspec.structs.asdict(await store.load_securities(payload))
+    return msgspec.structs.asdict(await store.load_facts(kind, payload))

@@ -26,7 +26,7 @@ import pytest_asyncio
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from backtest.refdata_records import fact_from_row
-from backtest.refdata_store import BUCKET, STREAM, RefDataStore
+from backtest.refdata_store import BUCKET, STREAM, UNAVAILABLE, UNAVAILABLE_FOR_S, RefDataStore
 from backtest.store import BarStore
 from contracts import BarArrays, subjects
 from node import jobs_client
@@ -79,9 +79,9 @@ def index_csv() -> str:
     return "\n".join(lines) + "\n"
 
 
-async def refdata_load(url: str, path, kind: str, *extra: str) -> tuple[dict, float]:
-    """`strategy-node refdata load` as the ingest user, configured as deploy/README.md says; its JSON
-    summary and how long it took."""
+async def run_refdata_load(url: str, path, kind: str, *extra: str) -> tuple[int, str, str, float]:
+    """`strategy-node refdata load` as the ingest user, configured as deploy/README.md says: its exit
+    status, stdout, stderr and how long it took."""
     env = {**os.environ, "NATS_URL": url, "NATS_USER": "ingest", "NATS_PASSWORD": PASSWORDS["ingest"],
            "NATS_INBOX_PREFIX": "_INBOX_ingest"}
     started = time.monotonic()
@@ -89,8 +89,13 @@ async def refdata_load(url: str, path, kind: str, *extra: str) -> tuple[dict, fl
         sys.executable, "-m", "node", "refdata", "load", str(path), "--kind", kind, "--json", *extra,
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 120)
-    took = time.monotonic() - started
-    assert proc.returncode == 0, f"refdata load --kind {kind} failed after {took:.1f}s: {err.decode().strip()}"
+    return proc.returncode, out.decode(), err.decode(), time.monotonic() - started
+
+
+async def refdata_load(url: str, path, kind: str, *extra: str) -> tuple[dict, float]:
+    """A load that must succeed: its JSON summary and how long it took."""
+    code, out, err, took = await run_refdata_load(url, path, kind, *extra)
+    assert code == 0, f"refdata load --kind {kind} failed after {took:.1f}s: {err.strip()}"
     return json.loads(out), took
 
 
@@ -320,3 +325,73 @@ async def test_the_node_lists_a_security_master_large_enough_for_flow_control(wo
     assert reply["success"] is True, reply["error"]
     assert reply["results"][0]["result"] == 2, reply["results"]
     assert world["node_errors"] == [] and world["conns"].errors_of(world["ingest"]) == []
+
+
+# -- without the permissions: a clear error, quickly -------------------------------------------------
+
+REFDATA_ENTRIES = 15  # the node's 7 read entries and ingest's 8 load entries in permissions.conf
+
+
+def is_refdata_entry(line: str) -> bool:
+    entry = line.strip()
+    return entry.startswith('"') and ("REFDATA" in entry or entry.startswith('"refdata.'))
+
+
+@pytest_asyncio.fixture(scope="module")
+async def denied(tmp_path_factory):
+    """permissions.conf without its reference-data entries (as it was before they were added), its
+    own server, and a real node as `node`."""
+    lines = PERMISSIONS_CONF.read_text().splitlines(keepends=True)
+    assert sum(map(is_refdata_entry, lines)) == REFDATA_ENTRIES
+    conf = tmp_path_factory.mktemp("denied") / "permissions.conf"
+    conf.write_text("".join(line for line in lines if not is_refdata_entry(line)))
+    server = EmbeddedServer(config_file=str(conf), jetstream=True)
+    with password_env():
+        server.start()
+    conns = Connections(server.url)
+    settings = Settings.from_env({"NODE_ID": "refdata-denied", "NODE_ROLE": "requests", "MAX_WORKERS": "2",
+                                  "SANDBOX_READY": "1",
+                                  "HEARTBEAT_FILE": str(tmp_path_factory.mktemp("hb") / "heartbeat")})
+    node = Node(settings, server.url, connect_env={"NATS_USER": "node", "NATS_PASSWORD": PASSWORDS["node"]})
+    try:
+        await node.start()
+        yield {"server": server, "conns": conns, "client": await conns.connect("client")}
+    finally:
+        await node.stop()
+        await conns.close()
+        server.close()
+
+
+async def timed(nc, subject: str, body: dict) -> tuple[dict, float]:
+    started = time.monotonic()
+    reply = await request_json(nc, subject, body, timeout=60)
+    return reply, time.monotonic() - started
+
+
+async def test_a_node_that_may_not_read_reference_data_answers_a_clear_error_and_then_at_once(denied):
+    client = denied["client"]
+    code = 'def classify_symbol(symbol):\n    return get_security_info(symbol)["name"]\n'
+    first, first_s = await timed(client, subjects.SCREEN, {"code": code, "symbols": ["ACME"]})
+    # the denied request can only time out (the JetStream context's 5 s); then a clear error, not
+    # "internal error in the execution node"
+    assert first["success"] is False and first["error"] == {"code": "INTERNAL", "message": UNAVAILABLE, "line": None}
+    assert first_s < 8, first_s
+    bars = columnar_bars(30)
+    execute = {"code": 'def strategy(data):\n    get_fundamental_data("ACME")\n    return "HOLD"\n',
+               "bars": bars, "symbol": "ACME"}
+    again, again_s = await timed(client, subjects.EXECUTE, execute)
+    assert again["success"] is False and again["error"]["message"] == UNAVAILABLE
+    assert again_s < min(1.0, UNAVAILABLE_FOR_S), again_s  # no second wait for the same silence
+    plain, _ = await timed(client, subjects.EXECUTE, {"code": "def strategy(data):\n    return 'BUY'\n", "bars": bars})
+    assert plain["success"] is True, plain["error"]  # runs that name no reference accessor are untouched
+
+
+async def test_loading_reference_data_without_the_permission_fails_with_a_line_that_says_so(denied, tmp_path):
+    path = tmp_path / "securities.csv"
+    path.write_text(SECURITIES)
+    code, _, err, took = await run_refdata_load(denied["server"].url, path, "securities")
+    assert code == 2, err
+    assert "did not answer the load's JetStream requests in time: check that this NATS user may load " \
+           "reference data" in err
+    assert "Traceback" not in err and "is one running" not in err
+    assert took < 20, took
