@@ -55,6 +55,8 @@ FETCH_BATCH = 1_000
 PUBLISH_WINDOW = 256
 MAX_FACTS_PER_SYMBOL = 20_000
 MAX_SECURITIES = 100_000
+#: a key listing's consumer outlives its listing by this long (server-side inactive threshold)
+WATCH_INACTIVE_S = 5.0
 #: after a read the store did not answer, reads fail at once for this long
 UNAVAILABLE_FOR_S = 5.0
 UNAVAILABLE = "reference data is unavailable: the reference-data store did not answer; retry later"
@@ -279,7 +281,10 @@ class RefDataStore:
         kv = await self._bucket()
         if kv is None:
             return []
-        watcher = await kv.watch(f"{prefix}.>", ignore_deletes=True, meta_only=True)
+        # the listing's ordered consumer is dropped by the server once nobody listens (nats-py's
+        # default would keep each one for 5 minutes: one per sector run, piling up)
+        watcher = await kv.watch(f"{prefix}.>", ignore_deletes=True, meta_only=True,
+                                 inactive_threshold=WATCH_INACTIVE_S)
         keys: list[str] = []
         try:
             async for entry in watcher:

@@ -26,7 +26,7 @@ import pytest_asyncio
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from backtest.refdata_records import fact_from_row
-from backtest.refdata_store import BUCKET, STREAM, UNAVAILABLE, UNAVAILABLE_FOR_S, RefDataStore
+from backtest.refdata_store import BUCKET, STREAM, UNAVAILABLE, UNAVAILABLE_FOR_S, WATCH_INACTIVE_S, RefDataStore
 from backtest.store import BarStore
 from contracts import BarArrays, subjects
 from node import jobs_client
@@ -305,6 +305,22 @@ async def test_a_tenant_can_neither_write_nor_read_reference_data_directly(world
     for api in (f"$JS.API.DIRECT.GET.{STREAM}", f"$JS.API.DIRECT.GET.{KV_STREAM}.$KV.{BUCKET}.security.ACME",
                 f"$JS.API.STREAM.INFO.{STREAM}"):
         await refused(conns, tenant, api)
+
+
+async def test_the_nodes_key_listings_leave_no_consumer_behind(world):
+    # get_sector_data lists the master with an ordered consumer, which the node may create but not
+    # delete: the server drops it once the listing ends, not minutes later, one per run
+    js = world["ingest"].jetstream(timeout=5)
+    code = 'def classify_symbol(symbol):\n    return int(get_sector_data("Tech")["members"].iloc[-1])\n'
+    for _ in range(3):
+        reply = await request_json(world["client"], subjects.SCREEN, {"code": code, "symbols": ["ACME"]}, timeout=60)
+        assert reply["success"] is True and reply["results"][0]["result"] == 2, reply
+    assert (await js.stream_info(KV_STREAM)).state.consumer_count >= 1  # the listings' consumers
+    deadline = time.monotonic() + WATCH_INACTIVE_S + 5
+    while (await js.stream_info(KV_STREAM)).state.consumer_count:
+        assert time.monotonic() < deadline, "the listings' consumers outlived them"
+        await asyncio.sleep(0.25)
+    assert world["node_errors"] == []
 
 
 # -- last: a security master large enough that listing it needs flow control ----------------------
