@@ -274,7 +274,14 @@ async def test_kill_9_of_a_node_mid_batch_leaves_exactly_one_result_per_job(tmp_
 
     figures = await ledger.check_exactly_once()
     assert figures["duplicate_results"] == 0 and figures["replied_twice"] == 0
-    assert figures["replies"] == 200
+    # A reply is sent at most once, and only after the job's result is stored (node/durable.py):
+    # the victim can be killed between its PubAck and its reply leaving the socket, and the
+    # survivor then finds that job's result stored and does not reply again. Only a job the
+    # victim held at the kill (at most MAX_WORKERS=2) may lack its reply; every other job got one.
+    unreplied = [job_id for job_id in ledger.jobs if job_id not in ledger.replies]
+    stored_by = [(await jobs_client.result(nc, job_id)).node_id for job_id in unreplied]
+    assert len(unreplied) <= 2 and set(stored_by) <= {"victim"}, stored_by
+    assert figures["replies"] == 200 - len(unreplied)
     assert figures["redeliveries"] >= 1  # the jobs the victim held were taken over
     await wait_until(lambda: asyncio.sleep(0, not alive(sandbox)), 10, "the killed node's sandbox to exit")
     report("kill -9", {**figures, "running_on_victim_at_kill": held})
