@@ -72,8 +72,12 @@ class Puller:
         `expires` + grace (the request then stays open), APIError for an error status."""
         request = _Request(batch)
         body = json.dumps({"batch": batch, "expires": int(expires * 1_000_000_000)}).encode()
-        await self.nc.publish(self.subject, body, reply=self.sub.subject)
-        self._open.append(request)
+        self._open.append(request)  # before the publish: a reader cancelled inside it leaves it counted
+        try:
+            await self.nc.publish(self.subject, body, reply=self.sub.subject)
+        except Exception:  # noqa: BLE001 - not sent (e.g. the connection is closed): not open
+            self._open.remove(request)
+            raise
         deadline = time.monotonic() + expires + self.grace
         got = 0
         while any(r is request for r in self._open):
