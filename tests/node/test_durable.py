@@ -465,6 +465,47 @@ async def test_a_pull_request_the_server_received_late_is_over_before_stop_fetch
     assert ran == [] and await jobs_client.result(nc, job_id) is None
 
 
+async def test_a_job_that_reaches_a_stopping_node_is_handed_back_to_the_next_pull_at_once(bare, bare_server):
+    # A job the server delivers to a node that has just begun to stop is handed back with a nak:
+    # the server then counts it in num_ack_pending (not num_pending) until it is delivered
+    # again, yet the next pull gets it at once, with no ack wait.
+    nc, consumer_with = bare
+    admission = Admission(1, 0)
+    hold = asyncio.Event()
+
+    async def busy() -> None:
+        await hold.wait()
+    admission.submit(busy)  # no free worker: the consumer does not pull yet
+    ran: list[float] = []
+
+    async def handler(data: bytes, kind: str, received: float):
+        ran.append(received)
+        return ExecuteResult(success=True)
+    consumer = await consumer_with(handler, admission)
+    job_id = await jobs_client.submit(nc, "execute", job())
+    bare_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        hold.set()  # a worker frees: the consumer sends a pull request the stopped server holds
+        await wait_for(lambda: asyncio.sleep(0, consumer._fetching), 5)
+        stopping = asyncio.ensure_future(consumer.stop_fetching())
+        await asyncio.sleep(0)  # stopping from here on; the server delivers the job only now
+    finally:
+        bare_server.proc.send_signal(signal.SIGCONT)
+    await stopping
+    await consumer.close()
+    assert ran == []
+
+    async def handed_back():
+        return await consumer_state(nc) == (1, 0)  # delivered once, not acked, not pending
+    await wait_for(handed_back, 5)
+    probe = await nc.jetstream().pull_subscribe_bind(durable=CONSUMER, stream=JOBS_STREAM)
+    started = time.monotonic()
+    (msg,) = await probe.fetch(1, timeout=5)
+    assert time.monotonic() - started < 2.0  # at once, not after the 30 s ack wait
+    assert msg.headers["Nats-Msg-Id"] == job_id and msg.metadata.num_delivered == 2
+    await msg.ack()
+
+
 # -- health / readiness ----------------------------------------------------------------------
 async def run_cli(*argv: str) -> int:
     from node.cli import build_parser
