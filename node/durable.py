@@ -570,7 +570,7 @@ class JobConsumer:
                 result = result_type(kind)(success=False, node_id=self.settings.node_id, error=ErrorInfo(
                     code=ErrorCode.INVALID_REQUEST,
                     message="invalid job id: use 1-128 letters, digits, '-' or '_' (Nats-Msg-Id)"))
-                await self._reply(reply_to, job_id, encode(result, ctype), ctype, result.error)
+                await self._reply(reply_to, job_id, encode(result, ctype), ctype, result.error, msg.subject)
                 self._settling(msg)
                 await msg.ack()
                 self.completed += 1

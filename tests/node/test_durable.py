@@ -190,6 +190,16 @@ async def test_unknown_job_kind_completes_with_invalid_request(jnc):
     assert "not supported by this node" in stored.error.message
 
 
+async def test_a_job_id_that_is_not_valid_is_refused_on_its_reply_subject(jnc):
+    inbox = jnc.new_inbox()
+    sub = await jnc.subscribe(inbox)
+    await jnc.jetstream().publish("strategy.jobs.execute", json.dumps(job()).encode(), headers={
+        "Nats-Msg-Id": f"not a.valid>id {uuid.uuid4().hex}", "Strategy-Reply-To": inbox,
+        "Content-Type": "application/json"})
+    reply = json.loads((await sub.next_msg(timeout=10)).data)
+    assert reply["error"]["code"] == "INVALID_REQUEST" and "invalid job id" in reply["error"]["message"]
+
+
 async def test_a_reply_header_that_is_not_an_inbox_is_refused_naming_it_and_the_job_not_run(jnc):
     # The node never publishes where a client points it; an option it cannot honour is refused.
     seen = await Replies.on(jnc, "victim.>")
