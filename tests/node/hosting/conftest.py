@@ -22,11 +22,12 @@ def server():
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def nodes(server, request):
-    """Two nodes (a module whose behaviours need no second node may set NODE_NAMES = ("host-a",))."""
+    """Two nodes (a module whose behaviours need no second node may set NODE_NAMES = ("host-a",);
+    NODE_ENV adds or overrides settings, e.g. a secrets key or quotas)."""
     started = []
     for name in getattr(request.module, "NODE_NAMES", ("host-a", "host-b")):
         settings = Settings.from_env({"MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10", "NODE_ID": name,
-                                      "JOBS_ACK_WAIT_SECONDS": "3"})
+                                      "JOBS_ACK_WAIT_SECONDS": "3", **getattr(request.module, "NODE_ENV", {})})
         node = Node(settings, server.url)
         await node.start()
         started.append(node)

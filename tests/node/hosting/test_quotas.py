@@ -30,29 +30,19 @@ QUOTAS = {"MAX_STRATEGIES_PER_TENANT": "2", "MAX_VERSIONS_PER_STRATEGY": "2", "M
           "MAX_SECRETS_PER_TENANT": "2"}
 
 
+# Two nodes with the quotas (conftest's `nodes`): any node may serve any request, counts come
+# from KV, not memory.
+NODE_NAMES = ("quota-a", "quota-b")
+NODE_ENV = {"MAX_WORKERS": "1", "SANDBOX_READY": "1", "SECRETS_KEY": f"k1:{base64.b64encode(b'q' * 32).decode()}",
+            **QUOTAS}
+
+
 def settings(node_id: str) -> Settings:
-    key = base64.b64encode(b"q" * 32).decode()
-    return Settings.from_env({"NODE_ID": node_id, "MAX_WORKERS": "1", "SANDBOX_READY": "1", "MAX_TIMEOUT_SECONDS": "10",
-                              "SECRETS_KEY": f"k1:{key}", **QUOTAS})
+    return Settings.from_env({"NODE_ID": node_id, "MAX_TIMEOUT_SECONDS": "10", **NODE_ENV})
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def quota_nodes(server):
-    """Two nodes with the quotas (any node may serve any request: counts come from KV, not memory)."""
-    started = []
-    for name in ("quota-a", "quota-b"):
-        node = Node(settings(name), server.url)
-        await node.start()
-        started.append(node)
-    for node in started:
-        await asyncio.wait_for(node.hosting.ready.wait(), 20)
-    yield started
-    for node in started:
-        await node.stop()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def hosting(server, quota_nodes):
+async def hosting(server, nodes):
     nc = await nats.connect(server.url)
     yield HostingClient(nc)
     await nc.drain()
@@ -155,12 +145,12 @@ async def test_a_new_version_is_refused_when_deployments_run_every_stored_versio
     assert (await h.get_deployment("d2")).deployment.version == 2
 
 
-async def test_a_version_a_deployment_took_while_it_was_being_dropped_is_written_back(h, quota_nodes):
+async def test_a_version_a_deployment_took_while_it_was_being_dropped_is_written_back(h, nodes):
     await h.put_strategy("raced", CODE)
     await h.put_strategy("raced", CODE + "# 2\n")
     await h.create_deployment("d1", strategy="raced", symbols=["Q1"], timeframe="1d", version=1)
     # the drop a put decided on before the deployment took version 1
-    dropped = await quota_nodes[0].hosting.control.quotas.drop_versions("local", "raced", [1, 2])
+    dropped = await nodes[0].hosting.control.quotas.drop_versions("local", "raced", [1, 2])
     assert dropped == [2]
     assert (await h.get_strategy("raced", 1)).strategy.code == CODE
     assert await versions(h, "raced") == [1]

@@ -8,7 +8,6 @@ server (Key-Value buckets included) is read raw: the clear value is in none of t
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 
@@ -24,7 +23,6 @@ from node.config import Settings
 from node.embedded import EmbeddedServer
 from node.hosting.client import HostingClient, HostingError
 from node.hosting.secrets import Keyring
-from node.service import Node
 
 from .support import arrays, wait_for
 
@@ -92,20 +90,8 @@ def server():
     srv.close()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def nodes(server):
-    started = []
-    for name in ("sec-a", "sec-b"):
-        settings = Settings.from_env({"MAX_WORKERS": "2", "MAX_TIMEOUT_SECONDS": "10", "NODE_ID": name,
-                                      "JOBS_ACK_WAIT_SECONDS": "3", "SECRETS_KEY": KEYS, "DRAIN_TIMEOUT_SECONDS": "1"})
-        node = Node(settings, server.url)
-        await node.start()
-        started.append(node)
-    for node in started:
-        await asyncio.wait_for(node.hosting.ready.wait(), 20)
-    yield started
-    for node in started:
-        await node.stop()
+NODE_NAMES = ("sec-a", "sec-b")  # conftest's `nodes`, with the key
+NODE_ENV = {"SECRETS_KEY": KEYS, "DRAIN_TIMEOUT_SECONDS": "1"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
