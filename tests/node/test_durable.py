@@ -42,6 +42,17 @@ SPIN_CODE = ("def strategy(data):\n    n = 0\n    while n < params['n']:\n      
              "    print('token', params['token'])\n    return 'BUY'\n")
 
 
+def held_admission() -> tuple[Admission, asyncio.Event]:
+    """An Admission whose one worker is busy until the event is set: a consumer given it does not pull."""
+    admission = Admission(1, 0)
+    hold = asyncio.Event()
+
+    async def busy() -> None:
+        await hold.wait()
+    admission.submit(busy)
+    return admission, hold
+
+
 def job(code: str = TOKEN_CODE, **params) -> dict:
     params.setdefault("token", uuid.uuid4().hex)
     return {"code": code, "bars": columnar_bars(20), "parameters": params, "timeout_ms": 8000}
@@ -367,12 +378,7 @@ async def test_a_node_side_failure_is_retried_then_dead_lettered_with_its_last_e
 
 async def test_a_job_whose_node_died_on_its_last_delivery_is_dead_lettered_from_the_advisory(bare):
     nc, consumer_with = bare
-    admission = Admission(1, 0)
-    hold = asyncio.Event()
-
-    async def busy() -> None:
-        await hold.wait()
-    admission.submit(busy)  # no free worker: this consumer only listens for advisories
+    admission, hold = held_admission()  # no free worker: this consumer only listens for advisories
     calls: list[float] = []
     consumer = await consumer_with(failing(ErrorCode.INTERNAL, calls), admission,
                                    JOBS_MAX_DELIVER="2", JOBS_BACKOFF_SECONDS="0.3")
@@ -480,12 +486,7 @@ async def test_a_job_that_reaches_a_stopping_node_is_handed_back_to_the_next_pul
     # the server then counts it in num_ack_pending (not num_pending) until it is delivered
     # again, yet the next pull gets it at once, with no ack wait.
     nc, consumer_with = bare
-    admission = Admission(1, 0)
-    hold = asyncio.Event()
-
-    async def busy() -> None:
-        await hold.wait()
-    admission.submit(busy)  # no free worker: the consumer does not pull yet
+    admission, hold = held_admission()  # no free worker: the consumer does not pull yet
     ran: list[float] = []
 
     async def handler(data: bytes, kind: str, received: float):
@@ -642,12 +643,7 @@ async def test_a_forged_advisory_about_a_running_job_does_nothing(bare):
 ], ids=["undelivered", "other-consumer", "other-stream", "other-type", "below-max-deliver", "seq-not-int"])
 async def test_a_forged_advisory_about_a_queued_job_does_nothing(bare, fields):
     nc, consumer_with = bare
-    admission = Admission(1, 0)
-    hold = asyncio.Event()
-
-    async def busy() -> None:
-        await hold.wait()
-    admission.submit(busy)  # no free worker: the job waits in the queue, undelivered
+    admission, hold = held_admission()  # no free worker: the job waits in the queue, undelivered
     calls: list[float] = []
     consumer = await consumer_with(failing(ErrorCode.INTERNAL, calls), admission)
     job_id = await jobs_client.submit(nc, "execute", job())
