@@ -4,9 +4,10 @@ nats-py gives no public way to do three things the node needs:
 
 * the reply subject of a micro-service request (`Request._msg.reply`): the node refuses to
   answer anything but an inbox, so it must see where a reply would go before sending it;
-* the messages a pull subscription has received but not yet handed out
-  (`PullSubscription._sub._pending_queue`): a stopping node naks them so a peer runs them at
-  once instead of after the ack wait;
+* a Key-Value bucket's stream and subject prefix, with its JetStream context (`KeyValue._js`,
+  `_stream`, `_pre`): hosting counts and reads keys from the server's own subject counts
+  (one stream-info request), reads a key's history with an ordered consumer, and purges a
+  key without leaving a marker (node/hosting/streams.py, deployments.py, quotas.py);
 * the subscriptions behind a service's endpoints (`Service._endpoints`, `Endpoint._subject`,
   `Endpoint._subscription`): a stopping node drains its request endpoints (delivering what is
   buffered) while keeping its health endpoints answering.
@@ -20,8 +21,7 @@ with a real server.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from nats.aio.subscription import Subscription
 
@@ -31,12 +31,15 @@ def reply_subject(request: Any) -> str:
     return request._msg.reply or ""
 
 
-def pending_messages(pull_subscription: Any) -> asyncio.Queue:
-    """The queue of messages a JetStream pull subscription holds but has not handed out."""
-    queue = pull_subscription._sub._pending_queue
-    if not isinstance(queue, asyncio.Queue):
-        raise TypeError(f"nats-py changed: pull subscription pending queue is {type(queue).__name__}")
-    return queue
+class KvParts(NamedTuple):
+    js: Any  # the bucket's JetStreamContext
+    stream: str  # "KV_<bucket>"
+    prefix: str  # "$KV.<bucket>.": a key's subject is prefix + key
+
+
+def kv_parts(kv: Any) -> KvParts:
+    """The JetStream context, stream name and subject prefix behind a nats-py KeyValue."""
+    return KvParts(kv._js, kv._stream, kv._pre)
 
 
 def endpoint_subscriptions(service: Any) -> Iterator[tuple[str, Subscription]]:

@@ -21,7 +21,7 @@ import nats.js.errors
 from contracts import ErrorCode, ExecutionError
 from contracts.hosting import Deployment, DeploymentChange, DeploymentStatus
 
-from .. import sizing
+from .. import nats_internals, sizing
 from . import naming, streams
 
 _json = msgspec.json.Encoder()
@@ -104,11 +104,12 @@ class Deployments:
         end-of-values marker can come before a delivered value)."""
         import asyncio
 
-        subject = self.kv._pre + naming.deployment_key(tenant, deployment)
-        info = await self.kv._js.stream_info(self.kv._stream, subjects_filter=subject)
+        js, stream, prefix = nats_internals.kv_parts(self.kv)
+        subject = prefix + naming.deployment_key(tenant, deployment)
+        info = await js.stream_info(stream, subjects_filter=subject)
         if not (info.state.subjects or {}).get(subject):
             raise not_found(deployment)
-        sub = await self.kv._js.subscribe(subject, ordered_consumer=True)
+        sub = await js.subscribe(subject, ordered_consumer=True)
         records: list[tuple[int, Deployment | None]] = []
         try:
             while True:

@@ -42,6 +42,7 @@ from nats.js.api import DeliverPolicy
 
 from contracts import ErrorCode, ExecutionError
 
+from .. import nats_internals
 from . import naming
 
 log = logging.getLogger("node.hosting")
@@ -52,12 +53,12 @@ _MARKERS = ("DEL", "PURGE")
 async def live_keys(kv: Any, pattern: str) -> list[str]:
     """The keys matching `pattern` whose last entry is a value (deleted and purged keys left out),
     read as headers only: one message per key, never the values."""
-    prefix = kv._pre  # "$KV.<bucket>."
+    js, stream, prefix = nats_internals.kv_parts(kv)
     subject = prefix + pattern
-    info = await kv._js.stream_info(kv._stream, subjects_filter=subject)
+    info = await js.stream_info(stream, subjects_filter=subject)
     if not info.state.subjects:
         return []
-    sub = await kv._js.subscribe(subject, ordered_consumer=True, headers_only=True,
+    sub = await js.subscribe(subject, ordered_consumer=True, headers_only=True,
                                  deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
     live: list[str] = []
     try:
@@ -138,7 +139,8 @@ class Quotas:
                 if not value:
                     continue
                 kept[v] = value
-                await kv._js.purge_stream(kv._stream, subject=kv._pre + key)
+                js, stream, prefix = nats_internals.kv_parts(kv)
+                await js.purge_stream(stream, subject=prefix + key)  # no marker left behind
         except Exception as exc:  # noqa: BLE001 - the new version is stored: the next put drops the rest
             log.warning("strategy %s.%s: dropping old versions stopped: %s", tenant, name, exc)
         taken = await self._used(tenant, name)

@@ -44,6 +44,7 @@ from nats.js.api import (
 
 from contracts import subjects
 
+from .. import nats_internals
 from ..config import Settings
 from ..durable import _differs
 
@@ -160,7 +161,7 @@ async def ensure_bucket(js: Any, config: KeyValueConfig) -> Any:
 
 async def _keep_history(js: Any, kv: Any, config: KeyValueConfig) -> None:
     """A bucket made by an older release with less history keeps `config.history` from now on."""
-    info = await js.stream_info(kv._stream)
+    info = await js.stream_info(nats_internals.kv_parts(kv).stream)
     if (info.config.max_msgs_per_subject or 0) < config.history:
         info.config.max_msgs_per_subject = config.history
         try:
@@ -187,6 +188,6 @@ async def keys(kv: Any, pattern: str) -> list[str]:
     already delivered. Keys whose last entry is a delete or purge marker are listed too: callers
     read each key and skip the deleted ones.
     """
-    prefix = kv._pre  # "$KV.<bucket>."
-    info = await kv._js.stream_info(kv._stream, subjects_filter=prefix + pattern)
+    js, stream, prefix = nats_internals.kv_parts(kv)
+    info = await js.stream_info(stream, subjects_filter=prefix + pattern)
     return [subject[len(prefix):] for subject in (info.state.subjects or {})]

@@ -1,6 +1,6 @@
 """Every nats-py private attribute the node reads (node/nats_internals.py), checked against the
 installed nats-py with a real server: an upgrade that renames one fails here, loudly, instead
-of quietly turning the job hand-back or the endpoint drain into a no-op.
+of quietly turning a KV count, a key's history or the endpoint drain into a no-op.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from importlib.metadata import version
 import nats
 import pytest
 from nats.aio.subscription import Subscription
-from nats.js.api import StreamConfig
+from nats.js.api import KeyValueConfig
 from nats.micro import add_service
 
 from node import nats_internals
@@ -47,28 +47,20 @@ async def test_reply_subject_reads_where_a_service_request_wants_its_reply(nats_
         await nc.close()
 
 
-async def test_pending_messages_is_the_pull_subscriptions_own_queue(nats_url):
+async def test_kv_parts_are_the_buckets_own_context_stream_and_prefix(nats_url):
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(name="INTERNALS_CHECK", subjects=["internals.check"]))
+    kv = await js.create_key_value(KeyValueConfig(bucket="INTERNALS_KV", history=2))
     try:
-        psub = await js.pull_subscribe("internals.check", durable="internals-check")
-        await js.publish("internals.check", b"one")
-        (msg,) = await psub.fetch(1, timeout=5)
-        await msg.ack()
-        queue = nats_internals.pending_messages(psub)
-        assert isinstance(queue, asyncio.Queue) and queue.empty()
-        # The very queue nats-py fills from the socket: what lands there is what fetch returns.
-        await js.publish("internals.check", b"two")
-        await nc.publish(psub._sub.subject, b"", headers=None)  # a message on its inbox, unasked
-        await nc.flush()
-        for _ in range(100):
-            if not queue.empty():
-                break
-            await asyncio.sleep(0.02)
-        assert not queue.empty()
+        parts = nats_internals.kv_parts(kv)
+        assert (parts.stream, parts.prefix) == ("KV_INTERNALS_KV", "$KV.INTERNALS_KV.")
+        await kv.put("a.b", b"1")
+        info = await parts.js.stream_info(parts.stream, subjects_filter=parts.prefix + "a.>")
+        assert info.state.subjects == {"$KV.INTERNALS_KV.a.b": 1}  # a key's subject is prefix + key
+        await parts.js.purge_stream(parts.stream, subject=parts.prefix + "a.b")
+        assert (await parts.js.stream_info(parts.stream)).state.messages == 0  # purged, no marker
     finally:
-        await js.delete_stream("INTERNALS_CHECK")
+        await js.delete_key_value("INTERNALS_KV")
         await nc.close()
 
 
@@ -90,7 +82,7 @@ async def test_endpoint_subscriptions_lists_each_started_endpoint(nats_url):
         await nc.close()
 
 
-@pytest.mark.parametrize("accessor", [nats_internals.reply_subject, nats_internals.pending_messages,
+@pytest.mark.parametrize("accessor", [nats_internals.reply_subject, nats_internals.kv_parts,
                                       lambda s: list(nats_internals.endpoint_subscriptions(s))])
 def test_a_missing_attribute_fails_loudly_not_quietly(accessor):
     with pytest.raises(AttributeError):
