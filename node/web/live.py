@@ -122,9 +122,21 @@ async def kv_changes(nc: Any, bucket: str, keys: str) -> AsyncIterator[tuple[str
     return changes()
 
 
+async def flush(nc: Any, timeout: float = 5.0) -> None:
+    """`nc.flush`, which a cancelled caller cannot turn into a broken connection.
+
+    nats-py keeps a cancelled flush's future in its PONG queue, and the PONG that then arrives
+    fails the connection's read loop (InvalidStateError): every page of the user, which share
+    the connection, sees it error and reconnect. A browser leaving an event stream cancels its
+    request at any await, so the flush runs on in its own task until its PONG has come."""
+    task = asyncio.ensure_future(nc.flush(timeout=timeout))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure nobody awaits
+    await asyncio.shield(task)
+
+
 async def ready(nc: Any, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """`events`, after one `ready` event sent once the server has our subscriptions (a flush)."""
-    await nc.flush(timeout=5)
+    await flush(nc)
     yield Event({}, "ready")
     try:
         async for item in events:
