@@ -48,22 +48,44 @@ class Channel:
 
         Raises asyncio.TimeoutError when no reply came within `timeout` seconds, EOFError or
         OSError when the worker closed its end, broke the framing or spoke out of turn."""
+        waiter = self._expect(timeout, stray_ok=False)
+        rest = self._send(header, body)
+        if rest is not None:  # the socket's buffer is full: the loop sends the rest as it drains
+            try:
+                await self._loop.sock_sendall(self._sock, rest)
+            except BaseException:
+                waiter.cancel()
+                raise
+        return await waiter
+
+    def receive(self, timeout: float) -> asyncio.Future:
+        """A future for the next frame the worker sends without being asked: the report that
+        follows a warm run's outcome (sandbox/serve.py). Its result is the frame's body; it fails
+        with asyncio.TimeoutError after `timeout` seconds, or EOFError / OSError as `exchange`."""
+        return self._expect(timeout, stray_ok=True)
+
+    def _expect(self, timeout: float, stray_ok: bool) -> asyncio.Future:
+        """The waiter for the next frame, with its timer; `stray_ok`: bytes already read belong
+        to it (a report sent right behind an outcome), else they are a protocol violation."""
         if self._error is not None:
             raise self._error
         if self._closed or self._waiter is not None:
             raise EOFError("the channel is closed or busy")
-        if self._buf:
+        if self._buf and not stray_ok:
             raise EOFError("the worker sent bytes no run asked for")
         loop = self._loop
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(timeout, _expire, waiter)
-        try:
-            rest = self._send(header, body)
-            if rest is not None:  # the socket's buffer is full: the loop sends the rest as it drains
-                await loop.sock_sendall(self._sock, rest)
-            return await waiter
-        finally:
-            timer.cancel()
+        waiter.add_done_callback(lambda _done: self._settled(waiter, timer))
+        if self._buf:
+            self._deliver()
+            if waiter.done():  # already here: free the channel now, not when the callback runs
+                self._settled(waiter, timer)
+        return waiter
+
+    def _settled(self, waiter: asyncio.Future, timer: asyncio.TimerHandle) -> None:
+        timer.cancel()
+        if self._waiter is waiter:
             self._waiter = None
 
     def _send(self, header: bytes, body: bytes) -> memoryview | None:
@@ -95,6 +117,11 @@ class Channel:
             waiter.set_result(data[HEADER.size:])  # the usual case: one read, one whole frame
             return
         buf += data
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand the waiting run the first whole frame in the buffer, if there is one."""
+        buf = self._buf
         if len(buf) < HEADER.size:
             return
         (size,) = HEADER.unpack_from(buf)
@@ -102,6 +129,7 @@ class Channel:
             self._fail(EOFError("oversized frame"))
             return
         end = HEADER.size + size
+        waiter = self._waiter
         if len(buf) < end or waiter is None or waiter.done():
             return  # a frame still coming, or bytes no run asked for: the next run refuses them
         body = bytes(memoryview(buf)[HEADER.size:end])

@@ -1,7 +1,8 @@
 """What crosses between the node and a sandbox child: a Job in, an Outcome out.
 
 A one-shot child serves one Job and exits. A tenant's warm worker (sandbox/warm.py) is a child
-told `keep=True`: it reads the next Job after replying, until the node closes its channel.
+told `keep=True`: after each Outcome it scrubs its process and sends a `Scrubbed` report, then
+reads the next Job, until the node closes its channel.
 
 Frames are a 4-byte little-endian length and a msgpack body; bars travel as raw column bytes
 (`BarArrays`), never as per-value Python lists, or (1 MB and more, sealed by the node) as a
@@ -99,9 +100,6 @@ class Outcome(msgspec.Struct, array_like=True):
     # A backtest's probe returned one signal for the last bar: nothing else here is a result; the
     # node runs the job again with `walk=True` in a fresh child (never in this process).
     walk: bool = False
-    # A warm worker that could not prove its process clean after this run (sandbox.hygiene):
-    # the node retires it instead of handing it another run.
-    retire: bool = False
     # The `state` mapping after the run (JSON-safe, at most `state_bytes`), when the job had one.
     state: Any = None
     # The job's `request` did not decode or its bars failed the checks (sandbox/request_bars.py):
@@ -110,9 +108,20 @@ class Outcome(msgspec.Struct, array_like=True):
     bar_count: int = 0  # bars decoded from the job's `request` (0 for any other job)
 
 
+class Scrubbed(msgspec.Struct, array_like=True):
+    """What a warm worker sends after a run's Outcome, once it has scrubbed its process
+    (sandbox.hygiene): the node hands it another run only when `clean`; otherwise, or without
+    this report within the run's deadline, it retires the worker."""
+
+    clean: bool
+    cpu_ms: float  # the process's CPU time after the scrub (its lifetime budget, as Outcome.cpu_ms)
+    failure: str | None = None  # why the process could not be shown clean
+
+
 job_encoder = msgspec.msgpack.Encoder()
 job_decoder = msgspec.msgpack.Decoder(Job)
 outcome_decoder = msgspec.msgpack.Decoder(Outcome)
+scrubbed_decoder = msgspec.msgpack.Decoder(Scrubbed)
 
 
 def frame(body: bytes) -> bytes:

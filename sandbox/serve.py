@@ -13,7 +13,7 @@ from contracts import ErrorCode, ErrorInfo
 
 from . import hygiene, shm
 from .lockdown import limit_run
-from .protocol import HEADER, MAX_FRAME, Job, Outcome, frame, job_decoder, job_encoder
+from .protocol import HEADER, MAX_FRAME, Job, Outcome, Scrubbed, frame, job_decoder, job_encoder
 from .runtime import run
 from .stdlib import safe_random
 
@@ -86,6 +86,7 @@ def serve(fd: int, baseline: int, prewarm: Job | None = None) -> None:
         # and the prewarm's own work would only be more CPU on a saturated node (issue 18).
         run(prewarm)
     captured = False
+    scrubbed = False  # the last run's scrub reseeded the generators: the next run needs no reseed
     while True:
         try:
             job = _read_job(fd)
@@ -100,13 +101,20 @@ def serve(fd: int, baseline: int, prewarm: Job | None = None) -> None:
             hygiene.capture()
             captured = True
         limit_run(baseline, job.memory_mb, job.timeout_ms / 1000.0)
-        _reseed()
+        if not scrubbed:
+            _reseed()
         outcome = run(job)
-        if job.keep:
-            # Before the reply, under this run's deadline: whatever the run left behind is
-            # finalized and reset now, not during the next run (sandbox.hygiene).
-            outcome.retire = not hygiene.scrub()
-            outcome.cpu_ms = _cpu_ms()
-        _write_all(fd, frame(job_encoder.encode(outcome)))
         if not job.keep:
+            _write_all(fd, frame(job_encoder.encode(outcome)))
             return
+        # A warm worker: the outcome goes out first, so the reply is not held up by the scrub.
+        # The scrub runs before this process reads another job, still under this run's deadline
+        # (the node waits for its report that long, then kills the worker): whatever the run
+        # left behind is finalized and reset now, not during the next run (sandbox.hygiene). The
+        # node gives the worker another run only after a report that says it is clean.
+        outcome.cpu_ms = _cpu_ms()
+        _write_all(fd, frame(job_encoder.encode(outcome)))
+        clean = hygiene.scrub()
+        scrubbed = True
+        _write_all(fd, frame(job_encoder.encode(Scrubbed(clean=clean, cpu_ms=_cpu_ms(),
+                                                         failure=hygiene.last_failure))))

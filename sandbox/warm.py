@@ -20,14 +20,15 @@ waiting counts against the run's `timeout_ms`, so a run never succeeds after its
 
 A worker retires after `runs` runs, after `idle_seconds` without work, when its next run might
 not fit its remaining CPU, when a run ends in an error that may have damaged the process (time,
-memory, security, internal) or leaves it unscrubbable (`Outcome.retire`), or to make room for
-another tenant's worker.
+memory, security, internal), when its report after the run's outcome does not say its scrub left
+it clean (`Scrubbed`, before the run's deadline), or to make room for another tenant's worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Hashable
@@ -37,10 +38,12 @@ import msgspec
 from contracts import ErrorCode, ErrorInfo
 
 from .channel import Channel
-from .protocol import HEADER, Job, Outcome, frame, job_encoder, outcome_decoder
+from .protocol import HEADER, Job, Outcome, frame, job_encoder, outcome_decoder, scrubbed_decoder
 
 if TYPE_CHECKING:
     from .pool import SandboxPool, _Child
+
+log = logging.getLogger("sandbox.warm")
 
 # Errors after which the process is not trusted to serve again.
 RETIRING_ERRORS = frozenset({ErrorCode.TIMEOUT, ErrorCode.MEMORY_LIMIT, ErrorCode.SECURITY_VIOLATION,
@@ -69,6 +72,7 @@ class _Worker:
     cpu_ms: float = 0.0
     last_used: float = 0.0
     channel: Channel | None = None  # its socket, read by one persistent reader (sandbox/channel.py)
+    scrubbing: bool = False  # its run's outcome is out; its report after the scrub is not in yet
 
 
 class TenantWorkers:
@@ -118,12 +122,47 @@ class TenantWorkers:
         worker.runs += 1
         worker.cpu_ms = outcome.cpu_ms
         worker.last_used = time.monotonic()
-        damaged = outcome.retire or (outcome.error is not None and outcome.error.code in RETIRING_ERRORS)
+        damaged = outcome.error is not None and outcome.error.code in RETIRING_ERRORS
         if last or not answered or damaged:
             self._retire(worker)
         else:
-            self._release(worker)
+            self._after_scrub(worker, deadline)  # the outcome goes to the caller now
         return outcome
+
+    def _after_scrub(self, worker: _Worker, deadline: float) -> None:
+        """Hand the worker back once its report says the scrub left its process clean
+        (sandbox/serve.py); retire it when the report says otherwise, is not one, or does not
+        come before the run's deadline. Until then the worker is busy: no run is sent to it."""
+        pid = worker.child.pid
+        try:
+            report = worker.channel.receive(max(0.0, deadline - time.monotonic()))
+        except (EOFError, OSError):
+            self._retire(worker)
+            return
+        busy = self.pool._busy
+        busy.add(pid)
+        worker.scrubbing = True
+
+        def scrubbed(done: asyncio.Future) -> None:
+            busy.discard(pid)
+            worker.scrubbing = False
+            try:
+                result = scrubbed_decoder.decode(done.result())
+            except (asyncio.CancelledError, asyncio.TimeoutError, EOFError, OSError, msgspec.ValidationError,
+                    msgspec.DecodeError):
+                result = None
+            if worker not in self._all.get(worker.tenant, ()):
+                return  # retired meanwhile (the pool closing, or another tenant's room)
+            if result is None or not result.clean:
+                if result is not None and result.failure:
+                    log.info("retiring tenant %r's warm worker %d: %s", worker.tenant, pid, result.failure)
+                self._retire(worker)
+                return
+            worker.cpu_ms = result.cpu_ms
+            worker.last_used = time.monotonic()
+            self._release(worker)
+
+        report.add_done_callback(scrubbed)
 
     async def _exchange(self, worker: _Worker, job: Job, body: bytes) -> tuple[Outcome, bool]:
         """As SandboxPool.exchange, over the worker's persistent channel: the outcome and
@@ -193,7 +232,9 @@ class TenantWorkers:
             if worker is not None:
                 return worker
             mine = self._all.setdefault(tenant, set())
-            if len(mine) < self.policy.per_tenant:
+            # A worker still scrubbing after its last run is free within moments: wait for it
+            # rather than start another process (sequential runs keep to one worker).
+            if len(mine) < self.policy.per_tenant and not any(w.scrubbing for w in mine):
                 try:
                     if self._total() >= self.policy.total and not self._evict_other(tenant):
                         return None

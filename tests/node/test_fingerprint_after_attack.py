@@ -12,7 +12,9 @@ prints arrays, uses talib and pandas, so any of that state would change its repl
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 
 import nats
@@ -226,6 +228,10 @@ async def test_a_warm_worker_that_cannot_be_shown_clean_is_retired(warm):
     reply = await request_json(nc, subjects.EXECUTE, {"code": code, "bars": BARS, "user_id": tenant,
                                                       "parameters": {"mode": "poison"}})
     assert reply["success"] is True, reply["error"]
+    # The reply goes out before the worker scrubs (sandbox/serve.py); its report retires it.
+    deadline = time.monotonic() + 5
+    while warm_pids(node, tenant) is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     assert warm_pids(node, tenant) is None  # a kept worker would still be listed (see above)
 
 

@@ -19,6 +19,23 @@ FAIL = "def strategy(data):\n    raise ValueError('no')\n"
 SPIN = "def strategy(data):\n    while True:\n        pass\n"
 BURN = "def strategy(data):\n    n = 0\n    for i in range({n}):\n        n = n + 1\n    return 'HOLD'\n"
 POISON = "import numpy as np\ndef strategy(data):\n    np.seterr(all='raise')\n    return 'HOLD'\n"
+# A generator left suspended in a reference cycle: its `finally` runs when the worker's scrub
+# collects it, after the run has returned ({burn}: the finally's own work).
+LINGER = """
+def strategy(data):
+    def held():
+        try:
+            yield 1
+        finally:
+{burn}
+    g = held()
+    next(g)
+    loop = [g]
+    loop.append(loop)
+    return 'HOLD'
+"""
+SLOW_FINALLY = LINGER.format(burn="            n = 0\n            for i in range(20000000):\n                n = n + 1")
+ENDLESS_FINALLY = LINGER.format(burn="            while True:\n                pass")
 
 
 def _bars(n: int = 100) -> BarArrays:
@@ -127,6 +144,37 @@ async def test_a_security_violation_retires_the_worker(pool):
     assert gone(before)
     after, outcome = await worker_of(pool, "poison")
     assert outcome.success and after != before
+
+
+async def test_the_outcome_comes_back_before_the_worker_scrubs_what_the_run_left(pool):
+    before, _ = await worker_of(pool, "linger")
+    outcome = await pool.run(job(SLOW_FINALLY, timeout_ms=20_000), tenant="linger")
+    assert outcome.success
+    assert before in pool.busy_children()  # still finalizing the run's generator: no run for it
+    deadline = time.monotonic() + 60
+    while before in pool.busy_children() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    after, outcome = await worker_of(pool, "linger")
+    assert outcome.success and after == before  # its report said clean: it serves again
+
+
+async def test_a_scrub_that_outlasts_the_runs_deadline_retires_the_worker(pool):
+    before, _ = await worker_of(pool, "endless")
+    started_at = time.monotonic()
+    outcome = await pool.run(job(ENDLESS_FINALLY, timeout_ms=500), tenant="endless")
+    assert outcome.success and time.monotonic() - started_at < 0.5
+    assert gone(before)
+    after, outcome = await worker_of(pool, "endless")
+    assert outcome.success and after not in (None, before)
+
+
+async def test_a_run_waits_for_its_tenants_scrubbing_worker_rather_than_start_another():
+    pool = await started(runs=100, per_tenant=2, total=4, idle_seconds=60)
+    try:
+        pids = {(await worker_of(pool, "one"))[0] for _ in range(5)}
+        assert len(pids) == 1 and len(pool.warm_children()["one"]) == 1
+    finally:
+        await pool.close()
 
 
 async def test_runs_without_a_tenant_never_use_a_warm_worker(pool):

@@ -148,3 +148,29 @@ async def test_closing_the_channel_fails_a_waiting_run():
         channel.close()
         with pytest.raises(EOFError):
             await waiting
+
+
+async def test_a_report_sent_right_behind_the_reply_is_kept_for_receive():
+    with opened() as (channel, node_end, worker_end):
+        async def reply_then_report() -> None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, read_frame, worker_end)
+            worker_end.sendall(HEADER.pack(5) + b"reply" + HEADER.pack(6) + b"report")  # one write
+        serving = asyncio.ensure_future(reply_then_report())
+        assert await exchange(channel, b"ping") == b"reply"
+        await serving
+        await asyncio.sleep(0.02)  # both frames are read by now
+        assert await channel.receive(1.0) == b"report"
+        serving = asyncio.ensure_future(worker_echo(worker_end, 1))
+        assert await exchange(channel, b"next") == b"txen"  # the channel is free for the next run
+        await serving
+
+
+async def test_receive_times_out_when_no_report_comes_and_a_late_one_fails_the_next_run():
+    with opened() as (channel, node_end, worker_end):
+        with pytest.raises(asyncio.TimeoutError):
+            await channel.receive(0.05)
+        worker_end.sendall(HEADER.pack(4) + b"late")
+        await asyncio.sleep(0.05)
+        with pytest.raises(EOFError):
+            await exchange(channel, b"ping")
