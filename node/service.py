@@ -177,14 +177,17 @@ class Node:
             reply, body = sizing.fit_reply(reply, kind, self.nc)  # the same rule as job results
             error = getattr(reply, "error", None)
             if error is None and not traced:
-                headers, header_size = sizing.plain_headers(kind)  # built once, sized once
-            else:
-                headers = error_headers(error, kind)  # a new dict each time
-                if traced:
-                    self.telemetry.inject(headers)  # traceparent of the node's span, when there is one
-                header_size = sizing.header_bytes(headers)
-            # never a max-payload violation: headers plus body, as the server counts them
-            sizing.check_size(self.nc, header_size + len(body), "the reply")
+                plain = sizing.plain_headers(kind)  # built, sized and encoded once
+                # never a max-payload violation: headers plus body, as the server counts them
+                sizing.check_size(self.nc, plain.size + len(body), "the reply")
+                if nats_internals.publish_now(self.nc, reply_to, body, plain.block):
+                    return  # written now, not by nats-py's flusher a loop turn later
+                await self.nc.publish(reply_to, body, headers=plain.headers)
+                return
+            headers = error_headers(error, kind)  # a new dict each time
+            if traced:
+                self.telemetry.inject(headers)  # traceparent of the node's span, when there is one
+            sizing.check_size(self.nc, sizing.header_bytes(headers) + len(body), "the reply")
             await self.nc.publish(reply_to, body, headers=headers)  # what Request.respond does
         except Exception:  # noqa: BLE001 - a lost connection: nothing else to do for this one
             log.warning("could not send a reply", exc_info=True)

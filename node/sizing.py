@@ -20,7 +20,7 @@ Every publish of the node therefore goes through this module:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from contracts import ErrorCode, ErrorInfo, encode
 
@@ -54,6 +54,20 @@ def max_payload(nc_or_limit: Any) -> int:
 def body_limit(nc_or_limit: Any) -> int:
     """Bytes a message body may take on this server: max_payload less the header room."""
     return max(0, max_payload(nc_or_limit) - HEADER_ROOM)
+
+
+def header_block(headers: Mapping[str, str]) -> bytes:
+    """`headers` on the wire, encoded exactly as nats-py encodes them (nats.aio.client
+    `_send_publish`: the NATS/1.0 line, `Key: value` lines with stripped keys and values, line
+    breaks in a value made spaces, empty keys skipped, a blank line)."""
+    parts = [_HEADER_LINE]
+    for key, value in headers.items():
+        key = key.strip()
+        if not key:
+            continue  # nats-py skips empty keys
+        parts += (key.encode(), b": ", str(value).strip().translate(_NEWLINES).encode(), _CRLF)
+    parts.append(_CRLF)
+    return b"".join(parts)
 
 
 def header_bytes(headers: Mapping[str, str] | None) -> int:
@@ -93,16 +107,23 @@ def check_size(nc_or_limit: Any, size: int, what: str = "the message") -> None:
         raise TooLarge(what, size, limit)
 
 
-_PLAIN: dict[str, tuple[Mapping[str, str], int]] = {}
+class PlainHeaders(NamedTuple):
+    headers: Mapping[str, str]  # shared: callers must not extend it
+    size: int  # on the wire
+    block: bytes  # as nats-py would encode them (header_block)
 
 
-def plain_headers(kind: str) -> tuple[Mapping[str, str], int]:
-    """(headers, their wire size) of a reply with no error and no trace context: Content-Type
-    alone. Built once per content type; the dict is shared, so callers must not extend it."""
+_PLAIN: dict[str, PlainHeaders] = {}
+
+
+def plain_headers(kind: str) -> PlainHeaders:
+    """The headers of a reply with no error and no trace context: Content-Type alone. Built,
+    sized and encoded once per content type."""
     entry = _PLAIN.get(kind)
     if entry is None:
         headers = {"Content-Type": kind}
-        entry = (headers, header_bytes(headers))
+        block = header_block(headers)
+        entry = PlainHeaders(headers, len(block), block)
         if len(_PLAIN) < 16:
             _PLAIN[kind] = entry
     return entry

@@ -14,7 +14,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig
 from nats.micro import add_service
 
-from node import nats_internals
+from node import nats_internals, sizing
 
 
 def test_the_installed_nats_py_is_inside_the_pinned_range():
@@ -82,8 +82,73 @@ async def test_endpoint_subscriptions_lists_each_started_endpoint(nats_url):
         await nc.close()
 
 
+async def collected(nc, subject: str, count: int) -> list:
+    got: list = []
+    sub = await nc.subscribe(subject)
+    await nc.flush()
+
+    async def read() -> None:
+        while len(got) < count:
+            got.append(await sub.next_msg(timeout=5))
+    return got, sub, read
+
+
+async def test_publish_now_delivers_what_publish_delivers(nats_url):
+    nc, listener = await nats.connect(nats_url), await nats.connect(nats_url)
+    block = sizing.header_block({"Content-Type": "application/json"})
+    try:
+        got, _sub, read = await collected(listener, "internals.now", 2)
+        await nc.publish("internals.now", b'{"a": 1}', headers={"Content-Type": "application/json"})
+        await nc.flush()
+        out_msgs = nc.stats["out_msgs"]
+        assert nats_internals.publish_now(nc, "internals.now", b'{"a": 1}', block) is True
+        assert nc.stats["out_msgs"] == out_msgs + 1
+        await read()
+        assert [(m.data, m.headers) for m in got] == [(b'{"a": 1}', {"Content-Type": "application/json"})] * 2
+    finally:
+        await nc.close()
+        await listener.close()
+
+
+async def test_publish_now_writes_nothing_behind_a_pending_publish_and_order_is_kept(nats_url):
+    nc, listener = await nats.connect(nats_url), await nats.connect(nats_url)
+    block = sizing.header_block({"Content-Type": "text/plain"})
+    try:
+        got, _sub, read = await collected(listener, "internals.order", 3)
+        await nc.publish("internals.order", b"1")  # pending until the flusher's next turn
+        assert nats_internals.publish_now(nc, "internals.order", b"2", block) is False
+        await nc.publish("internals.order", b"2", headers={"Content-Type": "text/plain"})
+        await nc.flush()
+        assert nats_internals.publish_now(nc, "internals.order", b"3", block) is True
+        await read()
+        assert [m.data for m in got] == [b"1", b"2", b"3"]
+    finally:
+        await nc.close()
+        await listener.close()
+
+
+async def test_publish_now_declines_on_a_draining_or_closed_connection(nats_url):
+    nc = await nats.connect(nats_url)
+    block = sizing.header_block({"Content-Type": "text/plain"})
+    async def slow(_msg) -> None:
+        await asyncio.sleep(0.2)
+    await nc.subscribe("internals.held", cb=slow)  # keeps the drain going a while
+    await nc.publish("internals.held", b"")
+    await nc.flush()
+    draining = asyncio.ensure_future(nc.drain())
+    for _ in range(100):
+        if nc.is_draining:
+            break
+        await asyncio.sleep(0.001)
+    assert nc.is_draining
+    assert nats_internals.publish_now(nc, "internals.drain", b"x", block) is False
+    await draining
+    assert nats_internals.publish_now(nc, "internals.closed", b"x", block) is False
+
+
 @pytest.mark.parametrize("accessor", [nats_internals.reply_subject, nats_internals.kv_parts,
-                                      lambda s: list(nats_internals.endpoint_subscriptions(s))])
+                                      lambda s: list(nats_internals.endpoint_subscriptions(s)),
+                                      lambda s: nats_internals.publish_now(s, "x", b"", b"")])
 def test_a_missing_attribute_fails_loudly_not_quietly(accessor):
     with pytest.raises(AttributeError):
         accessor(object())
