@@ -155,7 +155,7 @@ class TenantWorkers:
                 return  # retired meanwhile (the pool closing, or another tenant's room)
             if result is None or not result.clean:
                 if result is not None and result.failure:
-                    log.info("retiring tenant %r's warm worker %d: %s", worker.tenant, pid, result.failure)
+                    log.info("retiring a warm worker (pid %d): %s", pid, result.failure[:200])  # its words: bounded
                 self._retire(worker)
                 return
             worker.cpu_ms = result.cpu_ms
