@@ -72,15 +72,7 @@ def header_block(headers: Mapping[str, str]) -> bytes:
 
 def header_bytes(headers: Mapping[str, str] | None) -> int:
     """Size of `headers` on the wire, encoded exactly as nats-py encodes them (0 for None)."""
-    if headers is None:
-        return 0
-    size = len(_HEADER_LINE) + len(_CRLF)
-    for key, value in headers.items():
-        key = key.strip()
-        if not key:
-            continue  # nats-py skips empty keys
-        size += len(key.encode()) + 2 + len(str(value).strip().translate(_NEWLINES).encode()) + len(_CRLF)
-    return size
+    return 0 if headers is None else len(header_block(headers))
 
 
 def wire_size(payload: bytes, headers: Mapping[str, str] | None) -> int:

@@ -82,7 +82,8 @@ async def test_endpoint_subscriptions_lists_each_started_endpoint(nats_url):
         await nc.close()
 
 
-async def collected(nc, subject: str, count: int) -> list:
+async def collected(nc, subject: str, count: int):
+    """(messages received so far, the subscription, a coroutine that reads until `count`)."""
     got: list = []
     sub = await nc.subscribe(subject)
     await nc.flush()
