@@ -9,6 +9,7 @@ import asyncio
 from importlib.metadata import version
 
 import nats
+import nats.errors
 import pytest
 from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig
@@ -82,15 +83,30 @@ async def test_endpoint_subscriptions_lists_each_started_endpoint(nats_url):
         await nc.close()
 
 
-async def collected(nc, subject: str, count: int):
-    """(messages received so far, the subscription, a coroutine that reads until `count`)."""
+async def collected(listener, publisher, subject: str, count: int):
+    """(messages received so far, the subscription, a coroutine that reads until `count`).
+
+    Returns once a probe from `publisher` has reached the subscription: on a fresh pair of
+    connections nats-server can drop the very first publish even after both flushed (seen with
+    nc.publish alone, about 1 in 100), which is not what these tests are about. Probes are
+    left out of what `read` collects."""
     got: list = []
-    sub = await nc.subscribe(subject)
-    await nc.flush()
+    sub = await listener.subscribe(subject)
+    await listener.flush()
+    for attempt in range(50):
+        await publisher.publish(subject, b"probe-%d" % attempt)
+        await publisher.flush()
+        try:
+            await sub.next_msg(timeout=0.2)
+            break
+        except nats.errors.TimeoutError:
+            continue
 
     async def read() -> None:
         while len(got) < count:
-            got.append(await sub.next_msg(timeout=5))
+            msg = await sub.next_msg(timeout=5)
+            if not msg.data.startswith(b"probe-"):
+                got.append(msg)
     return got, sub, read
 
 
@@ -98,7 +114,7 @@ async def test_publish_now_delivers_what_publish_delivers(nats_url):
     nc, listener = await nats.connect(nats_url), await nats.connect(nats_url)
     block = sizing.header_block({"Content-Type": "application/json"})
     try:
-        got, _sub, read = await collected(listener, "internals.now", 2)
+        got, _sub, read = await collected(listener, nc, "internals.now", 2)
         await nc.publish("internals.now", b'{"a": 1}', headers={"Content-Type": "application/json"})
         await nc.flush()
         out_msgs = nc.stats["out_msgs"]
@@ -115,7 +131,7 @@ async def test_publish_now_writes_nothing_behind_a_pending_publish_and_order_is_
     nc, listener = await nats.connect(nats_url), await nats.connect(nats_url)
     block = sizing.header_block({"Content-Type": "text/plain"})
     try:
-        got, _sub, read = await collected(listener, "internals.order", 3)
+        got, _sub, read = await collected(listener, nc, "internals.order", 3)
         await nc.publish("internals.order", b"1")  # pending until the flusher's next turn
         assert nats_internals.publish_now(nc, "internals.order", b"2", block) is False
         await nc.publish("internals.order", b"2", headers={"Content-Type": "text/plain"})
