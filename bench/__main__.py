@@ -30,7 +30,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra environment for the node started by the bench (e.g. MAX_WORKERS=8)")
     p.add_argument("--case", action="append", dest="cases", metavar="NAME",
                    help="run only these cases (repeatable); echo is always run. Also: inprocess (the four "
-                        "in-process baseline cases), forkfloor, openloop (open-loop rows of the cases run)")
+                        "in-process baseline cases), forkfloor, openloop (open-loop rows of the cases run), "
+                        "saturation (the warm cases and the two-process baseline interleaved at their best "
+                        "concurrency)")
     return p.parse_args(argv)
 
 

@@ -46,6 +46,10 @@ class Profile:
     forkfloor_fault_pages: int = 4_096
     forkfloor_fault_rounds: int = 7
     forkfloor_zygote_like: bool = True
+    # issue 18: the warm node and the in-process baseline's closed-loop maximum, interleaved
+    # (bench/saturation.py): this many rounds of one burst of this many requests each
+    saturation_rounds: int = 8
+    saturation_requests: int = 1_000
     heavy_timeout_s: float = 600.0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -68,6 +72,7 @@ QUICK = replace(
     sweep_fast=(5, 20), sweep_slow=(60, 150),
     memory_requests=4, heavy_memory_requests=1, settle_s=0.15,
     openloop_seconds=1.5, openloop_requests=400, forkfloor_forks=100, forkfloor_fault_rounds=5,
+    saturation_rounds=6, saturation_requests=300,
     notes=("quick: smaller backtest/sweep sizes; those targets are not comparable",),
 )
 
@@ -78,6 +83,7 @@ TINY = replace(
     memory_requests=2, heavy_memory_requests=1, hold_iterations=300_000, settle_s=0.05,
     openloop_rates=(20,), openloop_seconds=0.15, openloop_requests=3, forkfloor_forks=10,
     forkfloor_fault_pages=256, forkfloor_fault_rounds=2, forkfloor_zygote_like=False,
+    saturation_rounds=2, saturation_requests=8,
     notes=("tiny: a smoke run for tests; numbers mean nothing",),
 )
 

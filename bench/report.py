@@ -220,6 +220,26 @@ def comparisons_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def saturation_table(result: dict) -> str:
+    comps = result.get("saturation") or {}
+    if not comps:
+        return ""
+    lines = ["| interleaved at saturation | rounds x requests | in flight | req/s | in-process req/s | ratio | "
+             "per-round median | node CPU ms/req | workers CPU ms/req | in-process CPU ms/req | "
+             "fresh children per request | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for c in comps.values():
+        cpu, ref_cpu = c.get("cpu_ms_per_request") or {}, c.get("reference_cpu_ms_per_request") or {}
+        errors = ", ".join(f"{k}x{v}" for k, v in (c.get("errors") or {}).items())
+        lines.append(f"| {c['case']} vs {c['reference']} | {c['rounds']} x {c['requests_per_burst']} | "
+                     f"{c['concurrency']} / {c['reference_concurrency']} | {_fmt(c['rps'], 0, 1)} | "
+                     f"{_fmt(c['reference_rps'], 0, 1)} | {_fmt(c['rps_ratio'], 0, 2)} | "
+                     f"{_fmt(c['round_ratio_median'], 0, 2)} | {_fmt(cpu.get('node'), 0)} | "
+                     f"{_fmt(cpu.get('sandbox_children'), 0)} | {_fmt(ref_cpu.get('inprocess'), 0)} | "
+                     f"{_fmt(c.get('children_started_per_request'), 0, 4)} | {errors} |")
+    return "\n".join(lines)
+
+
 def openloop_table(result: dict) -> str:
     section = result.get("openloop")
     if not section or not section.get("systems"):
@@ -280,6 +300,7 @@ def render(result: dict) -> str:
             f"{m.get('mem_total_mb', '?')} MB, Python {m.get('python')}  |  load {m.get('loadavg')} -> "
             f"{m.get('loadavg_end')}  |  wall {result.get('wall_s')} s")
     parts = [head, table(result), paired_table(result), targets_table(result), cpu_table(result),
-             memory_table(result), floor_text(result), comparisons_table(result), openloop_table(result),
+             memory_table(result), floor_text(result), comparisons_table(result), saturation_table(result),
+             openloop_table(result),
              ratios_table(result), comparison_table(result)]
     return "\n\n".join(p for p in parts if p)

@@ -26,7 +26,7 @@ import numpy as np
 from contracts import BarArrays, subjects
 
 from . import cases as case_defs
-from . import forkfloor, inprocess, openloop, ratios
+from . import forkfloor, inprocess, openloop, ratios, saturation
 from .memory import ChildSampler
 from .cpu import CpuMeter
 from .procs import Proc, find_zygote, machine, spawn, wait_for_line
@@ -380,6 +380,10 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
                 result["comparisons"][f"{name}~{ref}"] = comp
                 log(f"-- {name} interleaved with {ref} at c=1: p50 {comp['p50_ms']} / {comp['reference_p50_ms']} ms"
                     f" = {comp['p50_ratio']}")
+        result["saturation"] = {}
+        if only is None or "saturation" in only:
+            result["saturation"], index = await _saturation(nc, by_name, result, profile, headers, index, node_pid,
+                                                            zygote_pid, responders, log)
         _derive(result)  # peaks, for the open loop's 50 % rows
         if only is None or "openloop" in only:
             log(f"-- open loop ({profile.openloop_arrivals} arrivals)  (t={time.perf_counter() - started:.1f}s)")
@@ -410,6 +414,37 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
             os.unlink(reply_file)
     result["wall_s"] = round(time.perf_counter() - started, 2)
     return result
+
+
+async def _saturation(nc, by_name: dict, result: dict, profile: Profile, headers: dict | None, index: int,
+                      node_pid: int | None, zygote_pid: int | None, responders, log) -> tuple[dict, int]:
+    """Issue 18's throughput pairs, interleaved at each system's best concurrency (saturation.py)."""
+    out: dict = {}
+    node_groups, base_groups = saturation.groups_for(node_pid, zygote_pid, responders.pids if responders else None)
+    node_id = result["setup"].get("node_id")
+
+    async def burst(case, concurrency: int, requests: int, at: int) -> tuple[dict, int]:
+        return await run_phase(nc, case.subject, case.make_payload, case.check, headers, concurrency, requests,
+                               profile.seconds, profile.request_timeout_s, at, node_time=False)
+
+    for name, ref in saturation.PAIRS:
+        a, b = (result["cases"].get(n) or {} for n in (name, ref))
+        if not (a.get("status") == "ok" and a.get("levels") and b.get("status") == "ok" and b.get("levels")):
+            continue
+        level_a, level_b = ratios.warm_level(a)[0], ratios.best_level(b)
+        if level_a is None or level_b is None:
+            continue
+        await asyncio.sleep(profile.settle_s)
+        comp, index = await saturation.interleaved(
+            burst, by_name[name], by_name[ref], int(level_a), int(level_b), profile.saturation_rounds,
+            profile.saturation_requests, index, node_groups, base_groups,
+            started=lambda: children_started(nc, node_id))
+        out[f"{name}~{ref}"] = comp
+        log(f"-- {name} and {ref} interleaved at saturation (c={level_a} / c={level_b}, "
+            f"{comp['rounds']} x {comp['requests_per_burst']}): {comp['rps']} / {comp['reference_rps']} req/s "
+            f"= {comp['rps_ratio']} (round median {comp['round_ratio_median']}); node CPU "
+            f"{comp['cpu_ms_per_request'].get('node')} ms per request")
+    return out, index
 
 
 async def probe_memory(nc, case, zygote_pid: int, headers, profile: Profile, timeout: float,

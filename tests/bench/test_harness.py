@@ -20,6 +20,7 @@ from bench.inprocess import CASES as INPROCESS_CASES
 from bench.openloop import HALF_MAX, SYSTEMS
 from bench.profiles import TINY
 from bench.ratios import COMPARISON_PAIRS, RATIO_TARGETS
+from bench.saturation import PAIRS as SATURATION_PAIRS
 from bench.report import TARGETS, evaluate_targets, render
 from bench.stats import COUNT_FIELDS, STAT_FIELDS, summarize
 
@@ -39,7 +40,7 @@ def tiny_run(tmp_path_factory) -> dict:
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "| case | in flight |" in proc.stdout  # the printed table
-    for heading in ("| fork floor", "| interleaved at c=1 |", "| open loop (", "| target (issue 18) |",
+    for heading in ("| fork floor", "| interleaved at c=1 |", "| interleaved at saturation |", "| open loop (", "| target (issue 18) |",
                     "| vs the in-process baseline (INSECURE) |"):
         assert heading in proc.stdout, heading
     with open(out) as fh:
@@ -189,6 +190,20 @@ def test_c1_comparisons_with_the_baseline_are_interleaved(tiny_run):
         comp = tiny_run["comparisons"][f"{case}~{reference}"]
         assert comp["case"] == case and comp["reference"] == reference
         assert comp["pairs"] > 0 and _finite(comp["p50_ratio"]) and comp["p50_ratio"] > 0, comp
+
+
+def test_warm_and_baseline_throughput_is_measured_in_alternating_bursts(tiny_run):
+    for case, reference in SATURATION_PAIRS:
+        comp = tiny_run["saturation"][f"{case}~{reference}"]
+        assert comp["case"] == case and comp["reference"] == reference
+        assert comp["rounds"] == TINY.saturation_rounds and len(comp["round_ratios"]) == TINY.saturation_rounds
+        assert comp["ok"] >= TINY.saturation_rounds * TINY.saturation_requests, comp
+        assert comp["reference_ok"] >= TINY.saturation_rounds * TINY.saturation_requests, comp
+        assert _finite(comp["rps_ratio"]) and comp["rps_ratio"] > 0 and not comp["errors"], comp
+        # the scheduler's clock (ns): the node's and its workers' share is never rounded to zero
+        assert comp["cpu_ms_per_request"]["node"] > 0 and comp["cpu_ms_per_request"]["sandbox_children"] > 0, comp
+        assert comp["reference_cpu_ms_per_request"]["inprocess"] > 0, comp
+        assert comp["children_started"] is not None, comp
 
 
 def test_every_issue18_target_is_reported_as_a_ratio(tiny_run):

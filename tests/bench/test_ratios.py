@@ -96,6 +96,49 @@ def test_warm_c1_latency_prefers_the_interleaved_measurement(run):
     assert sma["ratio"] == 1.2 and sma["met"] is False and "separate phases" in sma["how"]
 
 
+def _saturation(case: str, reference: str, rps: float, reference_rps: float, node_cpu: float,
+                fresh_share: float | None = 0.0) -> dict:
+    return {f"{case}~{reference}": {
+        "case": case, "reference": reference, "rounds": 6, "requests_per_burst": 300, "concurrency": 16,
+        "reference_concurrency": 64, "ok": 1800, "reference_ok": 1800, "rps": rps, "reference_rps": reference_rps,
+        "rps_ratio": round(rps / reference_rps, 3), "round_ratios": [], "round_ratio_median": 0.9,
+        "cpu_ms_per_request": {"node": node_cpu, "sandbox_children": 1.0},
+        "reference_cpu_ms_per_request": {"inprocess": 1.2}, "children_started_per_request": fresh_share,
+        "errors": {}}}
+
+
+def test_warm_throughput_prefers_the_interleaved_saturation_bursts(run):
+    run["saturation"] = _saturation("warm_trivial", "inprocess2_trivial", 900.0, 1000.0, 0.35)
+    row = _rows(run)["warm_rps_vs_inprocess2_trivial"]
+    assert (row["measured"], row["reference"], row["ratio"], row["met"]) == (900.0, 1000.0, 0.9, False)
+    assert "interleaved at saturation" in row["how"] and "1400.0 / 1300.0" in row["how"]  # the phases, beside
+    assert _rows(run)["warm_rps_vs_inprocess2_sma"]["ratio"] == 0.875  # no bursts for SMA: the phases
+    assert comparison(run)[2]["rps_ratio_vs_2proc"] == 0.9 and comparison(run)[2]["rps_vs_2proc_interleaved"]
+
+
+def test_warm_node_cpu_prefers_the_scheduler_clock_of_the_saturation_bursts(run):
+    run["saturation"] = _saturation("warm_trivial", "inprocess2_trivial", 900.0, 1000.0, 0.35)
+    row = _rows(run)["warm_node_cpu_trivial"]
+    assert row["measured"] == 0.35 and row["met"] is False and "ticks: 0.25" in row["how"]
+
+
+def test_saturation_bursts_that_fell_back_to_fresh_children_are_not_used(run):
+    run["saturation"] = _saturation("warm_trivial", "inprocess2_trivial", 900.0, 1000.0, 0.35, fresh_share=0.2)
+    rows = _rows(run)
+    assert rows["warm_rps_vs_inprocess2_trivial"]["ratio"] == round(1400 / 1300, 3)
+    assert rows["warm_node_cpu_trivial"]["measured"] == 0.25
+
+
+def test_the_printed_report_shows_the_saturation_bursts(run):
+    run["saturation"] = _saturation("warm_trivial", "inprocess2_trivial", 900.0, 1000.0, 0.35)
+    result = copy.deepcopy(run)
+    result.update(machine={}, targets=[], ratios=evaluate_ratios(run), comparison=comparison(run),
+                  cases={}, openloop=None, forkfloor=None)
+    text = render(result)
+    assert "| interleaved at saturation |" in text
+    assert "| warm_trivial vs inprocess2_trivial | 6 x 300 | 16 / 64 | 900.0 | 1000.0 | 0.90 |" in text
+
+
 def test_a_target_whose_figures_are_missing_is_not_judged(run):
     del run["forkfloor"]
     del run["cases"]["inprocess2_sma"]
