@@ -26,10 +26,12 @@ import logging
 from typing import Any
 
 import msgspec
+import nats.js.errors
 
 from contracts.hosting import Deployment, Trigger
 
 from .. import sizing
+from ..pull import Puller
 from . import naming, streams
 
 log = logging.getLogger("node.hosting.triggers")
@@ -161,7 +163,18 @@ class Routes:
 
 
 class PullLoop:
-    """A shared durable pull consumer, fetched only when there is room (node Admission)."""
+    """A shared durable pull consumer, pulled only when there is room (node Admission).
+
+    Each pull request is read until the server has ended it (node/pull.py): nats-py's `fetch`
+    gives up on the client's clock while the server expires a request from when it received
+    it, so a request the server took late (a stall, a loaded host) stayed open after `fetch`
+    returned and delivered the next message to a node that had stopped pulling, where it sat
+    unacked for a whole ack wait. On `stop`, what the open requests still bring, and what
+    arrives after the loop stopped taking work, is handed back with a nak: another node gets
+    it at once.
+    """
+
+    GRACE_S = 2.0  # how long past a request's expiry the server may stay silent
 
     def __init__(self, hosting: Any, stream: str, consumer: str, handle, free) -> None:
         self.h = hosting
@@ -169,7 +182,7 @@ class PullLoop:
         self.consumer = consumer
         self.handle = handle
         self.free = free
-        self.sub: Any = None
+        self.sub: Puller | None = None
         self.state = "starting"
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -183,14 +196,19 @@ class PullLoop:
         self._room.set()
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), FETCH_WAIT_S + 2)
+                await asyncio.wait_for(asyncio.shield(self._task), FETCH_WAIT_S + self.GRACE_S)
             except (asyncio.TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001
                 self._task.cancel()
         if self.sub is not None:
             sub, self.sub = self.sub, None
+            naks: list[asyncio.Future] = []
             try:
+                await sub.hand_back(FETCH_WAIT_S + self.GRACE_S,
+                                    lambda msg: naks.append(asyncio.ensure_future(_nak(msg))))
+                if naks:
+                    await asyncio.wait(naks)
                 await sub.unsubscribe()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a lost connection: the ack wait hands them back
                 pass
         self.state = "stopped"
 
@@ -202,7 +220,7 @@ class PullLoop:
         while not self._stop.is_set():
             try:
                 if self.sub is None:
-                    self.sub = await self.h.js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
+                    self.sub = await Puller.bind(self.h.nc, self.stream, self.consumer, grace=self.GRACE_S)
                     self.state, retry = "consuming", 0.5
                 n = self.free()
                 if n <= 0:
@@ -212,24 +230,43 @@ class PullLoop:
                     except asyncio.TimeoutError:
                         pass
                     continue
-                # One message per pull: nats-py's fetch(batch=n) holds the messages that arrived
-                # during a lingering pull until n arrive or the wait ends (up to FETCH_WAIT_S of
-                # added latency); a pull of one returns as soon as one is there.
+                # One message per pull: a pull of one ends as soon as one is there, where a
+                # lingering pull of n would hold the first until n arrived or it expired.
+                msgs: list[Any] = []
                 try:
-                    msgs = await self.sub.fetch(batch=1, timeout=FETCH_WAIT_S)
-                except asyncio.TimeoutError:
+                    await self.sub.pull(1, FETCH_WAIT_S, msgs.append)
+                except asyncio.TimeoutError:  # the server stayed silent past the request's end
                     continue
-                await self.handle(msgs)
+                if self._stop.is_set():  # delivered as we stopped: another node takes it now
+                    await asyncio.gather(*(_nak(msg) for msg in msgs))
+                elif msgs:
+                    await self.handle(msgs)
+                if self.state != "consuming":
+                    self.state = "consuming"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - JetStream down, reconnecting: try again
                 log.warning("%s/%s unavailable (%s: %s); retrying", self.stream, self.consumer, type(exc).__name__, exc)
                 self.state = "unavailable"
+                if isinstance(exc, nats.js.errors.APIError) and self.sub is not None:
+                    # e.g. the consumer was deleted: a new subscription once it is back
+                    sub, self.sub = self.sub, None
+                    try:
+                        await sub.unsubscribe()
+                    except Exception:  # noqa: BLE001
+                        pass
                 try:
                     await asyncio.wait_for(self._stop.wait(), retry)
                 except asyncio.TimeoutError:
                     pass
                 retry = min(retry * 2, 5.0)
+
+
+async def _nak(msg: Any) -> None:
+    try:
+        await msg.nak()
+    except Exception:  # noqa: BLE001 - a lost connection: the ack wait hands it back
+        pass
 
 
 class FanOut:
