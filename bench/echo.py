@@ -15,6 +15,8 @@ import sys
 
 import nats
 
+from bench.procs import until_stopped
+
 
 async def serve(url: str, subject: str, reply_file: str, content_type: str) -> None:
     with open(reply_file, "rb") as fh:
@@ -30,13 +32,7 @@ async def serve(url: str, subject: str, reply_file: str, content_type: str) -> N
     await nc.subscribe(subject, cb=on_msg, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30)
     await nc.flush()
     print("echo ready", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     await nc.drain()
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUME
 
 import nats  # noqa: E402
 
+from bench.procs import until_stopped  # noqa: E402
 from contracts import ExecuteRequest, ExecuteResult, decode  # noqa: E402
 from contracts.codec import content_type  # noqa: E402
 from node import sizing  # noqa: E402
@@ -110,10 +110,7 @@ async def serve(url: str, subjects: list[tuple[str, str | None]], threads: int) 
                            pending_bytes_limit=1 << 30)
     await nc.flush()
     print(f"inprocess ready pid {os.getpid()} threads {threads}: {LABEL}", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     await nc.drain()
     pool.shutdown(wait=False, cancel_futures=True)
 

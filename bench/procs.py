@@ -158,3 +158,14 @@ def wait_for_line(proc: Proc, needle: str, timeout: float) -> None:
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}: {proc.tail()}")
         time.sleep(0.02)
     raise TimeoutError(f"{proc.name} not ready within {timeout}s: {proc.tail()}")
+
+
+async def until_stopped() -> None:
+    """Return on SIGTERM or SIGINT: how a responder process the bench started waits out its life."""
+    import asyncio
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -82,6 +80,8 @@ async def serve(url: str, system: str, subject: str, busy_ms: float) -> None:
     from sandbox.channel import Channel
     from sandbox.protocol import HEADER, Job, OutputLimits, job_encoder, outcome_decoder, scrubbed_decoder
     from sandbox.request_bars import ExecuteHead
+
+    from .procs import until_stopped
 
     nc = await nats.connect(url, name=f"bench-skeleton-{system}")
     head = msgspec.json.Decoder(ExecuteHead)
@@ -149,10 +149,7 @@ async def serve(url: str, system: str, subject: str, busy_ms: float) -> None:
         await service.add_endpoint(name="run", subject=subject, handler=handler)
     await nc.flush()
     print(f"skeleton {system} ready", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     await nc.close()
 
 

@@ -27,6 +27,14 @@ def nats_url(nats_server) -> str:
     return nats_server.url
 
 
+@pytest.fixture
+def bare_server():
+    """A nats-server of the test's own, for tests that stall (SIGSTOP) or stop it."""
+    server = EmbeddedServer().start()
+    yield server
+    server.close()
+
+
 # -- a real node (real sandbox, real nats-server) serving the whole session -------------------
 import nats  # noqa: E402
 import pytest_asyncio  # noqa: E402

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 from typing import Any
 
 import numpy as np
@@ -41,3 +43,12 @@ async def request_json(nc, subject: str, payload: Any, timeout: float = 15.0, ra
     data = raw if raw is not None else json.dumps(payload).encode()
     msg = await nc.request(subject, data, timeout=timeout)
     return json.loads(msg.data)
+
+
+async def stall(server, seconds: float) -> None:
+    """Stop a test's nats-server process for `seconds` (SIGSTOP), then let it go on (SIGCONT)."""
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)

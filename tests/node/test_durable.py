@@ -35,7 +35,7 @@ from node.durable import (
     results_subject,
 )
 from node.embedded import EmbeddedServer
-from tests.support import columnar_bars
+from tests.support import columnar_bars, stall
 
 TOKEN_CODE = "def strategy(data):\n    print('token', params['token'])\n    return 'BUY'\n"
 SPIN_CODE = ("def strategy(data):\n    n = 0\n    while n < params['n']:\n        n += 1\n"
@@ -306,13 +306,6 @@ async def test_only_the_first_of_two_racing_results_is_stored(jnc):
 
 
 # -- retries and dead letters, with a stand-in handler ---------------------------------------
-@pytest.fixture
-def bare_server():
-    server = EmbeddedServer().start()
-    yield server
-    server.close()
-
-
 @pytest_asyncio.fixture
 async def bare(bare_server):
     """A fresh server (`bare_server`) and a client connection; consumers made by `consumer_with`
@@ -464,11 +457,7 @@ async def test_a_pull_request_the_server_received_late_is_over_before_stop_fetch
         ran.append(received)
         return ExecuteResult(success=True)
     consumer = await consumer_with(handler)  # pulling: a request is open, the next one follows it
-    bare_server.proc.send_signal(signal.SIGSTOP)
-    try:
-        await asyncio.sleep(1.5)  # longer than a pull request lasts: one is sent during the stall
-    finally:
-        bare_server.proc.send_signal(signal.SIGCONT)
+    await stall(bare_server, 1.5)  # longer than a pull request lasts: one is sent during the stall
     await consumer.stop_fetching()
     info = await nc.jetstream().consumer_info(JOBS_STREAM, CONSUMER)
     assert info.num_waiting == 0  # no pull request of the stopped node is left open on the server

@@ -14,33 +14,19 @@ import time
 from types import SimpleNamespace
 
 import nats
-import pytest
 import pytest_asyncio
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
-from node.embedded import EmbeddedServer
 from node.hosting.triggers import PullLoop
+from tests.node.hosting.support import wait_for
+from tests.support import stall
 
 STREAM, CONSUMER = "LOOPTEST", "loop-test"
 
 
-async def wait_for(predicate, timeout: float = 10.0, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
-
-
-@pytest.fixture
-def bare_server():
-    server = EmbeddedServer().start()
-    yield server
-    server.close()
-
-
 @pytest_asyncio.fixture
 async def nc(bare_server):
+    """A connection to this test's own server (not the session's), with the stream and consumer."""
     conn = await nats.connect(bare_server.url)
     js = conn.jetstream()
     await js.add_stream(StreamConfig(name=STREAM, subjects=["looptest.>"], retention=RetentionPolicy.WORK_QUEUE))
@@ -85,11 +71,7 @@ async def test_a_pull_request_the_server_received_late_is_over_when_the_loop_sto
     handled: list[bytes] = []
     loop = pull_loop(nc, handled, [1])
     await wait_for(lambda: asyncio.sleep(0, loop.state == "consuming"), 5)
-    bare_server.proc.send_signal(signal.SIGSTOP)
-    try:
-        await asyncio.sleep(1.5)  # longer than a pull request lasts: one is sent during the stall
-    finally:
-        bare_server.proc.send_signal(signal.SIGCONT)
+    await stall(bare_server, 1.5)  # longer than a pull request lasts: one is sent during the stall
     await loop.stop()
     info = await nc.jetstream().consumer_info(STREAM, CONSUMER)
     assert info.num_waiting == 0  # no pull request of the stopped loop is left open on the server
