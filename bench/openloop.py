@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Callable
+from typing import Awaitable, Callable
 
 import numpy as np
 
@@ -147,8 +147,12 @@ def rates_for(rates: tuple[float, ...], half_max: bool, peak_rps: float | None) 
 
 
 async def run_section(nc, by_name: dict, result: dict, profile, headers: dict | None, index: int,
-                      log: Callable[[str], None]) -> tuple[dict, int]:
-    """Every system whose closed-loop case ran, at every rate of the profile; returns the section."""
+                      log: Callable[[str], None],
+                      started: Callable[[], Awaitable[int | None]] | None = None) -> tuple[dict, int]:
+    """Every system whose closed-loop case ran, at every rate of the profile; returns the section.
+    `started`: the node's count of sandbox children started so far; a node system's row records
+    how many it started during the row (a fresh run's replacements, a warm worker started or
+    replaced, a warm run that fell back to a fresh child), so a slow row can be told apart."""
     section: dict = {
         "arrivals": profile.openloop_arrivals, "rates": list(profile.openloop_rates),
         "half_max": profile.openloop_half_max, "seconds": profile.openloop_seconds,
@@ -162,17 +166,24 @@ async def run_section(nc, by_name: dict, result: dict, profile, headers: dict | 
         peak = entry.get("peak_throughput_rps")
         rows: dict = {}
         section["systems"][system] = {"case": system, "closed_loop_max_rps": peak, "rows": rows}
+        of_node = started is not None and system != "echo" and not system.startswith("inprocess")
         for key, rate in rates_for(profile.openloop_rates, profile.openloop_half_max, peak):
             await asyncio.sleep(profile.settle_s)
+            before = await started() if of_node else None
             # the same schedule for every system at a given rate (seed by rate, not by system)
             stats, index = await open_loop_phase(
                 nc, case.subject, case.make_payload, case.check, headers, rate, profile.openloop_requests,
                 profile.openloop_seconds, profile.request_timeout_s, index, profile.openloop_arrivals,
                 seed=int(rate * 100) + 18, node_time=case.node_time)
+            if before is not None:
+                after = await started()
+                stats["children_started"] = None if after is None else after - before
             rows[key] = stats
             p50 = "-" if stats["p50_ms"] is None else f"{stats['p50_ms']:.3f}"
             p99 = "-" if stats["p99_ms"] is None else f"{stats['p99_ms']:.3f}"
             errs = f"  errors {stats['error_codes']}" if stats["errors"] else ""
+            if stats.get("children_started"):
+                errs += f"  children started {stats['children_started']}"
             log(f"   open loop {system:<20} {rate:8.1f}/s  n={stats['ok']:<4} p50 {p50}  p99 {p99} ms  "
                 f"achieved {stats['achieved_rps']}/s  send lag p99 {stats['send_lag_ms_p99']:.2f} ms{errs}")
     return section, index

@@ -387,7 +387,9 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
         _derive(result)  # peaks, for the open loop's 50 % rows
         if only is None or "openloop" in only:
             log(f"-- open loop ({profile.openloop_arrivals} arrivals)  (t={time.perf_counter() - started:.1f}s)")
-            result["openloop"], index = await openloop.run_section(nc, by_name, result, profile, headers, index, log)
+            result["openloop"], index = await openloop.run_section(
+                nc, by_name, result, profile, headers, index, log,
+                started=lambda: children_started(nc, setup.get("node_id")))
         troubled = [n for n, e in result["cases"].items()
                     if e["status"] != "ok" or any(lv["errors"] for lv in e["levels"].values())]
         node_proc = next((p for p in procs if p.name == "node"), None)

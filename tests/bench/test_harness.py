@@ -185,6 +185,17 @@ def test_open_loop_rows_for_every_system_and_rate(tiny_run):
             assert _finite(row["send_lag_ms_p99"]) and row["send_lag_ms_p99"] >= 0
 
 
+def test_open_loop_rows_of_the_node_count_the_sandbox_children_it_started(tiny_run):
+    for system, entry in tiny_run["openloop"]["systems"].items():
+        for key, row in entry["rows"].items():
+            if system == "echo" or system.startswith("inprocess"):
+                assert "children_started" not in row, (system, key)
+            elif system.startswith("warm_"):
+                assert row["children_started"] >= 0, (system, key)
+            else:  # a fresh run's child is replaced after each run
+                assert row["children_started"] >= 1, (system, key, row)
+
+
 def test_c1_comparisons_with_the_baseline_are_interleaved(tiny_run):
     for case, reference in COMPARISON_PAIRS:
         comp = tiny_run["comparisons"][f"{case}~{reference}"]
