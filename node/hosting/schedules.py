@@ -184,10 +184,7 @@ class Fires:
                 await self._one(msg)
             except Exception as exc:  # noqa: BLE001 - left for another try
                 log.warning("fire on %s not handled: %s", msg.subject, exc)
-                try:
-                    await msg.nak(delay=0.5)
-                except Exception:  # noqa: BLE001
-                    pass
+                await triggers.nak(msg, 0.5)
 
     async def _one(self, msg: Any) -> None:
         parts = msg.subject.split(".")

@@ -204,7 +204,7 @@ class PullLoop:
             naks: list[asyncio.Future] = []
             try:
                 await sub.hand_back(FETCH_WAIT_S + self.GRACE_S,
-                                    lambda msg: naks.append(asyncio.ensure_future(_nak(msg))))
+                                    lambda msg: naks.append(asyncio.ensure_future(nak(msg))))
                 if naks:
                     await asyncio.wait(naks)
                 await sub.unsubscribe()
@@ -238,7 +238,7 @@ class PullLoop:
                 except asyncio.TimeoutError:  # the server stayed silent past the request's end
                     continue
                 if self._stop.is_set():  # delivered as we stopped: another node takes it now
-                    await asyncio.gather(*(_nak(msg) for msg in msgs))
+                    await asyncio.gather(*(nak(msg) for msg in msgs))
                 elif msgs:
                     await self.handle(msgs)
                 if self.state != "consuming":
@@ -262,10 +262,12 @@ class PullLoop:
                 retry = min(retry * 2, 5.0)
 
 
-async def _nak(msg: Any) -> None:
+async def nak(msg: Any, delay: float | None = None) -> None:
+    """Hand `msg` back for another delivery (after `delay` seconds); on a lost connection the
+    ack wait hands it back instead."""
     try:
-        await msg.nak()
-    except Exception:  # noqa: BLE001 - a lost connection: the ack wait hands it back
+        await msg.nak(delay=delay)
+    except Exception:  # noqa: BLE001
         pass
 
 
@@ -282,20 +284,14 @@ class FanOut:
         except Exception as exc:  # noqa: BLE001 - the watch is behind or JetStream is away: later
             log.warning("fan-out waits for the deployment watch (%s: %s)", type(exc).__name__, exc)
             for msg in msgs:
-                try:
-                    await msg.nak(delay=0.2)
-                except Exception:  # noqa: BLE001
-                    pass
+                await nak(msg, 0.2)
             return
         for msg in msgs:
             try:
                 await self._one(msg)
             except Exception as exc:  # noqa: BLE001 - left unacked: redelivered after the ack wait
                 log.warning("fan-out of %s failed: %s", msg.subject, exc)
-                try:
-                    await msg.nak(delay=0.5)
-                except Exception:  # noqa: BLE001
-                    pass
+                await nak(msg, 0.5)
 
     async def _one(self, msg: Any) -> None:
         parts = msg.subject.split(".", 2)
@@ -367,10 +363,7 @@ class Triggers:
                 await self.runner.handle(msg)
             except Exception as exc:  # noqa: BLE001 - the node's own failure: another try
                 log.warning("trigger %s failed in the node: %s", msg.subject, exc, exc_info=True)
-                try:
-                    await msg.nak(delay=0.5)
-                except Exception:  # noqa: BLE001
-                    pass
+                await nak(msg, 0.5)
             finally:
                 finished.set()
                 heartbeat.cancel()
