@@ -35,6 +35,8 @@ from .report import evaluate_targets
 from .stats import ratio, summarize
 
 SERIES = ("BENCH", "1m")
+# how long a phase's count of sandbox children started waits for the pool to settle (children_started)
+SETTLE_COUNT_S = 3.0
 
 
 class Unavailable(Exception):
@@ -169,16 +171,28 @@ async def load_bars(nc, n: int) -> dict:
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
-async def children_started(nc, node_id: str | None) -> int | None:
+async def children_started(nc, node_id: str | None, settle_s: float = 0.0) -> int | None:
     """The node's count of sandbox children started so far (Health.pool.started), from its own
-    health subject; None when it cannot be read."""
+    health subject; None when it cannot be read.
+
+    `settle_s` > 0: first wait, up to that long, until the pool has no run in flight and its ready
+    children are back at target, so the replacements a phase's runs asked for are counted in that
+    phase (a fresh run's replacement is forked after its reply, and lands after the client has it).
+    """
     if not node_id:
         return None
-    try:
-        msg = await nc.request(subjects.node_health(node_id), b"{}", timeout=5.0)
-        return int(json.loads(msg.data)["pool"]["started"])
-    except Exception:  # noqa: BLE001 - a figure missing from the JSON, not a failed run
-        return None
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            msg = await nc.request(subjects.node_health(node_id), b"{}", timeout=5.0)
+            pool = json.loads(msg.data)["pool"]
+            started = int(pool["started"])
+        except Exception:  # noqa: BLE001 - a figure missing from the JSON, not a failed run
+            return None
+        settled = pool.get("busy", 0) == 0 and pool.get("ready", 0) >= pool.get("target", 0)
+        if settled or time.monotonic() >= deadline:
+            return started
+        await asyncio.sleep(0.02)
 
 
 async def wait_healthy(nc, timeout: float) -> dict:
@@ -342,7 +356,7 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
                     stats, index = await run_phase(nc, case.subject, case.make_payload, case.check, headers,
                                                    c, count, seconds, timeout, index, case.node_time)
                     after = meter.snapshot()
-                    started_after = await children_started(nc, setup.get("node_id"))
+                    started_after = await children_started(nc, setup.get("node_id"), SETTLE_COUNT_S)
                     if started_before is not None and started_after is not None and stats["requests"]:
                         # sandbox children the node's pool took from the zygote during the phase: a
                         # fresh run's replacement, a new warm worker, or a warm run that fell back
@@ -389,7 +403,7 @@ async def run(profile: Profile, *, nats_url: str | None = None, node_pid: int | 
             log(f"-- open loop ({profile.openloop_arrivals} arrivals)  (t={time.perf_counter() - started:.1f}s)")
             result["openloop"], index = await openloop.run_section(
                 nc, by_name, result, profile, headers, index, log,
-                started=lambda: children_started(nc, setup.get("node_id")))
+                started=lambda: children_started(nc, setup.get("node_id"), SETTLE_COUNT_S))
         troubled = [n for n, e in result["cases"].items()
                     if e["status"] != "ok" or any(lv["errors"] for lv in e["levels"].values())]
         node_proc = next((p for p in procs if p.name == "node"), None)
