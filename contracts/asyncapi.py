@@ -42,6 +42,7 @@ from .hosting import (
     StrategyReply,
 )
 from .execute import Signal
+from .quotas import QuotaReply, QuotaRequest
 from .secrets import SecretPut, SecretRef, SecretReply
 from .screen import ScreenRequest, ScreenResult
 from .validate import ValidateRequest, ValidateResult
@@ -69,6 +70,9 @@ REQUEST_REPLY: dict[str, tuple[str, type, type, str]] = {
                        "(nodes send it, as msgpack; a point carries no grid)."),
     "SCREEN": ("screen", ScreenRequest, ScreenResult,
                "Run a classify_symbol strategy over a universe of stored symbols."),
+    "QUOTAS": ("quotas", QuotaRequest, QuotaReply,
+               "The calling tenant's quotas of hosted objects: each limit, the node setting that holds it, "
+               "what the tenant has now and what a create at the limit meets."),
     "HEALTH": ("health", AnyRequest, Health,
                "Status, version, limits and the active isolation layers of any one node."),
 }

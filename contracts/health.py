@@ -20,6 +20,12 @@ class Limits(msgspec.Struct, kw_only=True):
     max_memory_mb: int
     max_code_chars: int
     max_bars: int
+    # per-tenant quotas of hosted objects (contracts/quotas.py; `strategy.v1.quotas` gives a
+    # tenant its own counts); None from a node older than these fields
+    max_strategies_per_tenant: int | None = None
+    max_versions_per_strategy: int | None = None
+    max_deployments_per_tenant: int | None = None
+    max_secrets_per_tenant: int | None = None
 
 
 class PoolState(msgspec.Struct, kw_only=True):

@@ -26,6 +26,7 @@ from .hosting import (
     StrategyRef,
     StrategyReply,
 )
+from .quotas import QuotaReply, QuotaRequest
 from .secrets import SecretPut, SecretRef, SecretReply
 from .screen import ScreenRequest, ScreenResult
 from .validate import ValidateRequest, ValidateResult
@@ -54,6 +55,8 @@ MESSAGES: dict[str, type] = {
     "SecretPut": SecretPut,
     "SecretRef": SecretRef,
     "SecretReply": SecretReply,
+    "QuotaRequest": QuotaRequest,
+    "QuotaReply": QuotaReply,
 }
 
 

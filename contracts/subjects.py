@@ -29,6 +29,7 @@ DEPLOYMENT_OPS = ("create", "update", "get", "list", "pause", "resume", "stop", 
                   "deploy", "state", "logs")
 SECRETS = f"{PREFIX}.secrets"  # contracts/secrets.py
 SECRET_OPS = ("put", "list", "delete", "rotate")
+QUOTAS = f"{PREFIX}.quotas"  # the calling tenant's quotas of hosted objects (contracts/quotas.py)
 # Results of hosted runs: signals.<tenant>.<deployment>.<symbol>, strategy.logs.<tenant>.<deployment>;
 # work items strategy.triggers.<tenant>.<deployment> (nodes only).
 SIGNALS = "signals"

@@ -143,7 +143,11 @@ class Endpoints:
             in_flight=in_flight, queued=queued,
             limits=Limits(max_workers=s.max_workers, max_queue=s.max_queue,
                           max_timeout_seconds=s.max_timeout_seconds, max_memory_mb=s.max_memory_mb,
-                          max_code_chars=contract_limits.MAX_CODE_CHARS, max_bars=contract_limits.MAX_BARS),
+                          max_code_chars=contract_limits.MAX_CODE_CHARS, max_bars=contract_limits.MAX_BARS,
+                          max_strategies_per_tenant=s.max_strategies_per_tenant,
+                          max_versions_per_strategy=s.max_versions_per_strategy,
+                          max_deployments_per_tenant=s.max_deployments_per_tenant,
+                          max_secrets_per_tenant=s.max_secrets_per_tenant),
             pool=pool, isolation=list(self.pool.layers), trust_body_user_id=s.trust_body_user_id,
             nats_account=self.nats_account,
         )

@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 
-from . import backtest, bars, execute, follow, health, hosting, jobs, refdata, run, screen, secrets, validate, web
+from . import backtest, bars, execute, follow, health, hosting, jobs, quotas, refdata, run, screen, secrets, validate, web
 from . import connect as cli_connect
 from . import deploy as deploy_cmd
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     hosting.register(sub)  # strategies, deployments (hosted strategies)
     deploy_cmd.register(sub)  # deploy FILE: a new version and its deployment in one step
     secrets.register(sub)  # secrets set/ls/rm/rotate (hosted strategies)
+    quotas.register(sub)  # quotas (the tenant's limits of hosted objects and what it has)
     follow.register(sub)  # signals, logs --follow
     web.register(sub)  # web (the dashboard)
     return parser

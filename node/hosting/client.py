@@ -5,6 +5,7 @@
     await hosting.create_deployment("sma-live", strategy="sma", symbols=["AAPL"], timeframe="1m")
     await hosting.deploy_file("sma.py", symbols=["AAPL"], timeframe="1m", schedule="open+5m", session="XNYS")
     (await hosting.history("sma")).history       # who changed what, when
+    (await hosting.quotas()).quotas              # each limit and what this tenant has now
     async for signal in hosting.follow_signals("sma-live"): ...
 
 Each call is one request on `strategy.v1.strategies.*` / `strategy.v1.deployments.*`; a reply
@@ -33,6 +34,7 @@ from contracts.hosting import (
     StrategyRef,
     StrategyReply,
 )
+from contracts.quotas import QuotaReply, QuotaRequest
 from contracts.secrets import SecretPut, SecretRef, SecretReply
 
 from .naming import LOCAL_TENANT
@@ -158,6 +160,11 @@ class HostingClient:
     async def rotate_secrets(self) -> SecretReply:
         """Re-encrypt this tenant's secrets under the nodes' newest key (`rotated`: how many)."""
         return await self._call(f"{subjects.SECRETS}.rotate", SecretRef(), SecretReply)
+
+    # -- quotas ----------------------------------------------------------------------------
+    async def quotas(self) -> QuotaReply:
+        """This tenant's quotas: each limit, its node setting and what the tenant has now."""
+        return await self._call(subjects.QUOTAS, QuotaRequest(), QuotaReply)
 
     # -- following -------------------------------------------------------------------------
     async def follow_signals(self, deployment: str) -> AsyncIterator[tuple[str, Signal]]:

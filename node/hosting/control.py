@@ -31,6 +31,7 @@ from contracts.hosting import (
     check_schedule,
 )
 
+from contracts.quotas import QuotaReply, QuotaRequest
 from contracts.secrets import SecretPut, SecretRef, SecretReply
 
 from .. import identity, sizing
@@ -104,6 +105,7 @@ class Control:
             out.append((f"deployments-{op}", f"{subjects.DEPLOYMENTS}.{op}", self._wrap(op, self.deployment, DeploymentReply)))
         for op in subjects.SECRET_OPS:
             out.append((f"secrets-{op}", f"{subjects.SECRETS}.{op}", self._wrap(op, self.secret, SecretReply)))
+        out.append(("quotas", subjects.QUOTAS, self._wrap("quotas", self.quota, QuotaReply)))
         return out
 
     def _wrap(self, op: str, fn, reply_type: type) -> Handler:
@@ -122,6 +124,11 @@ class Control:
             reply.node_id = self.h.settings.node_id
             return reply
         return handler
+
+    # -- quotas ----------------------------------------------------------------------------
+    async def quota(self, op: str, tenant: str, data: bytes, kind: str) -> QuotaReply:
+        decode(data or b"{}", QuotaRequest, kind)  # no options: any field is refused, named
+        return QuotaReply(ok=True, tenant=tenant, quotas=await self.quotas.usage(tenant))
 
     # -- strategies ------------------------------------------------------------------------
     async def strategy(self, op: str, tenant: str, data: bytes, kind: str) -> StrategyReply:

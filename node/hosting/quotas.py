@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 import nats.js.errors
 from nats.js.api import DeliverPolicy
 
 from contracts import ErrorCode, ExecutionError
+from contracts.quotas import Quota
 
 from .. import nats_internals
 from . import naming
@@ -87,6 +89,30 @@ class Quotas:
 
     def __init__(self, hosting: Any) -> None:
         self.h = hosting
+
+    # -- what a tenant has -----------------------------------------------------------------
+    async def usage(self, tenant: str) -> list[Quota]:
+        """Each quota of `tenant` with what it has now (`strategy.v1.quotas`, contracts/quotas.py),
+        counted the way the checks below count."""
+        s = self.h.settings
+        strategy_keys, deployments, secrets = await asyncio.gather(
+            live_keys(self.h.registry.kv, naming.strategy_prefix(tenant)),
+            live_keys(self.h.deployments.kv, f"{tenant}.>"),
+            live_keys(self.h.secrets.kv, f"{tenant}.>"))
+        per_name = Counter(k.split(".")[1] for k in strategy_keys)
+        # the strategy with the most versions (the first name of those tied)
+        most = max(sorted(per_name.items()), key=lambda item: item[1], default=(None, 0))
+        return [
+            Quota(name="strategies", setting="MAX_STRATEGIES_PER_TENANT", limit=s.max_strategies_per_tenant,
+                  used=len(per_name), at_limit="refused"),
+            Quota(name="versions_per_strategy", setting="MAX_VERSIONS_PER_STRATEGY",
+                  limit=s.max_versions_per_strategy, used=most[1], at_limit="oldest_unused_dropped",
+                  strategy=most[0]),
+            Quota(name="deployments", setting="MAX_DEPLOYMENTS_PER_TENANT", limit=s.max_deployments_per_tenant,
+                  used=len(deployments), at_limit="refused"),
+            Quota(name="secrets", setting="MAX_SECRETS_PER_TENANT", limit=s.max_secrets_per_tenant,
+                  used=len(secrets), at_limit="refused"),
+        ]
 
     # -- strategies and versions -----------------------------------------------------------
     async def versions(self, tenant: str, name: str) -> list[int]:

@@ -13,12 +13,13 @@ import pytest
 from contracts.asyncapi import REQUEST_REPLY
 from contracts.backtest import BacktestRequest, BacktestResult
 from contracts.execute import ExecuteRequest, ExecuteResult
+from contracts.quotas import QuotaReply, QuotaRequest
 from contracts.schema import MESSAGES
 from contracts.screen import ScreenRequest, ScreenResult
 from contracts.validate import ValidateRequest, ValidateResult
 
-REQUESTS = (ExecuteRequest, ValidateRequest, BacktestRequest, ScreenRequest)
-REPLIES = (ExecuteResult, ValidateResult, BacktestResult, ScreenResult)
+REQUESTS = (ExecuteRequest, ValidateRequest, BacktestRequest, ScreenRequest, QuotaRequest)
+REPLIES = (ExecuteResult, ValidateResult, BacktestResult, ScreenResult, QuotaReply)
 
 
 def structs_in(root: type) -> set[type]:

@@ -11,11 +11,13 @@ import os
 import subprocess
 import sys
 
+import msgspec
 import nats
 import pytest
 import pytest_asyncio
 
-from contracts import ErrorCode
+from contracts import ErrorCode, subjects
+from contracts.quotas import QuotaReply
 from node.config import Settings
 from node.embedded import EmbeddedServer
 from node.hosting.client import HostingClient, HostingError
@@ -48,16 +50,26 @@ async def hosting(server, nodes):
     await nc.drain()
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def h(hosting):
-    """The client of tenant `local`; everything the test made is deleted after it."""
-    yield hosting
+async def clear(hosting: HostingClient) -> None:
+    """Deletes every deployment, strategy and secret of the client's tenant."""
     for view in (await hosting.list_deployments()).deployments:
         await hosting.delete_deployment(view.deployment.id)
     for summary in (await hosting.list_strategies()).strategies:
         await hosting.delete_strategy(summary.name)
     for secret in (await hosting.list_secrets()).secrets:
         await hosting.delete_secret(secret.name)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def h(hosting):
+    """The client of tenant `local`; everything the test made is deleted after it."""
+    yield hosting
+    await clear(hosting)
+
+
+def used(reply) -> dict[str, tuple[int, int]]:
+    """A QuotaReply as {name: (used, limit)}."""
+    return {q.name: (q.used, q.limit) for q in reply.quotas}
 
 
 async def refusal(call) -> str:
@@ -229,6 +241,87 @@ async def test_deleting_a_secret_frees_a_slot(h):
     assert [s.name for s in (await h.list_secrets()).secrets] == ["K2", "K3"]
 
 
+# -- what a tenant has (strategy.v1.quotas) ----------------------------------------------------
+async def test_the_quotas_of_a_tenant_with_nothing_are_all_unused(h):
+    reply = await h.quotas()
+    assert reply.ok and reply.tenant == "local"
+    assert used(reply) == {"strategies": (0, 2), "versions_per_strategy": (0, 2), "deployments": (0, 2),
+                           "secrets": (0, 2)}
+    assert reply.quotas[1].strategy is None
+
+
+async def test_the_quotas_name_each_setting_and_what_a_create_at_the_limit_meets(h):
+    quotas = {q.name: (q.setting, q.at_limit) for q in (await h.quotas()).quotas}
+    assert quotas == {"strategies": ("MAX_STRATEGIES_PER_TENANT", "refused"),
+                      "versions_per_strategy": ("MAX_VERSIONS_PER_STRATEGY", "oldest_unused_dropped"),
+                      "deployments": ("MAX_DEPLOYMENTS_PER_TENANT", "refused"),
+                      "secrets": ("MAX_SECRETS_PER_TENANT", "refused")}
+
+
+async def test_the_quotas_count_what_the_tenant_has_now(h):
+    await h.put_strategy("few", CODE)
+    await h.put_strategy("most", CODE)
+    await h.put_strategy("most", CODE + "# v2\n")
+    await h.create_deployment("d1", strategy="few", symbols=["Q1"], timeframe="1d")
+    await h.set_secret("K1", "value-one")
+    reply = await h.quotas()
+    assert used(reply) == {"strategies": (2, 2), "versions_per_strategy": (2, 2), "deployments": (1, 2),
+                           "secrets": (1, 2)}
+    assert reply.quotas[1].strategy == "most"
+
+
+async def test_what_was_deleted_is_not_counted(h):
+    await h.put_strategy("gone", CODE)
+    await h.put_strategy("kept", CODE)
+    await h.create_deployment("d1", strategy="kept", symbols=["Q1"], timeframe="1d")
+    await h.set_secret("K1", "value-one")
+    await h.delete_strategy("gone")
+    await h.delete_deployment("d1")
+    await h.delete_secret("K1")
+    assert used(await h.quotas()) == {"strategies": (1, 2), "versions_per_strategy": (1, 2),
+                                      "deployments": (0, 2), "secrets": (0, 2)}
+
+
+async def test_the_quotas_reached_are_the_ones_the_next_create_is_refused_by(h):
+    for name in ("a", "b"):
+        await h.put_strategy(name, CODE)
+        await h.set_secret(f"K_{name}", "v")
+    full = {q.name for q in (await h.quotas()).quotas if q.used >= q.limit}
+    assert full == {"strategies", "secrets"}
+    assert "MAX_STRATEGIES_PER_TENANT" in await refusal(h.put_strategy("c", CODE))
+    assert "MAX_SECRETS_PER_TENANT" in await refusal(h.set_secret("K_c", "v"))
+    assert (await h.create_deployment("d1", strategy="a", symbols=["Q1"], timeframe="1d")).ok
+
+
+@pytest.mark.parametrize("body, named", [
+    (b'{"tenant": "someone-else"}', "tenant"),
+    (b'{"user_id": "u1"}', "user_id"),
+    (b'[1, 2]', "object"),
+    (b'{"unclosed', "JSON"),
+])
+async def test_a_quotas_request_with_any_option_or_a_bad_body_is_refused_naming_it(hosting, body, named):
+    msg = await hosting.nc.request(subjects.QUOTAS, body, timeout=10,
+                                   headers={subjects.CONTENT_TYPE: subjects.JSON})
+    reply = msgspec.json.decode(msg.data, type=QuotaReply)
+    assert not reply.ok and reply.error.code == ErrorCode.INVALID_REQUEST, reply
+    assert named in reply.error.message, reply.error.message
+    assert reply.quotas == []
+
+
+async def test_health_gives_the_quota_limits_of_the_node(hosting):
+    limits = msgspec.json.decode((await hosting.nc.request(subjects.HEALTH, b"{}", timeout=10)).data)["limits"]
+    assert {k: limits[k] for k in ("max_strategies_per_tenant", "max_versions_per_strategy",
+                                   "max_deployments_per_tenant", "max_secrets_per_tenant")} == {
+        "max_strategies_per_tenant": 2, "max_versions_per_strategy": 2, "max_deployments_per_tenant": 2,
+        "max_secrets_per_tenant": 2}
+
+
+async def test_an_empty_quotas_request_is_answered(hosting):
+    msg = await hosting.nc.request(subjects.QUOTAS, b"", timeout=10)
+    reply = msgspec.json.decode(msg.data, type=QuotaReply)
+    assert reply.ok and len(reply.quotas) == 4
+
+
 # -- the CLI -----------------------------------------------------------------------------------
 def cli(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "node", *args, "--url", url], cwd=ROOT, capture_output=True,
@@ -249,6 +342,25 @@ async def test_the_cli_shows_a_quota_refusal_and_exits_non_zero(server, h, tmp_p
     secret = await asyncio.to_thread(cli, server.url, "secrets", "set", "K3", stdin="value-three\n")
     assert secret.returncode == 1 and secret.stderr.startswith(
         "error: INVALID_REQUEST: tenant local has 2 secrets, the most MAX_SECRETS_PER_TENANT allows"), secret
+
+
+async def test_the_cli_prints_the_quotas_as_a_table_and_as_json(server, h):
+    await h.put_strategy("s1", CODE)
+    await h.put_strategy("s1", CODE + "# v2\n")
+    table = await asyncio.to_thread(cli, server.url, "quotas")
+    assert table.returncode == 0, table
+    lines = table.stdout.splitlines()
+    assert lines[0] == "tenant local"
+    assert lines[1].split() == ["QUOTA", "USED", "LIMIT", "SETTING", "AT", "THE", "LIMIT"]
+    rows = {line.split()[0]: line.split()[1:4] for line in lines[2:]}
+    assert rows == {"strategies": ["1", "2", "MAX_STRATEGIES_PER_TENANT"],
+                    "versions_per_strategy": ["2", "2", "MAX_VERSIONS_PER_STRATEGY"],
+                    "deployments": ["0", "2", "MAX_DEPLOYMENTS_PER_TENANT"],
+                    "secrets": ["0", "2", "MAX_SECRETS_PER_TENANT"]}
+    assert "(most: s1)" in lines[3] and "oldest versions no deployment runs are dropped" in lines[3]
+    as_json = await asyncio.to_thread(cli, server.url, "quotas", "--json")
+    reply = msgspec.json.decode(as_json.stdout, type=QuotaReply)
+    assert reply.ok and used(reply)["versions_per_strategy"] == (2, 2) and reply.quotas[1].strategy == "s1"
 
 
 # -- tenants (NATS accounts of deploy/nats/permissions.conf) ------------------------------------
@@ -294,3 +406,21 @@ async def test_one_tenant_at_its_limits_does_not_limit_another(tenants):
                                            timeframe="1d")).deployment.id == f"d-{name}"
         await hb.set_secret(f"K_{name}", "tenant-b-value")
     assert [s.name for s in (await hb.list_secrets()).secrets] == ["K_one", "K_two"]
+
+
+async def test_each_tenant_sees_only_its_own_quotas(tenants):
+    ha, hb = tenants
+    await clear(ha)
+    await clear(hb)
+    await ha.put_strategy("one", CODE)
+    await ha.put_strategy("one", CODE + "# v2\n")
+    await ha.create_deployment("d-one", strategy="one", symbols=["Q1"], timeframe="1d")
+    await ha.set_secret("K_one", "tenant-a-value")
+    a, b = await ha.quotas(), await hb.quotas()
+    assert a.tenant == "TENANT_A" and b.tenant == "TENANT_B"
+    assert used(a) == {"strategies": (1, 2), "versions_per_strategy": (2, 2), "deployments": (1, 2),
+                       "secrets": (1, 2)}
+    assert used(b) == {"strategies": (0, 2), "versions_per_strategy": (0, 2), "deployments": (0, 2),
+                       "secrets": (0, 2)}
+    assert b.quotas[1].strategy is None
+    await clear(ha)
