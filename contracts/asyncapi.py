@@ -279,7 +279,10 @@ def build() -> dict[str, Any]:
         add(f"job{kind.title()}", f"{subjects.JOBS}.{kind}", request, reply,
             f"Durable {kind} job (JetStream stream STRATEGY_JOBS, consumer strategy-workers).",
             "strategy-workers",
-            description=(f"Publish with header `Nats-Msg-Id: <job id>` (duplicates are dropped) and, to get "
+            description=(f"Publish with header `Strategy-Job-Id: <job id>` (a job id of one tenant runs once: "
+                         f"a repeat within JOBS_DUPLICATE_WINDOW_SECONDS, or after its result is stored, is "
+                         f"dropped; `Nats-Msg-Id` also names the job, but JetStream reads it stream-wide, "
+                         f"across tenants, for 100 ms) and, to get "
                          f"the result pushed, `{subjects.JOB_REPLY_HEADER}: <inbox>`. The result is also "
                          f"stored under `{subjects.RESULTS}.<job id>` (stream STRATEGY_RESULTS); a job "
                          f"whose deliveries run out lands on `{subjects.DEAD}.<job id>`."))

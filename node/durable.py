@@ -4,8 +4,10 @@ Wire protocol (any NATS client can produce jobs; node/jobs_client.py is the Pyth
 
 * A producer publishes the request body (an ExecuteRequest / BacktestRequest, JSON or msgpack
   per `Content-Type`) to `strategy.jobs.<kind>` (`execute`, `backtest`) with the job id as
-  `Nats-Msg-Id` (the stream drops a duplicate id inside its duplicate window) and, optionally,
-  a reply subject in `Strategy-Reply-To` (JetStream does not store a message's reply subject).
+  `Strategy-Job-Id` (or `Nats-Msg-Id`: node/jobqueue/ids.py) and, optionally, a reply subject
+  in `Strategy-Reply-To` (JetStream does not store a message's reply subject). A tenant's job id
+  runs once: before running, a node claims it per tenant for JOBS_DUPLICATE_WINDOW_SECONDS
+  (node/jobqueue/claims.py), and another message with the id in that window is acked unrun.
 * A tenant in an account of its own publishes the same `strategy.jobs.<kind>` through its import;
   the server stores it as `strategy.jobs.<account>.<kind>` (an export guarded by
   `account_token_position`), and the job runs as that verified tenant (node/identity.py).
@@ -48,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from typing import Any, Awaitable, Callable, Mapping
@@ -77,6 +78,19 @@ from .admission import Admission
 from .config import Settings
 from .endpoints import error_headers
 from .nats_auth import is_inbox_subject
+from .jobqueue import (
+    EXPECTED_LAST_SUBJECT_SEQ,
+    JOB_ID,
+    MSG_ID,
+    NO_MESSAGE_FOUND,
+    STREAM_DUPLICATE_WINDOW_S,
+    WRONG_LAST_SEQUENCE,
+    Claims,
+    ConflictingIds,
+    claims_stream_config,
+    job_id_of,
+    valid_job_id,
+)
 from .pull import Puller
 
 log = logging.getLogger("node.durable")
@@ -94,18 +108,13 @@ LEASES_STREAM = "STRATEGY_LEASES"
 LEASES_PREFIX = "strategy.leases"
 DEAD_LETTER_GROUP = "strategy-dead-letter"
 
-MSG_ID = "Nats-Msg-Id"
 REPLY_TO = subjects.JOB_REPLY_HEADER
-JOB_ID = "Strategy-Job-Id"
 JOB_KIND = "Strategy-Job-Kind"
 RUN_ID = "Strategy-Run-Id"
 NODE = "Strategy-Node"
 ERROR = "Strategy-Error"
 DELIVERIES = "Strategy-Deliveries"
 JOB_SUBJECT = "Strategy-Job-Subject"
-EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
-WRONG_LAST_SEQUENCE = 10071  # JetStream err_code of a failed expected-last-sequence check
-NO_MESSAGE_FOUND = 10037  # JetStream err_code of a get for a subject with no message
 BODY_DROPPED = "Strategy-Body-Dropped"
 LOOKUP_ATTEMPTS = 5  # pre-run result lookup: tries, with a doubling pause from LOOKUP_PAUSE_S
 LOOKUP_PAUSE_S = 0.1
@@ -113,7 +122,6 @@ TRANSIENT = (asyncio.TimeoutError, nats.errors.ConnectionReconnectingError, nats
              nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError,
              nats.errors.OutboundBufferLimitError)
 
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 RETRYABLE = frozenset({ErrorCode.INTERNAL, ErrorCode.OVERLOADED})
 RESULT_TYPES: dict[str, type] = {"execute": ExecuteResult, "backtest": BacktestResult}
 
@@ -139,16 +147,12 @@ def dead_subject(key: str) -> str:
 def stored_key(job_subject: str, job_id: str) -> str:
     """Where a job's result (and dead letter) is kept: `<account>.<job id>` for a tenant's job
     (`strategy.jobs.<account>.<kind>`, the token the server wrote), the bare job id for a job
-    published inside the node's own account. Job ids are the clients' own (`Nats-Msg-Id`), so
+    published inside the node's own account. Job ids are the clients' own (`Strategy-Job-Id`), so
     one tenant's id never finds, replaces or pre-empts another's result; each tenant reads only
     `strategy.results.<its account>.>`, which its import maps from `strategy.results.<job id>`
     (deploy/nats/permissions.conf)."""
     account, _ = identity.job_parts(job_subject)
     return f"{account}.{job_id}" if account else job_id
-
-
-def valid_job_id(job_id: str | None) -> bool:
-    return bool(job_id) and JOB_ID_RE.match(job_id) is not None
 
 
 def result_type(kind: str | None) -> type:
@@ -166,7 +170,9 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
         StreamConfig(
             name=JOBS_STREAM, subjects=[f"{JOBS_PREFIX}.>"], retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE, num_replicas=replicas,
-            duplicate_window=settings.jobs_duplicate_window_seconds,
+            # the server's smallest window: the stream drops a repeated Nats-Msg-Id whoever sent
+            # it, so job ids are de-duplicated per tenant by the nodes (node/jobqueue/claims.py)
+            duplicate_window=STREAM_DUPLICATE_WINDOW_S,
             description="Durable strategy jobs; one shared pull consumer (strategy-workers)",
         ),
         StreamConfig(
@@ -328,6 +334,7 @@ class JobConsumer:
         self.verifier = identity.Verifier(trust_body=settings.trust_body_user_id)
         self.js = nc.jetstream(timeout=API_TIMEOUT_S)
         self.results = ResultStore(self.js, nc)
+        self.claims = Claims(self.js, API_TIMEOUT_S)
         self.backoff = tuple(settings.jobs_backoff_seconds) or (settings.jobs_ack_wait_seconds,)
         self.heartbeat_s = max(0.05, settings.jobs_ack_wait_seconds / 3)
         self.state = "starting"
@@ -403,6 +410,8 @@ class JobConsumer:
         jobs, results, dead = stream_configs(self.settings)
         await self._ensure_stream(jobs)
         await self._ensure_stream(results)
+        await self._ensure_stream(claims_stream_config(self.settings.jobs_duplicate_window_seconds,
+                                                       self.settings.jobs_replicas))
         try:  # jobs run without it; only dead letters need it
             await self._ensure_stream(dead)
         except Exception as exc:  # noqa: BLE001 - e.g. no permission to declare it
@@ -563,13 +572,17 @@ class JobConsumer:
             seq, delivered = meta.sequence.stream, meta.num_delivered
             # strategy.jobs.[<account>.]<kind>: the account token is the verified tenant (node/identity.py).
             caller, kind = self.verifier.job(msg.subject)
-            job_id = headers.get(MSG_ID) or f"seq-{seq}"
             ctype = content_type(headers)
             reply_to = headers.get(REPLY_TO)
-            if not valid_job_id(job_id):
+            try:
+                job_id, problem = job_id_of(headers, seq), None
+                if not valid_job_id(job_id):
+                    problem = f"invalid job id: use 1-128 letters, digits, '-' or '_' ({JOB_ID} or {MSG_ID})"
+            except ConflictingIds as exc:
+                job_id, problem = f"seq-{seq}", f"invalid job id: {exc}"
+            if problem is not None:
                 result = result_type(kind)(success=False, node_id=self.settings.node_id, error=ErrorInfo(
-                    code=ErrorCode.INVALID_REQUEST,
-                    message="invalid job id: use 1-128 letters, digits, '-' or '_' (Nats-Msg-Id)"))
+                    code=ErrorCode.INVALID_REQUEST, message=problem))
                 await self._reply(reply_to, job_id, encode(result, ctype), ctype, result.error, msg.subject)
                 self._settling(msg)
                 await msg.ack()
@@ -583,8 +596,17 @@ class JobConsumer:
                 await self._failed(msg, job_id, kind, ctype, headers, delivered,
                                    f"INTERNAL: result store unreachable ({type(exc).__name__}: {exc})")
                 return
-            if stored is not None:
-                self.skipped_duplicates += 1  # completed on an earlier delivery: never run twice
+            if stored is None:
+                try:  # the first message with this id of this tenant in the window runs, no other
+                    first = await self.claims.claim(stored_key(msg.subject, job_id), seq)
+                except Exception as exc:  # noqa: BLE001 - as for the lookup: hand it back, do not run it
+                    await self._failed(msg, job_id, kind, ctype, headers, delivered,
+                                       f"INTERNAL: job id claims unreachable ({type(exc).__name__}: {exc})")
+                    return
+            if stored is not None or not first:
+                # completed on an earlier delivery, or a repeated submit of a job id that another
+                # message of this tenant holds: never run twice
+                self.skipped_duplicates += 1
                 self._settling(msg)
                 await msg.ack()
                 return
@@ -764,7 +786,10 @@ class JobConsumer:
             except nats.js.errors.NotFoundError:
                 return  # acked meanwhile, or another node handled the advisory
             headers = dict(raw.headers or {})
-            job_id = headers.get(MSG_ID) or f"seq-{seq}"
+            try:
+                job_id = job_id_of(headers, seq)
+            except ConflictingIds:
+                job_id = ""  # answered INVALID_REQUEST on its first delivery: no result to leave
             _account, kind = identity.job_parts(raw.subject or "")
             if valid_job_id(job_id) and await self.results.get(stored_key(raw.subject or "", job_id)) is None:
                 await self._dead_letter(

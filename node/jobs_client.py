@@ -1,11 +1,13 @@
 """Durable jobs from Python: `job_id = await submit(nc, "execute", request)`, `await result(nc, job_id)`.
 
 The same protocol any NATS client can speak (see node/durable.py): publish the request to
-`strategy.jobs.<kind>` with `Nats-Msg-Id: <job id>` (and `Strategy-Reply-To` for a push reply),
-then read `strategy.results.<job id>` from the STRATEGY_RESULTS stream (a tenant account's
-import maps that read into its own results, `strategy.results.<account>.<job id>`, so job ids
-never meet across tenants). Submitting a job id again inside the stream's duplicate window is a
-no-op, so retrying a submit is safe.
+`strategy.jobs.<kind>` with `Strategy-Job-Id: <job id>` (and `Strategy-Reply-To` for a push
+reply), then read `strategy.results.<job id>` from the STRATEGY_RESULTS stream (a tenant
+account's import maps that read into its own results, `strategy.results.<account>.<job id>`, so
+job ids never meet across tenants). Submitting a job id again within JOBS_DUPLICATE_WINDOW_SECONDS
+(or after its result is stored) never runs it twice, so retrying a submit is safe; the check is
+per tenant (node/jobqueue/claims.py). `Nats-Msg-Id` also names a job, but JetStream reads that
+header stream-wide: node/jobqueue/ids.py.
 
 `result` only reads the results stream (direct get, falling back to a leader get), which is
 all deploy/nats/permissions.conf lets a client do; with `wait` it polls until the result is
@@ -29,8 +31,8 @@ from contracts.subjects import CONTENT_TYPE, JSON, MSGPACK
 
 from . import sizing
 from .durable import (
+    JOB_ID,
     JOB_KIND,
-    MSG_ID,
     REPLY_TO,
     RESULTS_STREAM,
     jobs_subject,
@@ -43,9 +45,8 @@ KINDS = ("execute", "backtest")
 
 
 def new_job_id() -> str:
-    """Unguessable: JetStream drops a repeated job id stream-wide within its duplicate window,
-    so an id another tenant could know in advance could be taken first (it could never read or
-    replace the result: results are kept per account)."""
+    """Unguessable, so nobody can look a job's result up by guessing its id within its own
+    account (results, claims and replies are kept per account)."""
     return uuid.uuid4().hex
 
 
@@ -64,7 +65,7 @@ async def submit(nc: nats.NATS, kind: str, request: Any, job_id: str | None = No
         raise ValueError("job id must be 1-128 letters, digits, '-' or '_'")
     ctype = MSGPACK if msgpack else JSON
     data = request if isinstance(request, (bytes, bytearray)) else encode(request, ctype)
-    headers = {MSG_ID: job_id, CONTENT_TYPE: ctype}
+    headers = {JOB_ID: job_id, CONTENT_TYPE: ctype}
     if reply_to:
         headers[REPLY_TO] = reply_to
     sizing.check(nc, bytes(data), headers, "the job")  # nats-py would send it and lose the connection

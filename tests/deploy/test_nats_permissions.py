@@ -14,12 +14,15 @@ import json
 import logging
 
 import nats
+import nats.js.errors
 import pytest
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
-from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import NotFoundError
 
 from contracts import subjects
+from node.config import Settings
+from node.durable import consumer_config, stream_configs
 
 JOBS_STREAM = "STRATEGY_JOBS"
 RESULTS_STREAM = "STRATEGY_RESULTS"
@@ -32,16 +35,13 @@ async def job_streams(conns):
     node user, as the node does at start-up (idempotent)."""
     node = await conns.connect("node")
     js = node.jetstream(timeout=5)
-    await js.add_stream(
-        StreamConfig(name=JOBS_STREAM, subjects=["strategy.jobs.>"],
-                     retention=RetentionPolicy.WORK_QUEUE)
-    )
-    await js.add_stream(
-        StreamConfig(name=RESULTS_STREAM, subjects=["strategy.results.>"], allow_direct=True)
-    )
-    await js.add_consumer(
-        JOBS_STREAM, ConsumerConfig(durable_name=JOBS_CONSUMER, ack_policy="explicit")
-    )
+    jobs, results, _dead = stream_configs(Settings.from_env({}))
+    await js.add_stream(jobs)
+    await js.add_stream(results)
+    try:
+        await js.add_consumer(JOBS_STREAM, consumer_config(Settings.from_env({})))
+    except nats.js.errors.BadRequestError:  # a node of another test declared it with its settings
+        await js.consumer_info(JOBS_STREAM, JOBS_CONSUMER)
     return js
 
 
@@ -300,7 +300,10 @@ async def test_node_consumes_a_job_and_delivers_its_result(conns, job_streams):
 async def test_node_can_open_a_replay_consumer_on_bars(conns):
     node = await conns.connect("node")
     js = node.jetstream(timeout=5)
-    await js.add_stream(StreamConfig(name="BARS", subjects=["bars.>"], allow_direct=True))
+    try:
+        await js.add_stream(StreamConfig(name="BARS", subjects=["bars.>"], allow_direct=True))
+    except nats.js.errors.BadRequestError:  # a node of another test declared it with its settings
+        await js.stream_info("BARS")
     sub = await js.subscribe("bars.1m.AAPL", ordered_consumer=True)
     await node.flush()
     await sub.unsubscribe()

@@ -36,8 +36,7 @@ async def tenant_node(permissions_server, tmp_path_factory):
         "NODE_ID": "tenant-node", "MAX_WORKERS": "4", "SANDBOX_READY": "2",
         "TENANT_WARM_RUNS": "50", "TENANT_WARM_WORKERS": "1", "TENANT_WARM_MAX": "8",
         "JOBS_ACK_WAIT_SECONDS": "5",
-        # JetStream drops a repeated Nats-Msg-Id for this long; 1 s lets a test reuse a job id
-        # from another tenant afterwards, where only the node's own keying keeps them apart.
+        # each tenant's job id runs once within this window (node/jobqueue/claims.py)
         "JOBS_DUPLICATE_WINDOW_SECONDS": "1",
         "JOB_REPLY_PREFIXES": "TENANT_A=_INBOX_client,TENANT_B=_INBOX_client2",  # as permissions.conf
         "HEARTBEAT_FILE": str(tmp_path_factory.mktemp("hb") / "heartbeat"),
@@ -260,11 +259,49 @@ async def test_a_tenant_that_takes_another_tenants_job_id_first_never_becomes_it
     job_id = "rebalance-2026-12-02"
     await submit_as(b, "b-poison", job_id)  # B guessed A's next id and ran first
     assert (await jobs_client.result(b, job_id, wait=20)).result["who"] == "b-poison"
-    await asyncio.sleep(1.5)  # past the stream's duplicate window: A's submit is stored and runs
-    await submit_as(a, "a-own", job_id)
+    await submit_as(a, "a-own", job_id)  # at once: the id is claimed per tenant
     result = await jobs_client.result(a, job_id, wait=20)
     assert result is not None and result.result["who"] == "a-own"
     assert (await jobs_client.result(b, job_id)).result["who"] == "b-poison"  # B still sees only its own
+
+
+async def test_two_tenants_submitting_one_job_id_at_the_same_moment_both_run(tenant_node):
+    _, _, conns = tenant_node
+    a, b = await conns.connect("client"), await conns.connect("client2")
+    job_id = "daily-close-2026-12-02"  # a name both tenants' schedulers use
+    await asyncio.gather(submit_as(a, "a-daily", job_id), submit_as(b, "b-daily", job_id))
+    assert (await jobs_client.result(a, job_id, wait=20)).result["who"] == "a-daily"
+    assert (await jobs_client.result(b, job_id, wait=20)).result["who"] == "b-daily"
+
+
+async def test_another_tenants_nats_msg_id_shadows_a_job_for_at_most_the_streams_100_ms(tenant_node):
+    _, _, conns = tenant_node
+    a, b = await conns.connect("client"), await conns.connect("client2")
+    job_id = "msg-id-" + jobs_client.new_job_id()
+    await b.jetstream().publish("strategy.jobs.execute", execute("b-first", "jobs"), headers={"Nats-Msg-Id": job_id})
+    await asyncio.sleep(0.3)
+    ack = await a.jetstream().publish("strategy.jobs.execute", execute("a-after", "jobs"),
+                                      headers={"Nats-Msg-Id": job_id})
+    assert not ack.duplicate
+    assert (await jobs_client.result(a, job_id, wait=20)).result["who"] == "a-after"
+    assert (await jobs_client.result(b, job_id, wait=20)).result["who"] == "b-first"
+
+
+async def test_a_tenants_retried_submit_of_one_job_id_runs_once(tenant_node):
+    node, _, conns = tenant_node
+    a = await conns.connect("client")
+    job_id = jobs_client.new_job_id()
+    skipped = node.jobs.skipped_duplicates
+    await submit_as(a, "a-once", job_id)
+    await submit_as(a, "a-retried", job_id)
+    assert (await jobs_client.result(a, job_id, wait=20)).result["who"] == "a-once"
+    deadline = asyncio.get_running_loop().time() + 10
+    while node.jobs.skipped_duplicates == skipped and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert node.jobs.skipped_duplicates == skipped + 1
+    stored = await node.nc.jetstream().stream_info("STRATEGY_RESULTS",
+                                                   subjects_filter=f"strategy.results.TENANT_A.{job_id}")
+    assert sum(stored.state.subjects.values()) == 1
 
 
 async def test_a_tenants_job_is_pushed_to_an_inbox_of_its_own_account(tenant_node):

@@ -143,15 +143,65 @@ async def test_result_of_an_unknown_job_is_none(jnc):
     assert await jobs_client.result(jnc, "no-such-job", wait=0.2) is None
 
 
-async def test_resubmitting_a_job_id_is_dropped_as_a_duplicate(jnc):
+async def test_a_job_id_resubmitted_while_its_job_runs_is_dropped_without_running(jnc, jobs_node):
     job_id = uuid.uuid4().hex
-    await jobs_client.submit(jnc, "execute", job(), job_id=job_id)
-    ack = await jnc.jetstream().publish("strategy.jobs.execute", encode(job()),
-                                        headers={"Nats-Msg-Id": job_id})
-    assert ack.duplicate is True
-    assert (await jobs_client.result(jnc, job_id, wait=10)).success
+    skipped, completed = jobs_node.jobs.skipped_duplicates, jobs_node.jobs.completed
+    await jobs_client.submit(jnc, "execute", job(SPIN_CODE, n=3_000_000, token="first"), job_id=job_id)
+    await jobs_client.submit(jnc, "execute", job(token="second"), job_id=job_id)  # a retried submit
+
+    async def dropped():
+        return jobs_node.jobs.skipped_duplicates > skipped
+    await wait_for(dropped)
+    assert await jobs_client.result(jnc, job_id) is None  # dropped by its claim, not by a stored result
+    stored = await jobs_client.result(jnc, job_id, wait=20)
+    assert stored.success and stored.logs[-1].endswith("token first")
     await asyncio.sleep(0.3)
     assert await result_count(jnc, job_id) == 1
+    assert jobs_node.jobs.completed == completed + 1
+
+
+async def test_a_job_id_resubmitted_after_its_result_is_stored_is_not_run_again(jnc, jobs_node):
+    job_id = uuid.uuid4().hex
+    await jobs_client.submit(jnc, "execute", job(token="first"), job_id=job_id)
+    assert (await jobs_client.result(jnc, job_id, wait=10)).success
+    skipped = jobs_node.jobs.skipped_duplicates
+    await jobs_client.submit(jnc, "execute", job(token="second"), job_id=job_id)
+
+    async def dropped():
+        return jobs_node.jobs.skipped_duplicates > skipped
+    await wait_for(dropped)
+    assert (await jobs_client.result(jnc, job_id)).logs[-1].endswith("token first")
+    assert await result_count(jnc, job_id) == 1
+
+
+async def test_a_job_named_only_by_nats_msg_id_runs_under_that_id(jnc):
+    job_id = uuid.uuid4().hex
+    await jnc.jetstream().publish("strategy.jobs.execute", encode(job(token="by-msg-id")),
+                                  headers={"Nats-Msg-Id": job_id})
+    stored = await jobs_client.result(jnc, job_id, wait=10)
+    assert stored.success and stored.logs[-1].endswith("token by-msg-id")
+
+
+async def test_a_job_whose_two_id_headers_disagree_is_refused_naming_both(jnc):
+    inbox = jnc.new_inbox()
+    replies = await Replies.on(jnc, inbox)
+    await jnc.jetstream().publish("strategy.jobs.execute", encode(job()), headers={
+        "Strategy-Job-Id": "one-id", "Nats-Msg-Id": "another-id", subjects.JOB_REPLY_HEADER: inbox})
+
+    async def answered():
+        return replies.by_job
+    await wait_for(answered)
+    (reply,), = replies.by_job.values()
+    result = msgspec.json.decode(reply.data, type=ExecuteResult)
+    assert result.error.code == ErrorCode.INVALID_REQUEST
+    assert result.error.message == ("invalid job id: Strategy-Job-Id 'one-id' and Nats-Msg-Id 'another-id' name "
+                                    "different jobs: send one of them, or the same id in both")
+    assert await jobs_client.result(jnc, "one-id") is None and await jobs_client.result(jnc, "another-id") is None
+
+
+async def test_the_jobs_stream_drops_a_repeated_nats_msg_id_only_within_the_servers_smallest_window(jnc, jobs_node):
+    # the stream reads Nats-Msg-Id whoever sent it: job ids are de-duplicated per tenant by the nodes
+    assert (await jnc.jetstream().stream_info(JOBS_STREAM)).config.duplicate_window == 0.1
 
 
 async def test_a_redelivered_job_whose_result_is_stored_is_acked_without_running(jnc, jobs_node):
@@ -380,7 +430,7 @@ async def test_a_job_whose_node_died_on_its_last_delivery_is_dead_lettered_from_
     job_id = await jobs_client.submit(nc, "execute", job())
     for _ in range(2):
         (msg,) = await dying.fetch(1, timeout=5)
-        assert msg.headers["Nats-Msg-Id"] == job_id
+        assert msg.headers["Strategy-Job-Id"] == job_id
     with pytest.raises(nats.errors.TimeoutError):  # the server checks max deliveries on a pull
         await dying.fetch(1, timeout=1)
     stored = await jobs_client.result(nc, job_id, wait=10)
@@ -502,7 +552,7 @@ async def test_a_job_that_reaches_a_stopping_node_is_handed_back_to_the_next_pul
     started = time.monotonic()
     (msg,) = await probe.fetch(1, timeout=5)
     assert time.monotonic() - started < 2.0  # at once, not after the 30 s ack wait
-    assert msg.headers["Nats-Msg-Id"] == job_id and msg.metadata.num_delivered == 2
+    assert msg.headers["Strategy-Job-Id"] == job_id and msg.metadata.num_delivered == 2
     await msg.ack()
 
 
@@ -600,7 +650,7 @@ def forged_advisory(seq: int, deliveries: int = 5, **fields) -> bytes:
 
 async def job_seq(nc, job_id: str) -> int:
     msg = await nc.jetstream().get_last_msg(JOBS_STREAM, "strategy.jobs.execute")
-    assert msg.headers["Nats-Msg-Id"] == job_id
+    assert msg.headers["Strategy-Job-Id"] == job_id
     return msg.seq
 
 
