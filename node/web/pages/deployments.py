@@ -1,5 +1,6 @@
 """The Deployments page: one row per deployment with its live status, next fire, last run, last
-signal and error count; Pause, Resume, Stop and Run now (the same control subjects as the CLI).
+signal and error count; Pause, Resume, Stop and Run now (the same control subjects as the CLI);
+below them the tenant's quotas of hosted objects (`strategy.v1.quotas`, also `GET /api/quotas`).
 
 Live: `/events/deployments` streams the tenant's status changes (a watch of its keys in KV
 DEPLOYMENT_STATUS, `$KV.DEPLOYMENT_STATUS.<tenant>.*`) and its signals
@@ -56,13 +57,35 @@ async def rows(request: Request) -> list[dict[str, Any]]:
     return [views.row(v.deployment, v.status, s) for v, s in zip(reply.deployments, signals)]
 
 
+AT_LIMIT = {"refused": "a new one is refused",
+            "oldest_unused_dropped": "the oldest versions no deployment runs are dropped"}
+QUOTA_LABELS = {"strategies": "Strategies", "versions_per_strategy": "Versions of one strategy",
+                "deployments": "Deployments", "secrets": "Secrets"}
+
+
+async def quotas(request: Request) -> list[dict[str, Any]]:
+    """The signed-in tenant's quotas (the node counts them for the connection's NATS identity)."""
+    reply = await control((await hosting(request)).quotas())
+    return [{**msgspec.structs.asdict(q), "label": QUOTA_LABELS.get(q.name, q.name),
+             "at_limit_text": AT_LIMIT.get(q.at_limit, q.at_limit), "full": q.used >= q.limit}
+            for q in reply.quotas]
+
+
 async def page(request: Request) -> Response:
     try:
-        data = await rows(request)
+        data, limits = await asyncio.gather(rows(request), quotas(request))
         error = None
     except PageError as exc:
-        data, error = [], exc.message
-    return render(request, "deployments.html", rows=data, error=error)
+        data, limits, error = [], [], exc.message
+    return render(request, "deployments.html", rows=data, quotas=limits, error=error)
+
+
+async def api_quotas(request: Request) -> Response:
+    try:
+        await no_options(request)
+        return JSONResponse({"quotas": await quotas(request)})
+    except PageError as exc:
+        return exc.response()
 
 
 async def api_list(request: Request) -> Response:
@@ -139,6 +162,7 @@ routes = [
     Route("/deployments", page, methods=["GET"]),
     Route("/events/deployments", events, methods=["GET"]),  # not under /deployments/: any id is a page
     Route("/api/deployments", api_list, methods=["GET"]),
+    Route("/api/quotas", api_quotas, methods=["GET"]),
     Route("/api/deployments/{id}", api_one, methods=["GET"]),
     Route("/api/deployments/{id}/{action}", api_action, methods=["POST"]),
 ]

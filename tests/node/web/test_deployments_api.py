@@ -35,7 +35,8 @@ def test_an_action_refuses_options_it_does_not_take_and_names_them(web_env, alic
 
 
 def test_a_read_refuses_unknown_query_parameters_and_names_them(alice_http):
-    for path in ("/api/deployments?tenant=TENANT_B", "/api/deployments/api-dep?verbose=1", "/api/fleet?all=1",
+    for path in ("/api/deployments?tenant=TENANT_B", "/api/quotas?tenant=TENANT_B",
+                 "/api/deployments/api-dep?verbose=1", "/api/fleet?all=1",
                  "/api/deployments/api-dep/diff?a=1&b=1&context=9"):
         reply = alice_http.get(path)
         assert reply.status_code == 400, path
@@ -106,3 +107,24 @@ def test_a_deployment_may_be_called_events(web_env, alice_http):
     page = alice_http.get("/deployments/events")
     assert page.status_code == 200 and 'id="dep-id">events<' in page.text
     assert alice_http.get("/api/deployments/events").json()["deployment"]["id"] == "events"
+
+
+def quota_counts(quotas) -> dict:
+    return {q["name"]: (q["used"], q["limit"]) for q in quotas}
+
+
+def test_the_quotas_route_gives_the_signed_in_tenants_own_counts(web_env, alice_http):
+    alice, bob = web_env.hosting("alice"), web_env.hosting("bob")
+    web_env.run(bob.put_strategy("bob-quota", "def strategy(data):\n    return 'HOLD'\n"))
+    reply = alice_http.get("/api/quotas")
+    assert reply.status_code == 200, reply.text
+    shown = quota_counts(reply.json()["quotas"])
+    mine = {q.name: (q.used, q.limit) for q in web_env.run(alice.quotas()).quotas}
+    assert shown == mine and shown["deployments"][0] >= 1  # api-dep, at least
+    bob_http = sign_in(web_env.url, **web_env.users["bob"])
+    try:
+        bobs = quota_counts(bob_http.get("/api/quotas").json()["quotas"])
+    finally:
+        bob_http.close()
+    assert bobs == {q.name: (q.used, q.limit) for q in web_env.run(bob.quotas()).quotas}
+    assert bobs["strategies"][0] >= 1

@@ -85,3 +85,19 @@ def test_another_tenant_cannot_open_the_page(web_env, signed_in_page, ran_twice)
     response = page.goto("/deployments/tenant-view")
     assert response.status == 404
     assert "tv run" not in page.content() and "TVW1" not in page.content()
+
+
+def test_the_deployments_page_shows_the_tenants_own_quotas(web_env, signed_in_page, ran_twice):
+    alice = {q.name: q for q in web_env.run(web_env.hosting("alice").quotas()).quotas}
+    page = signed_in_page("alice")
+    page.goto("/deployments")
+    for name in ("strategies", "versions_per_strategy", "deployments", "secrets"):
+        row = page.locator(f"#quota-{name}")
+        assert row.locator(".used").inner_text() == str(alice[name].used), name
+        assert row.locator(".limit").inner_text() == str(alice[name].limit), name
+    assert alice["deployments"].used >= 1  # tenant-view, at least
+    bob = {q.name: q.used for q in web_env.run(web_env.hosting("bob").quotas()).quotas}
+    other = signed_in_page("bob")
+    other.goto("/deployments")
+    assert other.locator("#quota-deployments .used").inner_text() == str(bob["deployments"])
+    assert page.problems == [] and other.problems == []
