@@ -17,9 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import msgspec
-
-from .hosting import _common, _deployment_fields, _emit, _fail, _options, hosting_client
+from .hosting import _common, _deployment_fields, _emit, _options, hosting_call
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 async def cmd_deploy(args: argparse.Namespace) -> int:
     from .inputs import read_strategy
-    from ..hosting.client import HostingError
 
     code = read_strategy(args.file)
     name = args.name or Path(args.file).stem
@@ -46,17 +43,10 @@ async def cmd_deploy(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    nc, hosting = await hosting_client(args)
-    try:
-        reply = await hosting.deploy(code, strategy=name, id=args.deployment_id, description=args.description,
-                                     **fields)
-    except HostingError as exc:
-        return _fail(exc.error)
-    except (msgspec.ValidationError, ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        await nc.drain()
+    reply, failed = await hosting_call(args, lambda hosting: hosting.deploy(
+        code, strategy=name, id=args.deployment_id, description=args.description, **fields))
+    if failed:
+        return failed
     if args.json:
         _emit(reply)
         return 0

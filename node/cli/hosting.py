@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import msgspec
 
@@ -130,6 +130,24 @@ async def hosting_client(args: argparse.Namespace):
     return nc, HostingClient(nc, tenant=getattr(args, "tenant", "local"))
 
 
+async def hosting_call(args: argparse.Namespace, call: Callable[[Any], Awaitable[Any]]) -> tuple[Any, int]:
+    """(the reply, 0) of `call(hosting_client)` on a connection of its own, or (None, the exit
+    code) after printing why: 1 for the node's refusal (its code and message), 2 for a request
+    this side found malformed."""
+    from ..hosting.client import HostingError
+
+    nc, hosting = await hosting_client(args)
+    try:
+        return await call(hosting), 0
+    except HostingError as exc:
+        return None, _fail(exc.error)
+    except (msgspec.ValidationError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 2
+    finally:
+        await nc.drain()
+
+
 def _emit(obj: Any) -> None:
     print(msgspec.json.encode(obj).decode())
 
@@ -141,25 +159,23 @@ def _fail(error: Any) -> int:
 
 async def cmd_strategies(args: argparse.Namespace) -> int:
     from .inputs import read_strategy
-    from ..hosting.client import HostingError
 
     code = read_strategy(args.file) if args.op == "put" else None
-    nc, hosting = await hosting_client(args)
-    try:
+
+    async def call(hosting: Any) -> Any:
         if args.op == "put":
-            reply = await hosting.put_strategy(args.name, code, args.description)
-        elif args.op == "list":
-            reply = await hosting.list_strategies()
-        elif args.op == "get":
-            reply = await hosting.get_strategy(args.name, args.version)
-        elif args.op == "versions":
-            reply = await hosting.strategy_versions(args.name)
-        else:
-            reply = await hosting.delete_strategy(args.name)
-    except HostingError as exc:
-        return _fail(exc.error)
-    finally:
-        await nc.drain()
+            return await hosting.put_strategy(args.name, code, args.description)
+        if args.op == "list":
+            return await hosting.list_strategies()
+        if args.op == "get":
+            return await hosting.get_strategy(args.name, args.version)
+        if args.op == "versions":
+            return await hosting.strategy_versions(args.name)
+        return await hosting.delete_strategy(args.name)
+
+    reply, failed = await hosting_call(args, call)
+    if failed:
+        return failed
     if args.json:
         _emit(reply)
     elif args.op == "put":
@@ -209,28 +225,21 @@ def _deployment_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cmd_deployments(args: argparse.Namespace) -> int:
-    from ..hosting.client import HostingError
-
-    nc, hosting = await hosting_client(args)
-    try:
+    async def call(hosting: Any) -> Any:
         if args.op == "create":
             fields = _deployment_fields(args)
-            reply = await hosting.create_deployment(args.id, strategy=args.strategy, symbols=fields.pop("symbols"),
-                                                    timeframe=fields.pop("timeframe"), **fields)
-        elif args.op == "update":
-            reply = await hosting.update_deployment(args.id, **_deployment_fields(args))
-        elif args.op == "history":
-            reply = await hosting.history(args.id, args.limit or 64)
-        else:
-            reply = await hosting.deployment(args.op, getattr(args, "id", None), getattr(args, "limit", None),
-                                             symbol=getattr(args, "symbol", None))
-    except HostingError as exc:
-        return _fail(exc.error)
-    except (msgspec.ValidationError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        await nc.drain()
+            return await hosting.create_deployment(args.id, strategy=args.strategy, symbols=fields.pop("symbols"),
+                                                   timeframe=fields.pop("timeframe"), **fields)
+        if args.op == "update":
+            return await hosting.update_deployment(args.id, **_deployment_fields(args))
+        if args.op == "history":
+            return await hosting.history(args.id, args.limit or 64)
+        return await hosting.deployment(args.op, getattr(args, "id", None), getattr(args, "limit", None),
+                                        symbol=getattr(args, "symbol", None))
+
+    reply, failed = await hosting_call(args, call)
+    if failed:
+        return failed
     if args.json:
         _emit(reply)
         return 0

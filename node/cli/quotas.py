@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .hosting import _common, _emit, _fail, hosting_client
+from .hosting import _common, _emit, hosting_call
 
 AT_LIMIT = {"refused": "a new one is refused",
             "oldest_unused_dropped": "the oldest versions no deployment runs are dropped"}
@@ -21,15 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def cmd_quotas(args: argparse.Namespace) -> int:
-    from ..hosting.client import HostingError
-
-    nc, hosting = await hosting_client(args)
-    try:
-        reply = await hosting.quotas()
-    except HostingError as exc:
-        return _fail(exc.error)
-    finally:
-        await nc.drain()
+    reply, failed = await hosting_call(args, lambda hosting: hosting.quotas())
+    if failed:
+        return failed
     if args.json:
         _emit(reply)
         return 0

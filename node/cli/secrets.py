@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from .hosting import _common, _emit, _fail, hosting_client
+from .hosting import _common, _emit, hosting_call
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,30 +55,24 @@ def _value(args: argparse.Namespace) -> str:
 
 
 async def cmd_secrets(args: argparse.Namespace) -> int:
-    from ..hosting.client import HostingError
-
     try:
         value = _value(args) if args.op == "put" else None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    nc, hosting = await hosting_client(args)
-    try:
+
+    async def call(hosting):
         if args.op == "put":
-            reply = await hosting.set_secret(args.name, value)
-        elif args.op == "list":
-            reply = await hosting.list_secrets()
-        elif args.op == "delete":
-            reply = await hosting.delete_secret(args.name)
-        else:
-            reply = await hosting.rotate_secrets()
-    except HostingError as exc:
-        return _fail(exc.error)
-    except ValueError as exc:  # the request itself is malformed (name, empty value)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        await nc.drain()
+            return await hosting.set_secret(args.name, value)
+        if args.op == "list":
+            return await hosting.list_secrets()
+        if args.op == "delete":
+            return await hosting.delete_secret(args.name)
+        return await hosting.rotate_secrets()
+
+    reply, failed = await hosting_call(args, call)  # a malformed name or empty value: exit 2
+    if failed:
+        return failed
     if args.json:
         _emit(reply)
     elif args.op == "put":
