@@ -20,7 +20,10 @@ A read the store does not answer (a server that lost JetStream, or a NATS user w
 permission for REFDATA / KV_REFDATA_MASTER: the server drops the request, so it can only time out)
 fails with `StoreUnavailable` (INTERNAL, "reference data is unavailable ...") instead of a bare
 timeout, and for `UNAVAILABLE_FOR_S` after that every read fails at once with the same error, so a
-burst of runs does not each hold a slot for the whole timeout.
+burst of runs does not each hold a slot for the whole timeout. The server does tell the connection
+of a denied request (an asynchronous `-ERR 'Permissions Violation ...'`): whoever owns the
+connection's error callback passes that on (`denied(subject)`), and the reads under way fail at
+once instead of after the timeout.
 """
 
 from __future__ import annotations
@@ -100,6 +103,29 @@ class RefDataStore:
         self._ensured = False
         self.requests = 0  # batched direct gets sent (tests check reads stay per symbol)
         self._down_until = 0.0  # monotonic time until which reads fail at once (see _reading)
+        self._denial: asyncio.Future | None = None  # set by denied(): the reads under way fail at once
+
+    @staticmethod
+    def concerns(subject: str) -> bool:
+        """Is a denied `subject` one of this store's reads or writes? (nats-py lowercases the
+        server's error text, subject included)"""
+        s = subject.lower()
+        if s.startswith((f"{SUBJECT_ROOT}.", f"$kv.{BUCKET.lower()}.")):
+            return True
+        return s.startswith("$js.api.") and bool({STREAM.lower(), f"kv_{BUCKET.lower()}"} & set(s.split(".")))
+
+    def denied(self, subject: str) -> None:
+        """The server refused the connection a request on `subject` (from the connection's
+        error callback): if it is one of this store's, the reads under way and those of the
+        next UNAVAILABLE_FOR_S fail at once."""
+        if not self.concerns(subject):
+            return
+        self._down_until = time.monotonic() + UNAVAILABLE_FOR_S
+        log.warning("reference data unavailable: the server refused %s to this NATS user; check that it may "
+                    "read stream %s and bucket %s (deploy/nats/permissions.conf)", subject, STREAM, BUCKET)
+        if self._denial is not None and not self._denial.done():
+            self._denial.set_result(subject)
+        self._denial = None
 
     async def _reading(self, read):
         """Await the read coroutine `read`; an unreachable store becomes StoreUnavailable, and for
@@ -107,8 +133,20 @@ class RefDataStore:
         if time.monotonic() < self._down_until:
             read.close()
             raise StoreUnavailable()
+        if self._denial is None:
+            self._denial = asyncio.get_running_loop().create_future()
+        denial = self._denial
+        reading = asyncio.ensure_future(read)
         try:
-            return await read
+            await asyncio.wait((reading, denial), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            reading.cancel()
+            raise
+        if not reading.done():  # the server refused one of this store's requests: no answer will come
+            reading.cancel()
+            raise StoreUnavailable()
+        try:
+            return reading.result()
         except (StoreUnavailable, *_UNREACHABLE) as exc:
             self._down_until = time.monotonic() + UNAVAILABLE_FOR_S
             log.warning("reference data unavailable (%s: %s): failing reads for %.0fs; check that the "

@@ -23,6 +23,7 @@ manifests often template variables to "". Errors name the variable, never its va
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from typing import Any, Mapping
 
@@ -139,3 +140,13 @@ def is_inbox_subject(subject: str | None) -> bool:
 
 # First token of the reply subject the server puts on a request that crossed a service import.
 RESPONSE_PREFIX = "_R_"
+
+
+_DENIED = re.compile(r'permissions violation for (?:publish|subscription) to "([^"]+)"', re.IGNORECASE)
+
+
+def denied_subject(error: BaseException | str) -> str | None:
+    """The subject of a `Permissions Violation` the server sent the connection (as nats-py hands
+    it to the error callback, lowercased), or None for any other error."""
+    match = _DENIED.search(str(error))
+    return match.group(1) if match else None

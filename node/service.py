@@ -34,7 +34,7 @@ from .hosting.service import Hosting
 from . import nats_internals, sizing
 from .endpoints import Endpoints, error_headers
 from .metrics import Metrics
-from .nats_auth import connect_options, is_inbox_subject
+from .nats_auth import connect_options, denied_subject, is_inbox_subject
 from .telemetry import Telemetry
 
 log = logging.getLogger("node")
@@ -233,6 +233,10 @@ class Node:
     # -- NATS callbacks -----------------------------------------------------------------
     async def _on_error(self, exc: Exception) -> None:
         log.warning("NATS error: %s", exc)
+        subject = denied_subject(exc)
+        refdata = getattr(self.backtesting, "refdata", None)
+        if subject is not None and refdata is not None:
+            refdata.denied(subject)  # its reads under way fail now, not at their timeout
 
     async def _on_disconnect(self) -> None:
         self.connectivity.on_disconnected()

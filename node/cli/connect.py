@@ -37,21 +37,22 @@ async def _quiet(exc: Exception) -> None:
         traceback.print_exception(exc, file=sys.stderr)
 
 
-def connect_kwargs() -> dict[str, Any]:
+def connect_kwargs(error_cb: Any = None) -> dict[str, Any]:
     """nats.connect options for a short-lived command: one retry, no 2-minute reconnect loop."""
     from ..nats_auth import connect_options
 
     return dict(connect_timeout=1.0, max_reconnect_attempts=1, reconnect_time_wait=0.2,
-                error_cb=_quiet, **connect_options(os.environ))
+                error_cb=error_cb or _quiet, **connect_options(os.environ))
 
 
-async def connect(args: argparse.Namespace):
-    """A plain nats-py connection to the command's URL, or CliError saying how to get one."""
+async def connect(args: argparse.Namespace, error_cb: Any = None):
+    """A plain nats-py connection to the command's URL, or CliError saying how to get one.
+    `error_cb`: the connection's asynchronous errors (e.g. a permission the server refused)."""
     import nats
 
     url = url_of(args)
     try:
-        return await nats.connect(url, **connect_kwargs())
+        return await nats.connect(url, **connect_kwargs(error_cb))
     except Exception as exc:  # noqa: BLE001 - every way the first connect fails becomes one line
         raise CliError(explain(exc, url) or f"cannot reach NATS at {url}: {type(exc).__name__}: {exc}") from exc
 
@@ -102,10 +103,10 @@ def client_parser(sub: Any, name: str, help_: str) -> argparse.ArgumentParser:
     return p
 
 
-async def connect_jetstream(args: argparse.Namespace):
+async def connect_jetstream(args: argparse.Namespace, error_cb: Any = None):
     """A connection to a server with JetStream (bars, reference data and durable jobs live there), or
     one clear line why not."""
-    nc = await connect(args)
+    nc = await connect(args, error_cb)
     try:
         await require_jetstream(nc, url_of(args))
     except BaseException:

@@ -44,8 +44,9 @@ async def cmd_refdata_load(args: argparse.Namespace) -> int:
     import nats.errors
 
     from backtest.refdata_files import read_facts, read_indices, read_securities
-    from backtest.refdata_store import StoreUnavailable
+    from backtest.refdata_store import RefDataStore, StoreUnavailable
 
+    from ..nats_auth import denied_subject
     from .connect import CliError, connect_jetstream, url_of
 
     kind = args.kind
@@ -58,9 +59,24 @@ async def cmd_refdata_load(args: argparse.Namespace) -> int:
         payload = read_securities(args.file)
     else:
         payload = read_facts(args.file, kind)
-    nc = await connect_jetstream(args)
+    denied: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def on_error(exc: Exception) -> None:
+        subject = denied_subject(exc)  # the server refused a request of the load: say so now
+        if subject and (RefDataStore.concerns(subject) or subject.startswith(("bars.", "$js.api"))) \
+                and not denied.done():
+            denied.set_result(subject)
+
+    nc = await connect_jetstream(args, on_error)
     try:
-        summary = await _store(nc, kind, payload, args.timeframe)
+        storing = asyncio.ensure_future(_store(nc, kind, payload, args.timeframe))
+        await asyncio.wait((storing, denied), return_when=asyncio.FIRST_COMPLETED)
+        if not storing.done():
+            storing.cancel()
+            raise CliError(f"NATS at {url_of(args)} refused {denied.result()!r} to this NATS user: check that it may "
+                           f"load reference data (deploy/nats/permissions.conf grants it to `ingest`, connecting "
+                           f"with NATS_INBOX_PREFIX=_INBOX_ingest)")
+        summary = storing.result()
     except (nats.errors.TimeoutError, asyncio.TimeoutError, StoreUnavailable) as exc:
         # A JetStream request the server dropped (a user without permission) or did not answer;
         # not "no node is running": loading needs no node.

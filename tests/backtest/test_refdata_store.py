@@ -132,3 +132,17 @@ async def test_the_whole_security_master_lists_every_record(nc, sym):
     await store.load_securities([{"symbol": sym + "A", "sector": "S" + sym}, {"symbol": sym + "B", "sector": "S" + sym}])
     master = await store.securities()
     assert {s for s, r in master.items() if r.get("sector") == "S" + sym} == {sym + "A", sym + "B"}
+
+
+@pytest.mark.parametrize("subject, concerned", [
+    ("$js.api.direct.get.refdata", True),  # nats-py lowercases the server's error text
+    ("$JS.API.STREAM.INFO.REFDATA", True),
+    ("$js.api.direct.get.kv_refdata_master.$kv.refdata_master.security.acme", True),
+    ("$kv.refdata_master.security.acme", True),
+    ("refdata.fundamentals.acme", True),
+    ("bars.1d.refdata", False),  # a symbol named like the stream is not the store
+    ("$js.api.stream.info.bars", False),
+    ("strategy.v1.execute", False),
+])
+def test_a_denied_subject_concerns_the_store_only_when_it_is_one_of_its_reads_or_writes(subject, concerned):
+    assert RefDataStore.concerns(subject) is concerned

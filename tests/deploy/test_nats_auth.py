@@ -8,11 +8,12 @@ import ssl
 import subprocess
 
 import nats
+import nats.errors
 import pytest
 
 from contracts import subjects
 from node.embedded import EmbeddedServer
-from node.nats_auth import AuthConfigError, connect_options, is_inbox_subject
+from node.nats_auth import AuthConfigError, connect_options, denied_subject, is_inbox_subject
 
 from .support import PASSWORDS
 
@@ -224,3 +225,14 @@ async def test_tls_options_connect_with_mutual_tls(tls_files, tmp_path):
         with pytest.raises((OSError, nats.errors.Error)):  # ssl error / broken pipe
             await nats.connect(url, allow_reconnect=False, connect_timeout=3,
                                max_reconnect_attempts=0, **no_cert)
+
+
+@pytest.mark.parametrize("text, subject", [
+    ('nats: permissions violation for publish to "$js.api.direct.get.refdata"', "$js.api.direct.get.refdata"),
+    ('nats: permissions violation for subscription to "bars.>"', "bars.>"),
+    ('nats: Permissions Violation for Publish to "refdata.securities.ACME"', "refdata.securities.ACME"),
+    ("nats: stale connection", None),
+    ("nats: maximum payload exceeded", None),
+])
+def test_denied_subject_reads_the_subject_of_a_permissions_violation_and_nothing_else(text, subject):
+    assert denied_subject(nats.errors.Error(text)) == subject
