@@ -6,7 +6,9 @@ A node is connected and serving, or it exits so the orchestrator replaces it:
   max-payload violation, an authorization violation, ...) and calls `closed_cb`: the node has
   no subscriptions left, so it stops at once (exit status 1);
 * a connection that stays disconnected longer than `NATS_DISCONNECTED_EXIT_SECONDS` (nats-py
-  keeps reconnecting forever) also stops the node with status 1, after it drained what it could.
+  keeps reconnecting forever) also stops the node with status 1, after it drained what it could;
+* so does a connection that says connected while its read loop has ended (two heartbeats in a
+  row): nothing would arrive on it again (node/nats_internals.py `read_loop_alive`).
 
 The heartbeat file (HEARTBEAT_FILE, rewritten every second) carries this state as one JSON
 object, and `strategy-node health --local` (the liveness probe) fails when the file is stale,
@@ -43,8 +45,9 @@ class Connectivity:
         self.connected = False
 
     def on_closed(self, reason: str, now: float | None = None) -> None:
+        """Closed for good; the first reason given stays (the close that follows a stop says less)."""
         self.on_disconnected(now)
-        self.closed, self.reason = True, reason
+        self.closed, self.reason = True, self.reason if self.closed and self.reason else reason
 
     def disconnected_for(self, now: float | None = None) -> float:
         if self.connected or self.disconnected_since is None:

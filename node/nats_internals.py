@@ -1,6 +1,6 @@
 """The only place the node reads nats-py private attributes; nowhere else may.
 
-nats-py gives no public way to do four things the node needs:
+nats-py gives no public way to do six things the node needs:
 
 * the reply subject of a micro-service request (`Request._msg.reply`): the node refuses to
   answer anything but an inbox, so it must see where a reply would go before sending it;
@@ -17,7 +17,17 @@ nats-py gives no public way to do four things the node needs:
   loop, which every request goes through (issue 18). The fast path writes the same bytes
   `publish` would (an HPUB with nats-py's header block, sizing.header_block) and keeps its
   order: only when nothing is pending ahead of it in nats-py or in the socket's buffer, and the
-  connection is plainly connected (not reconnecting or draining, whose rules `publish` keeps).
+  connection is plainly connected (not reconnecting or draining, whose rules `publish` keeps);
+* a PONG whose flush gave up must not end the read loop (`tolerate_late_pongs`): nats-py's
+  `flush(timeout)` cancels its PONG future on timeout but leaves it in `Client._pongs`, and
+  when that PONG does arrive (a server that stalled a moment) `_process_pong` calls
+  `set_result` on the cancelled future. The InvalidStateError ends `_read_loop` while the
+  connection still says connected: nothing more is read, no callback fires, and the node
+  would sit deaf. The connection's own PONG handler is replaced by one that drops a PONG whose
+  waiter is gone (PONGs answer PINGs in order, so it is that one's);
+* whether the connection's read loop is still running (`read_loop_alive`, `Client._reading_task`):
+  the node stops (exit 1) when it has ended while the connection says connected, for that or
+  any other reason (node/service.py).
 
 Each accessor reads the attribute directly, with no `getattr` fallback: after a nats-py
 upgrade that renames one, the node fails loudly (AttributeError) instead of quietly skipping
@@ -76,3 +86,24 @@ def publish_now(nc: Any, subject: str, payload: bytes, header_block: bytes) -> b
     nc.stats["out_msgs"] += 1
     nc.stats["out_bytes"] += len(payload)
     return True
+
+
+def tolerate_late_pongs(nc: Client) -> None:
+    """From now on a PONG whose `flush` timed out is dropped, not raised inside the read loop
+    (see the module's text). Only this connection is changed."""
+    async def process_pong() -> None:
+        if nc._pongs:
+            future = nc._pongs.pop(0)
+            if not future.done():  # a flush that timed out cancelled it
+                future.set_result(True)
+            nc._pongs_received += 1
+            nc._pings_outstanding = 0
+
+    nc._process_pong = process_pong  # the parser calls `self.nc._process_pong()` on the instance
+
+
+def read_loop_alive(nc: Client) -> bool:
+    """Is nats-py's read loop for the current socket running? (False between a disconnect and
+    the reconnect, and after the loop died on an exception.)"""
+    task = nc._reading_task
+    return task is not None and not task.done()

@@ -88,6 +88,7 @@ class Node:
             error_cb=self._on_error, disconnected_cb=self._on_disconnect,
             reconnected_cb=self._on_reconnect, closed_cb=self._on_closed, **options,
         )
+        nats_internals.tolerate_late_pongs(self.nc)  # a slow PONG must not leave the node deaf
         self.connectivity.on_connected()
         self.endpoints.nats_connected = lambda: bool(self.nc and self.nc.is_connected)
         # Tenants are verified only when the node has an account of its own (node/identity.py).
@@ -217,11 +218,23 @@ class Node:
     async def _beat(self) -> None:
         """Rewrite the heartbeat file (event loop alive + NATS connectivity, node/connectivity.py)
         every second; stop the node when it has been disconnected longer than the limit."""
+        deaf = 0
         while not self._stopped.is_set():
             self._write_heartbeat()
             if self.connectivity.beyond_limit() and not self._stopping:
                 self._lost(f"disconnected from NATS for more than {self.connectivity.exit_after_s:g}s")
+            # a connection that says connected while nothing reads it serves no one (two beats in
+            # a row: a reconnect starts its new read loop just before it says connected)
+            deaf = deaf + 1 if self._deaf() else 0
+            if deaf >= 2 and not self._stopping:
+                reason = "the NATS connection's read loop ended while it was connected: nothing more arrives"
+                self.connectivity.on_closed(reason)  # the liveness probe fails from now on
+                self._lost(reason)
             await asyncio.sleep(1.0)
+
+    def _deaf(self) -> bool:
+        nc = self.nc
+        return nc is not None and nc.is_connected and not nats_internals.read_loop_alive(nc)
 
     def _lost(self, reason: str) -> None:
         """Serve or stop: without NATS this node is useless; exit 1 so the orchestrator replaces it."""

@@ -26,6 +26,7 @@ from nats.aio.client import Client
 from contracts import Health, decode, subjects
 from node.hosting.client import HostingClient
 from node.hosting.naming import LOCAL_TENANT, tenant_token
+from node import nats_internals
 from node.identity import GLOBAL_ACCOUNT, Caller, own_account
 
 CONNECT_TIMEOUT_S = 3.0
@@ -72,6 +73,7 @@ async def connect_as(url: str, creds: Credentials, on_error=None) -> Client:
                                 **creds.options())
         # ... and the live connection then reconnects for as long as the session lasts.
         nc.options["allow_reconnect"] = True
+        nats_internals.tolerate_late_pongs(nc)  # a PONG after a flush's timeout must not end its read loop
         return nc
     except nats.errors.NoServersError:
         if any("authorization" in e.lower() for e in errors):

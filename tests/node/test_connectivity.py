@@ -216,3 +216,45 @@ async def test_a_server_back_within_the_limit_leaves_the_node_serving(tmp_path):
     finally:
         finish(proc)
         server.close()
+
+
+# -- a connection that says connected while nothing reads it ------------------------------------
+async def in_process_node(url: str, tmp_path):
+    from node.config import Settings
+    from node.service import Node
+
+    node = Node(Settings.from_env({"NODE_ID": "deaf-check", "NODE_ROLE": "requests", "MAX_WORKERS": "1",
+                                   "SANDBOX_READY": "1", "HEARTBEAT_FILE": str(tmp_path / "heartbeat")}), url)
+    await node.start()
+    return node
+
+
+async def test_a_server_stall_past_a_flush_timeout_leaves_the_node_serving(bare_server, tmp_path):
+    from tests.support import stall
+
+    node = await in_process_node(bare_server.url, tmp_path)
+    try:
+        stalled = asyncio.ensure_future(stall(bare_server, 1.5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(nats.errors.FlushTimeoutError):
+            await node.nc.flush(timeout=0.3)  # its PONG comes a second later
+        await stalled
+        await asyncio.sleep(2.5)  # two heartbeats: a deaf node would be stopping by now
+        nc = await nats.connect(bare_server.url)
+        reply = await request_json(nc, subjects.EXECUTE, {"code": "def strategy(d): return 'BUY'",
+                                                          "bars": columnar_bars(5)})
+        await nc.close()
+        assert reply["success"] is True and node.exit_code == 0
+    finally:
+        await node.stop()
+
+
+async def test_a_node_whose_read_loop_ended_while_connected_stops_with_exit_1(bare_server, tmp_path):
+    node = await in_process_node(bare_server.url, tmp_path)
+    try:
+        node.nc._reading_task.cancel()  # however it ends: nothing more arrives on this connection
+        await asyncio.wait_for(node._stopped.wait(), 10)
+        assert node.exit_code == 1
+        assert "read loop ended" in json.loads(open(tmp_path / "heartbeat").read())["nats"]["reason"]
+    finally:
+        await node.stop()

@@ -16,6 +16,7 @@ from nats.js.api import KeyValueConfig
 from nats.micro import add_service
 
 from node import nats_internals, sizing
+from tests.support import stall
 
 
 def test_the_installed_nats_py_is_inside_the_pinned_range():
@@ -163,9 +164,44 @@ async def test_publish_now_declines_on_a_draining_or_closed_connection(nats_url)
     assert nats_internals.publish_now(nc, "internals.closed", b"x", block) is False
 
 
+async def flush_that_gives_up(server, nc) -> None:
+    """A flush whose PONG comes after its timeout: the server stalls 1 s, the flush waits 0.3 s."""
+    stalled = asyncio.ensure_future(stall(server, 1.0))
+    await asyncio.sleep(0.05)
+    with pytest.raises(nats.errors.FlushTimeoutError):
+        await nc.flush(timeout=0.3)
+    await stalled
+    await asyncio.sleep(0.3)  # the late PONG arrives
+
+
+async def test_a_pong_after_its_flush_gave_up_leaves_the_read_loop_running(bare_server):
+    nc = await nats.connect(bare_server.url)
+    try:
+        nats_internals.tolerate_late_pongs(nc)
+        await flush_that_gives_up(bare_server, nc)
+        assert nats_internals.read_loop_alive(nc) and nc.is_connected
+        sub = await nc.subscribe("internals.late-pong")
+        await nc.publish("internals.late-pong", b"read")
+        assert (await sub.next_msg(timeout=2)).data == b"read"  # something still reads the socket
+        await nc.flush(timeout=2)  # and the next flush gets its own PONG
+    finally:
+        await nc.close()
+
+
+async def test_without_it_the_installed_nats_py_ends_the_read_loop_on_that_pong(bare_server):
+    """The bug tolerate_late_pongs works around; when this fails, nats-py has fixed it."""
+    nc = await nats.connect(bare_server.url)
+    try:
+        await flush_that_gives_up(bare_server, nc)
+        assert nc.is_connected and not nats_internals.read_loop_alive(nc)
+    finally:
+        await nc.close()
+
+
 @pytest.mark.parametrize("accessor", [nats_internals.reply_subject, nats_internals.kv_parts,
                                       lambda s: list(nats_internals.endpoint_subscriptions(s)),
-                                      lambda s: nats_internals.publish_now(s, "x", b"", b"")])
+                                      lambda s: nats_internals.publish_now(s, "x", b"", b""),
+                                      nats_internals.read_loop_alive])
 def test_a_missing_attribute_fails_loudly_not_quietly(accessor):
     with pytest.raises(AttributeError):
         accessor(object())
