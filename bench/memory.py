@@ -51,17 +51,26 @@ class ChildSampler(threading.Thread):
         self.samples = 0
         self.alive_at_end: set[int] = set()
 
+    def start(self) -> None:
+        """Sample once before the thread runs, so the ready children that will serve the phase are
+        known even when a loaded host schedules the thread late (the phase may be over by then)."""
+        self._sample()
+        super().start()
+
     def run(self) -> None:
         while not self._stop_event.is_set():
-            for pid in children_of(self.zygote_pid):
-                rollup = smaps_rollup(pid)
-                if rollup is None:
-                    continue
-                self.samples += 1
-                best = self.peak.get(pid)
-                if best is None or private_kb(rollup) > private_kb(best):
-                    self.peak[pid] = rollup
+            self._sample()
             time.sleep(self.interval)
+
+    def _sample(self) -> None:
+        for pid in children_of(self.zygote_pid):
+            rollup = smaps_rollup(pid)
+            if rollup is None:
+                continue
+            self.samples += 1
+            best = self.peak.get(pid)
+            if best is None or private_kb(rollup) > private_kb(best):
+                self.peak[pid] = rollup
 
     def stop(self) -> dict:
         self._stop_event.set()

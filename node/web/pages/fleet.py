@@ -103,8 +103,14 @@ async def fleet(nc: Any) -> dict[str, Any]:
                       "environment": meta.get("environment", ""), "started": st.get("started"),
                       "endpoints": [e for e in endpoints if e["requests"] or e["errors"]],
                       "requests": sum(e["requests"] for e in endpoints), "errors": sum(e["errors"] for e in endpoints)})
-    # each other node by its own health subject (where the user may ask a node by name)
+    # a node that answered health but whose discovery reply missed the window (a busy node):
+    # shown from its health, never left off the page
     answered = any_health["node_id"] if any_health else None
+    if answered and answered not in {n["node_id"] for n in nodes}:
+        nodes.append({"id": None, "node_id": answered, "version": any_health.get("version"),
+                      "environment": "", "started": None, "endpoints": [], "requests": 0, "errors": 0,
+                      "discovery": "no $SRV.INFO reply within the page's wait"})
+    # each other node by its own health subject (where the user may ask a node by name)
     healths = await asyncio.gather(*(health_of(nc, n["node_id"]) if n["node_id"] != answered else _same(any_health)
                                      for n in nodes))
     for node, health in zip(nodes, healths):

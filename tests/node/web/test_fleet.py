@@ -127,3 +127,14 @@ def test_insecure_local_visitors_share_one_nats_connection(local_web_env):
     assert len(sessions._by_id) == before + 5
     assert len({id(s.user.nc) for s in sessions._by_id.values()}) == 1
     assert len(sessions.shared) == 1 and sessions.shared[0].nc.is_connected
+
+
+def test_a_node_whose_discovery_reply_misses_the_wait_is_still_shown_from_its_health(web_env, monkeypatch):
+    from node.web.pages import fleet as page
+
+    gather = page.gather_replies
+    monkeypatch.setattr(page, "gather_replies", lambda nc, subject, wait_s=0.0: gather(nc, subject, 0.0))
+    data = web_env.run(page.fleet(web_env.nats("alice")))  # no $SRV reply can arrive in no time
+    (node,) = data["nodes"]
+    assert node["node_id"] == "web-node" and node["health"]["node_id"] == "web-node"
+    assert node["health"]["isolation"] and "no $SRV.INFO reply" in node["discovery"]
