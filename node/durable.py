@@ -334,7 +334,7 @@ class JobConsumer:
         self.verifier = identity.Verifier(trust_body=settings.trust_body_user_id)
         self.js = nc.jetstream(timeout=API_TIMEOUT_S)
         self.results = ResultStore(self.js, nc)
-        self.claims = Claims(self.js, API_TIMEOUT_S)
+        self.claims = Claims(self.js, API_TIMEOUT_S, nc)
         self.backoff = tuple(settings.jobs_backoff_seconds) or (settings.jobs_ack_wait_seconds,)
         self.heartbeat_s = max(0.05, settings.jobs_ack_wait_seconds / 3)
         self.state = "starting"

@@ -24,6 +24,7 @@ from typing import Any
 import nats.js.errors
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
+from .. import sizing
 from .jetstream import EXPECTED_LAST_SUBJECT_SEQ, NO_MESSAGE_FOUND, WRONG_LAST_SEQUENCE
 
 CLAIMS_STREAM = "STRATEGY_JOB_IDS"
@@ -45,19 +46,21 @@ def claims_stream_config(window_s: float, replicas: int) -> StreamConfig:
 
 
 class Claims:
-    def __init__(self, js: Any, timeout: float) -> None:
+    def __init__(self, js: Any, timeout: float, max_payload: Any = sizing.DEFAULT_MAX_PAYLOAD) -> None:
         self.js = js
         self.timeout = timeout
+        self.max_payload = max_payload  # the connection (its INFO's max_payload) or an int
 
     async def claim(self, key: str, seq: int) -> bool:
         """True when the job message at STRATEGY_JOBS sequence `seq` may run job `key`: its claim
         is stored now or was stored by an earlier delivery of the same message. Errors other
         than a held claim raise (the caller hands the job back rather than run it unchecked)."""
         subject, mine = claim_subject(key), str(seq).encode()
+        headers = {EXPECTED_LAST_SUBJECT_SEQ: "0"}
+        sizing.check(self.max_payload, mine, headers, "a job id claim")  # every message is sized
         for _ in range(ATTEMPTS):
             try:
-                await self.js.publish(subject, mine, timeout=self.timeout,
-                                      headers={EXPECTED_LAST_SUBJECT_SEQ: "0"})
+                await self.js.publish(subject, mine, timeout=self.timeout, headers=dict(headers))
                 return True
             except nats.js.errors.APIError as exc:
                 if exc.err_code != WRONG_LAST_SEQUENCE:

@@ -172,6 +172,12 @@ async def test_ten_thousand_random_messages_get_clear_answers_and_the_node_survi
             headers["Strategy-Reply-To"] = f"{inbox}.{i}"
             if i % 20 == 1:
                 headers["Nats-Msg-Id"] = f"not a.valid>id {i}"
+            elif i % 20 == 3:
+                headers["Strategy-Job-Id"] = f"not a.valid>id {i}" if i % 40 == 3 else "x" * 129
+            elif i % 20 == 4:  # two ids that disagree
+                headers["Strategy-Job-Id"], headers["Nats-Msg-Id"] = f"fuzz-a-{i}", f"fuzz-b-{i}"
+            elif i % 20 == 5:
+                headers["Strategy-Job-Id"] = f"fuzz-{i}-{uuid.uuid4().hex[:8]}"
             elif i % 20 != 2:  # and some jobs without any id
                 headers["Nats-Msg-Id"] = f"fuzz-{i}-{uuid.uuid4().hex[:8]}"
             acks.append(js.publish(f"strategy.jobs.{'backtest' if i % 3 == 0 else 'execute'}", data, headers=headers))
