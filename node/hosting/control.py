@@ -283,6 +283,7 @@ class Control:
         dep = await self._check_create(tenant, req, version.version)
         dep.change = how
         await self.h.deployments.create(tenant, dep)
+        await self.quotas.keep(tenant, version)  # a drop that raced this create restores nothing else
         if dep.schedule:
             try:
                 await schedules.publish(self.h.js, tenant, dep)
@@ -296,8 +297,9 @@ class Control:
             initial=DeploymentStatus(id=dep.id, state=state, version=dep.version, next_fire=upcoming))
         return DeploymentReply(ok=True, deployment=dep, status=status)
 
-    async def _check_update(self, tenant: str, req: DeploymentUpdate) -> tuple[Deployment, Any]:
-        """Every check of an update (nothing stored): the current deployment and the edit."""
+    async def _check_update(self, tenant: str, req: DeploymentUpdate) -> tuple[Deployment, Any, Any]:
+        """Every check of an update (nothing stored): the current deployment, the edit and the
+        version it moves to (None when it keeps its version)."""
         run_limits(_Limits(req.timeout_ms, req.memory_mb), self.h.settings)
         self._check_warm(req.warm)
         if req.secrets is not None:
@@ -305,8 +307,9 @@ class Control:
         if req.session:
             sessions.check(req.session)
         current = await self.h.deployments.get(tenant, req.id)
+        moved_to = None
         if req.version is not None:
-            await self.h.registry.get(tenant, current.strategy, req.version)  # must exist
+            moved_to = await self.h.registry.get(tenant, current.strategy, req.version)  # must exist
 
         def edit(d: Deployment) -> Deployment:
             for name in UPDATE_FIELDS:
@@ -330,11 +333,13 @@ class Control:
         _no_warm_secrets(current.warm if req.warm is None else req.warm,
                          current.secrets if req.secrets is None else req.secrets)
         edit(msgspec.structs.replace(current))  # refused here, before anything is stored
-        return current, edit
+        return current, edit, moved_to
 
     async def _update(self, tenant: str, req: DeploymentUpdate, how: str = "update") -> DeploymentReply:
-        _current, edit = await self._check_update(tenant, req)
+        _current, edit, moved_to = await self._check_update(tenant, req)
         dep = await self.h.deployments.change(tenant, req.id, edit, how=how, by=_by())
+        if moved_to is not None:
+            await self.quotas.keep(tenant, moved_to)  # a drop that raced this move restores nothing else
         if any(getattr(req, f) is not None for f in ("schedule", "tz", "session", "window")):
             if dep.schedule:
                 await schedules.publish(self.h.js, tenant, dep)

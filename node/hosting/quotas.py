@@ -19,11 +19,10 @@ histories: `deploy` on every edit keeps working, and the protocol has no way to 
 version). A version a deployment runs is never dropped: when every stored version is run by a
 deployment the new one is refused. A dropped version is removed from the stream (no marker), so
 its number is never taken again (a newer version always stays). After a drop the deployments are
-read again and a version one of them took meanwhile is written back. What remains: a create or
-update naming that old version explicitly, whose check read the version before the drop and
-whose write lands after that second read, points at a version that is gone (its runs fail with
-"not found" until it is moved); it needs a rollback to the oldest version at the very moment a
-put drops it.
+read again and a version one of them took meanwhile is written back; and a create or move of a
+deployment reads its version again after its own write and stores it again if a drop purged it
+meanwhile (`keep`): whichever of the two reads comes second sees the other's write, so no
+deployment is left on a dropped version.
 
 Exactness: the count is taken just before the create, without a lock, so N concurrent creates
 of one tenant that all read the same count may together overshoot a limit by at most N - 1
@@ -45,7 +44,7 @@ from contracts import ErrorCode, ExecutionError
 from contracts.quotas import Quota
 
 from .. import nats_internals
-from . import naming
+from . import naming, registry
 
 log = logging.getLogger("node.hosting")
 READ_S = 5.0
@@ -173,6 +172,33 @@ class Quotas:
         for v in [v for v in kept if v in taken]:  # a deployment moved onto it while we dropped
             await kv.create(naming.strategy_key(tenant, name, v), kept[v])
         return [v for v in kept if v not in taken]
+
+    async def keep(self, tenant: str, record: Any) -> bool:
+        """After a deployment was written on version `record` (a StrategyVersion): when a put
+        dropped that version between the deployment's check and its write, store it again.
+        True when it did.
+
+        The drop purges, then reads the deployments; the create or move writes its deployment,
+        then reads the version here. Whichever read comes second sees the other's write: the
+        drop finds the deployment and writes the version back, or this read finds the version
+        gone and writes it back. A version the user deleted (a delete marker) is not brought back.
+        """
+        kv = self.h.registry.kv
+        key = naming.strategy_key(tenant, record.name, record.version)
+        try:
+            await kv.get(key)
+            return False
+        except nats.js.errors.KeyDeletedError:
+            return False
+        except nats.js.errors.KeyNotFoundError:
+            pass  # purged by a drop: no marker
+        try:
+            await kv.create(key, registry.encoded(record))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False  # the drop wrote it back first
+        log.info("strategy %s.%s: version %d, dropped while a deployment was set on it, is stored again",
+                 tenant, record.name, record.version)
+        return True
 
     # -- deployments and secrets -----------------------------------------------------------
     async def before_deployment(self, tenant: str, deployment: str) -> None:

@@ -27,6 +27,11 @@ PUT_ATTEMPTS = 20
 VERSIONS_CACHED = 1024
 
 
+def encoded(record: StrategyVersion) -> bytes:
+    """A version as the registry stores it (its Key-Value value)."""
+    return _encoder.encode(record)
+
+
 def not_found(what: str) -> ExecutionError:
     return ExecutionError(ErrorCode.INVALID_REQUEST, f"{what} not found")
 

@@ -168,6 +168,45 @@ async def test_a_version_a_deployment_took_while_it_was_being_dropped_is_written
     assert await versions(h, "raced") == [1]
 
 
+async def test_a_version_dropped_between_a_creates_check_and_its_write_is_stored_again(h, nodes, monkeypatch):
+    await h.put_strategy("raced-create", CODE)
+    await h.put_strategy("raced-create", CODE + "# 2\n")
+    control = nodes[0].hosting.control
+    check = control._check_create
+
+    async def check_then_a_whole_drop_lands(tenant, req, version):
+        dep = await check(tenant, req, version)
+        # a put's drop, purge and second read of the deployments both before this create's write
+        assert await control.quotas.drop_versions(tenant, "raced-create", [1]) == [1]
+        return dep
+    monkeypatch.setattr(control, "_check_create", check_then_a_whole_drop_lands)
+    body = msgspec.json.encode({"id": "d-raced", "strategy": "raced-create", "version": 1, "symbols": ["Q1"],
+                                "timeframe": "1d"})
+    reply = await control.deployment("create", "local", body, subjects.JSON)
+    assert reply.ok and reply.deployment.version == 1
+    assert (await h.get_strategy("raced-create", 1)).strategy.code == CODE  # not left on a missing version
+    assert await versions(h, "raced-create") == [1, 2]
+
+
+async def test_a_version_dropped_between_a_moves_check_and_its_write_is_stored_again(h, nodes, monkeypatch):
+    await h.put_strategy("raced-move", CODE)
+    await h.put_strategy("raced-move", CODE + "# 2\n")
+    await h.create_deployment("d-move", strategy="raced-move", symbols=["Q1"], timeframe="1d")  # on version 2
+    control = nodes[0].hosting.control
+    check = control._check_update
+
+    async def check_then_a_whole_drop_lands(tenant, req):
+        checked = await check(tenant, req)
+        assert await control.quotas.drop_versions(tenant, "raced-move", [1]) == [1]
+        return checked
+    monkeypatch.setattr(control, "_check_update", check_then_a_whole_drop_lands)
+    reply = await control.deployment("update", "local", msgspec.json.encode({"id": "d-move", "version": 1}),
+                                     subjects.JSON)
+    assert reply.ok and reply.deployment.version == 1
+    assert (await h.get_strategy("raced-move", 1)).strategy.code == CODE
+    assert await versions(h, "raced-move") == [1, 2]
+
+
 async def test_deploy_moving_a_deployment_on_keeps_working_at_the_versions_limit(h):
     for i in range(4):
         reply = await h.deploy(CODE + f"# {i}\n", strategy="redeployed", symbols=["Q1"], timeframe="1d")
