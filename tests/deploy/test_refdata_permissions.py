@@ -314,7 +314,7 @@ async def test_the_nodes_key_listings_leave_no_consumer_behind(world):
     code = 'def classify_symbol(symbol):\n    return int(get_sector_data("Tech")["members"].iloc[-1])\n'
     for _ in range(3):
         reply = await request_json(world["client"], subjects.SCREEN, {"code": code, "symbols": ["ACME"]}, timeout=60)
-        assert reply["success"] is True and reply["results"][0]["result"] == 2, reply
+        assert reply["success"] is True and reply["results"][0]["result"] == 2, (reply["results"], reply["logs"])
     assert (await js.stream_info(KV_STREAM)).state.consumer_count >= 1  # the listings' consumers
     deadline = time.monotonic() + WATCH_INACTIVE_S + 5
     while (await js.stream_info(KV_STREAM)).state.consumer_count:
